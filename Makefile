@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= $(shell scripts/find-python)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: run test lint bench venv services clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+## make run: venv, install, migrate SQLite, demo users, daphne on 127.0.0.1:$(PORT) (in-memory layer)
+run: venv
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py demo_users
+	@echo "Serving the demo on http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
+	exec $(BIN)/daphne -b 127.0.0.1 -p $(PORT) project.asgi:application
+
+## make test: venv, install, services the tests use, then the whole suite
+test: venv services
+	$(BIN)/python -m pytest
+
+services:
+	scripts/ensure-services
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) db.sqlite3 test-output

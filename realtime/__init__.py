@@ -1,0 +1,48 @@
+"""Real-time endpoints for Django: WebSocket and SSE views, pub/sub channels, JWT auth, permissions.
+
+Names are imported lazily, so ``import realtime`` needs neither settings nor the app registry.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "CoreApp": "app",
+    "Router": "routing",
+    "AutoRouter": "routing",
+    "WebSocketView": "websocket",
+    "_authenticate_ws": "websocket",
+    "_check_ws_permissions": "websocket",
+    "WebSocket": "connection",
+    "WebSocketState": "connection",
+    "WebSocketDisconnect": "connection",
+    "CloseCode": "closecodes",
+    "WebSocketException": "closecodes",
+    "SSEView": "sse",
+    "sse_response": "sse",
+    "encode_event": "sse_encoder",
+    "Channel": "channel",
+    "Gap": "channel",
+    "Permission": "permissions",
+    "AllowAny": "permissions",
+    "IsAuthenticated": "permissions",
+    "IsAdmin": "permissions",
+    "HasRole": "permissions",
+    "IsOwner": "permissions",
+    "AuthenticationFailed": "auth",
+}
+
+__all__ = sorted(name for name in _EXPORTS if not name.startswith("_"))
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'realtime' has no attribute {name!r}")
+    value = getattr(import_module(f"realtime.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *globals()])

@@ -1,0 +1,93 @@
+"""CoreApp: the project's ASGI application, a protocol router.
+
+``websocket`` scopes go straight to the endpoints declared on the routers and never pass through
+Django's HTTP middleware (which is written for requests and responses, not sockets); ``http``
+scopes, SSE included, go to Django with its whole middleware stack; ``lifespan`` is answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.urls import Resolver404, URLResolver
+from django.urls.resolvers import RegexPattern
+
+from .daphne_compat import patch_daphne
+from .routing import AutoRouter, Router
+
+logger = logging.getLogger("realtime.app")
+
+
+class WebSocketRouter:
+    """Resolves a WebSocket path against the declared routes, with Django's converters."""
+
+    def __init__(self, routers: Iterable[Router]) -> None:
+        patterns = [p for router in routers for p in router.websocket_urlpatterns()]
+        self.resolver = URLResolver(RegexPattern(r"^/"), patterns)
+        self.resolver.url_patterns  # noqa: B018 - fail at start-up, not at the first connection
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            match = self.resolver.resolve(scope["path"])
+        except Resolver404:
+            await self.refuse(scope, receive, send)
+            return
+        scope = dict(scope, url_route={"args": match.args, "kwargs": match.kwargs})
+        await match.func(scope, receive, send)
+
+    @staticmethod
+    async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Reject the handshake of an unknown path: HTTP 404 where the server supports it, else 403."""
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        logger.info("No WebSocket endpoint at %s", scope["path"])
+        if "websocket.http.response" in scope.get("extensions", {}) or {}:
+            await send({"type": "websocket.http.response.start", "status": 404, "headers": []})
+            await send({"type": "websocket.http.response.body", "body": b"No WebSocket endpoint here"})
+        else:
+            await send({"type": "websocket.close", "code": 1000})
+
+
+class CoreApp:
+    """The ASGI application: ``application = CoreApp(routers=[api])`` in ``asgi.py``.
+
+    Without ``routers`` it discovers a ``router`` in each installed app's ``routing.py``.
+    """
+
+    def __init__(self, routers: Iterable[Router] | None = None, http_app: Any = None) -> None:
+        from django.core.asgi import get_asgi_application
+
+        # Set Django up before anything imports models (the routers' views may).
+        http_app = http_app or get_asgi_application()
+        patch_daphne()
+        if routers is None:
+            discovered = AutoRouter()
+            discovered.autodiscover()
+            routers = [discovered]
+        self.routers = list(routers)
+        self.http_app = http_app
+        self.websocket_app = WebSocketRouter(self.routers)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await self.websocket_app(scope, receive, send)
+        elif kind == "http":
+            await self.http_app(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+        else:
+            raise ValueError(f"CoreApp cannot serve {kind!r} scopes")
+
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        """Answer startup and shutdown (uvicorn sends them; daphne does not)."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class RealtimeConfig(AppConfig):
+    name = "realtime"
+    verbose_name = "Real-time"
+
+    def ready(self) -> None:
+        from .daphne_compat import patch_daphne
+
+        patch_daphne()

@@ -1,0 +1,37 @@
+"""Named WebSocket close codes and the exception that closes a connection from any hook."""
+
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    """Close codes sent by `realtime`, with what a client should do for each."""
+
+    #: The conversation is over; nothing went wrong. Do not reconnect unless you want more.
+    NORMAL = 1000
+    #: The server is going away (shutdown or restart). Reconnect with backoff.
+    GOING_AWAY = 1001
+    #: A frame of a type the view does not accept (binary on a json/text view, text on a bytes view).
+    UNSUPPORTED_DATA = 1003
+    #: A frame whose payload does not decode (malformed JSON, invalid UTF-8).
+    INVALID_PAYLOAD = 1007
+    #: A policy was violated (rate limit, missing subprotocol, forbidden origin). Do not retry at once.
+    POLICY_VIOLATION = 1008
+    #: A message larger than the view accepts.
+    MESSAGE_TOO_BIG = 1009
+    #: The server hit an unexpected error. Reconnect with backoff.
+    INTERNAL_ERROR = 1011
+    #: The server is restarting. Reconnect with backoff.
+    SERVICE_RESTART = 1012
+    #: Credentials were presented but are invalid or have expired. Refresh the token, then reconnect.
+    UNAUTHORIZED = 4001
+    #: Authenticated (or anonymous) but not allowed. Do not reconnect with the same credentials.
+    FORBIDDEN = 4003
+
+
+class WebSocketException(Exception):
+    """Raise from any hook to close the connection with `code` and `reason`."""
+
+    def __init__(self, code: int = CloseCode.POLICY_VIOLATION, reason: str = "") -> None:
+        super().__init__(f"{int(code)}: {reason}" if reason else str(int(code)))
+        self.code = int(code)
+        self.reason = reason

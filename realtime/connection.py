@@ -1,0 +1,178 @@
+"""The ``ws`` object handed to every WebSocketView hook: one per connection.
+
+It speaks ASGI underneath and exposes the small surface the specification uses (``accept``,
+``send_json``, ``close``, ``client_state`` ...). State is explicit, and an illegal step raises an
+error that names what was expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+from typing import Any
+from urllib.parse import parse_qsl
+
+from .closecodes import CloseCode
+from .daphne_compat import is_sendable
+from .encoding import dumps, loads
+
+
+class WebSocketState(Enum):
+    """Where a connection is in its life."""
+
+    CONNECTING = 0
+    CONNECTED = 1
+    DISCONNECTED = 2
+
+
+class WebSocketDisconnect(Exception):
+    """The connection is gone (the client left, or the server closed it)."""
+
+    def __init__(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        super().__init__(code)
+        self.code = code
+        self.reason = reason
+
+
+def parse_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """ASGI header pairs as a dict of lower-case names (the last value of a repeated header wins)."""
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+    }
+
+
+def parse_query(scope: dict[str, Any]) -> dict[str, str]:
+    """The query string as a dict (the first value of a repeated parameter wins)."""
+    raw = scope.get("query_string", b"")
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+        query.setdefault(name, value)
+    return query
+
+
+_DISCONNECTED = object()
+
+
+class WebSocket:
+    """One client connection, as the hooks see it."""
+
+    def __init__(self, scope: dict[str, Any], send: Any, inbox_size: int = 64) -> None:
+        self.scope = scope
+        self._send = send
+        self.client_state = WebSocketState.CONNECTING
+        self.path_params: dict[str, Any] = dict(scope.get("url_route", {}).get("kwargs", {}))
+        self.headers = parse_headers(scope)
+        self.query_params = parse_query(scope)
+        self.user: Any = None
+        self.subprotocol: str | None = None
+        #: The close code, once known: the server's when it closed first, else the client's.
+        self.close_code: int | None = None
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue(inbox_size)
+        #: Called once the handshake is accepted (the view starts its keepalive there).
+        self.on_accept: Any = None
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def accept(self, subprotocol: str | None = None, headers: dict[str, str] | None = None) -> None:
+        """Complete the handshake."""
+        if self.client_state is not WebSocketState.CONNECTING:
+            raise RuntimeError(f"accept() expects a CONNECTING socket, not {self.client_state.name}")
+        message: dict[str, Any] = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if headers:
+            message["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.subprotocol = subprotocol
+        self.client_state = WebSocketState.CONNECTED
+        await self._send(message)
+        if self.on_accept is not None:
+            self.on_accept(self)
+
+    async def send_text(self, text: str) -> None:
+        """Send one text frame."""
+        if self.client_state is not WebSocketState.CONNECTED:
+            raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
+        await self._send({"type": "websocket.send", "text": text})
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send one binary frame."""
+        if self.client_state is not WebSocketState.CONNECTED:
+            raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
+        await self._send({"type": "websocket.send", "bytes": data})
+
+    async def send_json(self, data: Any, mode: str = "text") -> None:
+        """Send ``data`` as compact JSON, in a text frame (or a binary one with ``mode="binary"``)."""
+        text = dumps(data)
+        if mode == "binary":
+            await self.send_bytes(text.encode())
+        else:
+            await self.send_text(text)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send a raw ASGI message."""
+        await self._send(message)
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close the connection; a second call does nothing.
+
+        Closing before ``accept()`` makes most servers answer the handshake with HTTP 403, so the
+        client never sees ``code``; the views accept first whenever a client should see the code.
+        """
+        if not is_sendable(int(code)):
+            raise ValueError(f"{code} is not a close code a server may send (1000-1003, 1007-1014, 3000-4999)")
+        if self.client_state is WebSocketState.DISCONNECTED:
+            return
+        self.client_state = WebSocketState.DISCONNECTED
+        self.close_code = int(code)
+        self._wake_receiver()
+        await self._send({"type": "websocket.close", "code": int(code), "reason": reason or ""})
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def receive(self) -> dict[str, Any]:
+        """The next ``websocket.receive`` message; raises WebSocketDisconnect when the socket is gone."""
+        message = await self._inbox.get()
+        if message is _DISCONNECTED:
+            self._inbox.put_nowait(_DISCONNECTED)  # every later receive() sees it too
+            raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
+        return message
+
+    async def receive_text(self) -> str:
+        message = await self.receive()
+        if message.get("text") is None:
+            raise TypeError("expected a text frame, got a binary one")
+        return message["text"]
+
+    async def receive_bytes(self) -> bytes:
+        message = await self.receive()
+        if message.get("bytes") is None:
+            raise TypeError("expected a binary frame, got a text one")
+        return message["bytes"]
+
+    async def receive_json(self) -> Any:
+        message = await self.receive()
+        payload = message.get("text")
+        return loads(payload if payload is not None else message["bytes"])
+
+    # -- driven by the view -------------------------------------------------------------------
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
+        await self._inbox.put(message)
+
+    def _disconnected(self, code: int) -> None:
+        """The client has gone: record its code unless the server closed first."""
+        if self.close_code is None:
+            self.close_code = code
+        self.client_state = WebSocketState.DISCONNECTED
+        self._wake_receiver()
+
+    def _wake_receiver(self) -> None:
+        try:
+            self._inbox.put_nowait(_DISCONNECTED)
+        except asyncio.QueueFull:
+            # Make room: whatever is queued will never be processed by a closed connection.
+            while not self._inbox.empty():
+                self._inbox.get_nowait()
+            self._inbox.put_nowait(_DISCONNECTED)
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.scope.get('path')!r} {self.client_state.name}>"

@@ -1,0 +1,158 @@
+"""Routers: one declaration for WebSocket and SSE endpoints.
+
+``Router.register_websocket`` and ``register_sse`` record routes; ``include_router`` nests routers
+and propagates prefixes. The same router object then yields both the WebSocket URL patterns that
+:class:`realtime.CoreApp` serves around Django's HTTP middleware and the SSE URL patterns that
+go into Django's URLconf (``path("", include(api.urls))``), so there is no second list to keep in
+sync.
+
+Paths take the specification's ``{param}`` (a string), ``{param:int}``, and Django's own
+``<int:param>`` converters; parameters reach the hooks as keyword arguments, converted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.urls import URLPattern, path
+
+_BRACES = re.compile(r"\{(\w+)(?::(\w+))?\}")
+_ANGLES = re.compile(r"<(?:(\w+):)?(\w+)>")
+
+
+def to_django_path(template: str) -> str:
+    """``/ws/{room}`` → ``ws/<room>``; ``/items/{id:int}`` → ``items/<int:id>``; ``<int:id>`` kept."""
+    converted = _BRACES.sub(lambda m: f"<{m[2]}:{m[1]}>" if m[2] else f"<{m[1]}>", template)
+    return converted.lstrip("/")
+
+
+def _shape(template: str) -> str:
+    """A path with its parameters blanked, so ``/a/{x}`` and ``/a/<int:y>`` count as the same path."""
+    return _ANGLES.sub("<>", to_django_path(template)).rstrip("/")
+
+
+def join_paths(*parts: str) -> str:
+    """Join prefixes and a path with single slashes and a leading one."""
+    joined = "/".join(part.strip("/") for part in parts if part and part.strip("/"))
+    trailing = "/" if parts and parts[-1].endswith("/") and joined else ""
+    return "/" + joined + trailing
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: its full path template, protocol and view."""
+
+    path: str
+    view: Any
+    kind: str  # "websocket" or "sse"
+    name: str | None = None
+    tags: tuple[str, ...] = field(default=())
+
+    def django_path(self) -> str:
+        return to_django_path(self.path)
+
+    def asgi_or_view(self) -> Callable[..., Any]:
+        """The callable Django or the WebSocket router invokes for this route."""
+        if self.kind == "websocket":
+            return self.view.as_asgi() if hasattr(self.view, "as_asgi") else self.view
+        return self.view.as_view() if hasattr(self.view, "as_view") else self.view
+
+
+class DuplicateRouteError(ValueError):
+    """Two endpoints of the same protocol were declared on the same path."""
+
+
+class Router:
+    """A group of endpoints under a common prefix, as in the specification."""
+
+    def __init__(self, prefix: str = "", tags: Iterable[str] | None = None) -> None:
+        if prefix and not prefix.startswith("/"):
+            raise ValueError(f"Router prefix must start with '/': {prefix!r}")
+        self.prefix = prefix.rstrip("/")
+        self.tags = tuple(tags or ())
+        self._routes: list[Route] = []
+        self._children: list[tuple[str, Router]] = []
+
+    def register_websocket(self, path: str, view: Any, name: str | None = None) -> None:
+        """Serve ``view`` (a WebSocketView or any Channels consumer) at ``path``."""
+        if not (hasattr(view, "as_asgi") or callable(view)):
+            raise TypeError(f"register_websocket() needs a WebSocketView subclass, got {view!r}")
+        self._routes.append(Route(path, view, "websocket", name, self.tags))
+
+    def register_sse(self, path: str, view: Any, name: str | None = None) -> None:
+        """Serve ``view`` (an SSEView, or an async function view returning sse_response) at ``path``."""
+        if not (hasattr(view, "as_view") or callable(view)):
+            raise TypeError(f"register_sse() needs an SSEView subclass or a view function, got {view!r}")
+        self._routes.append(Route(path, view, "sse", name, self.tags))
+
+    def include_router(self, router: Router, prefix: str = "") -> None:
+        """Nest ``router`` (with its own prefix) under this one, behind an optional extra prefix."""
+        if router is self:
+            raise ValueError("A router cannot include itself")
+        self._children.append((prefix, router))
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every route of this router and its children, with all prefixes applied."""
+        routes = [
+            Route(join_paths(self.prefix, r.path), r.view, r.kind, r.name, r.tags) for r in self._routes
+        ]
+        for extra, child in self._children:
+            for r in child.routes:
+                routes.append(Route(join_paths(self.prefix, extra, r.path), r.view, r.kind, r.name, r.tags))
+        _check_duplicates(routes)
+        return routes
+
+    def websocket_urlpatterns(self) -> list[URLPattern]:
+        """Django URL patterns for the WebSocket routes (served by CoreApp)."""
+        return [self._pattern(r) for r in self.routes if r.kind == "websocket"]
+
+    @property
+    def urls(self) -> list[URLPattern]:
+        """Django URL patterns for the SSE routes: ``path("", include(router.urls))``."""
+        return [self._pattern(r) for r in self.routes if r.kind == "sse"]
+
+    @staticmethod
+    def _pattern(route: Route) -> URLPattern:
+        return path(route.django_path(), route.asgi_or_view(), name=route.name)
+
+
+def _check_duplicates(routes: list[Route]) -> None:
+    seen: dict[tuple[str, str], Route] = {}
+    for route in routes:
+        key = (route.kind, _shape(route.path))
+        if key in seen:
+            first = seen[key]
+            raise DuplicateRouteError(
+                f"Two {route.kind} endpoints on {route.path!r}: "
+                f"{_name(first.view)} and {_name(route.view)}. Give one of them another path."
+            )
+        seen[key] = route
+
+
+def _name(view: Any) -> str:
+    return getattr(view, "__qualname__", repr(view))
+
+
+class AutoRouter(Router):
+    """A top-level router that can also discover a ``router`` in each installed app's ``routing.py``."""
+
+    def autodiscover(self, module_name: str = "routing", attribute: str = "router") -> list[Router]:
+        """Include ``<app>.routing.router`` for every installed app that declares one."""
+        from django.apps import apps
+
+        found = []
+        for config in apps.get_app_configs():
+            dotted = f"{config.name}.{module_name}"
+            if importlib.util.find_spec(dotted) is None:
+                continue
+            router = getattr(importlib.import_module(dotted), attribute, None)
+            if isinstance(router, Router) and all(router is not child for _, child in self._children):
+                self.include_router(router)
+                found.append(router)
+        return found

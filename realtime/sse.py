@@ -1,0 +1,165 @@
+"""SSEView and sse_response: Server-Sent Events as Django async views.
+
+SSE is plain HTTP, so these are ordinary Django views and pass through the project's whole
+middleware stack. The stream is an *async* generator (Django reads a sync iterator whole before
+sending anything). Heartbeats and events go through one queue, so a ``: ping`` never lands inside an
+event's bytes. When the client leaves, Django cancels the response; the generator sees
+``CancelledError`` and its ``finally`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views import View
+
+from .auth import AuthenticationFailed, TokenAuthenticator
+from .permissions import first_denial, get_permissions, is_authenticated
+from .sse_encoder import PING, encode_event, encode_item
+
+logger = logging.getLogger("realtime.sse")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",
+}
+
+_END = object()
+
+
+async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIterator[bytes]:
+    """Encoded events, with a ``: ping`` whenever ``ping_interval`` seconds pass without one."""
+    if not ping_interval or ping_interval <= 0:
+        try:
+            async for item in events:
+                yield encode_item(item)
+        finally:
+            await _aclose(events)
+        return
+    queue: asyncio.Queue[Any] = asyncio.Queue(16)
+
+    async def pump() -> None:
+        try:
+            async for item in events:
+                await queue.put(encode_item(item))
+        except Exception as error:  # handed to the response task, which raises it
+            await queue.put(error)
+            return
+        finally:
+            await _aclose(events)
+        await queue.put(_END)
+
+    producer = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(ping_interval):
+                    frame = await queue.get()
+            except TimeoutError:
+                yield PING
+                continue
+            if frame is _END:
+                return
+            if isinstance(frame, Exception):
+                raise frame
+            yield frame
+    finally:
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+
+
+async def _aclose(events: Any) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def sse_response(
+    events: AsyncIterator[Any],
+    ping_interval: float = 15,
+    headers: Mapping[str, str] | None = None,
+    status: int = 200,
+) -> StreamingHttpResponse:
+    """A streaming ``text/event-stream`` response over an async iterator of event dicts."""
+    if not hasattr(events, "__aiter__"):
+        raise TypeError(
+            "sse_response() needs an async iterator (an 'async def' generator): Django reads a "
+            "sync iterator whole before sending anything"
+        )
+    response = StreamingHttpResponse(_frames(events, ping_interval), status=status)
+    for name, value in {**SSE_HEADERS, **(headers or {})}.items():
+        response[name] = value
+    return response
+
+
+def sse_error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> HttpResponse:
+    """A refusal that EventSource understands: a non-200 status (it stops retrying) with one
+    ``event: error`` frame whose data is JSON ``{"code", "detail"}`` for fetch clients."""
+    body = encode_event({"code": code, "detail": detail}, event="error")
+    response = HttpResponse(body.encode("utf-8"), status=status)
+    for name, value in {**SSE_HEADERS, **(headers or {})}.items():
+        response[name] = value
+    return response
+
+
+class SSEView(View):
+    """Base class for SSE endpoints: override ``stream(request, **params)`` as an async generator."""
+
+    #: Checked before streaming; a denial answers 403 (401 without valid credentials).
+    permission_classes: ClassVar[list[Any]] = []
+    #: Seconds between ``: ping`` comments; 0 disables them.
+    ping_interval: ClassVar[float] = 15
+    #: Extra response headers.
+    headers: ClassVar[dict[str, str]] = {}
+    #: How tokens are found and validated.
+    authenticator_class: ClassVar[type[TokenAuthenticator]] = TokenAuthenticator
+
+    http_method_names = ["get", "options"]
+
+    async def stream(self, request: HttpRequest, **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """Yield dicts with ``data`` and optional ``event``, ``id`` and ``retry``."""
+        raise NotImplementedError(f"{type(self).__name__} must define 'async def stream(self, request, **params)'")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def get(self, request: HttpRequest, **params: Any) -> HttpResponse:
+        self.params = params
+        self.last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or None
+        try:
+            self.user = await self.authenticate(request)
+        except AuthenticationFailed as error:
+            return sse_error(401, error.code, error.detail, {"WWW-Authenticate": 'Bearer realm="api"'})
+        request.user = self.user if self.user is not None else _anonymous()
+        denied = await first_denial(get_permissions(self.permission_classes), request, self)
+        if denied is not None:
+            status = 403 if is_authenticated(self.user) else 401
+            return sse_error(status, getattr(denied, "code", "permission_denied"), str(denied.message))
+        return sse_response(self.stream(request, **params), self.ping_interval, self.headers)
+
+    async def authenticate(self, request: HttpRequest) -> Any:
+        """The JWT's user if a token was presented, else the session's logged-in user, else None."""
+        query = {key: request.GET.get(key) for key in request.GET}
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        result = await self.authenticator_class().authenticate(headers, query)
+        if result is not None:
+            user, self.auth_token = result
+            return user
+        auser = getattr(request, "auser", None)
+        if auser is not None:
+            user = await auser()
+            if is_authenticated(user):
+                return user
+        return None
+
+
+def _anonymous() -> Any:
+    from django.contrib.auth.models import AnonymousUser
+
+    return AnonymousUser()
+

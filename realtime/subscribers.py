@@ -1,0 +1,143 @@
+"""The two kinds of subscriber a Channel fans out to, both bounded and drop-oldest.
+
+- :class:`SubscriberQueue`: the raw ``asyncio.Queue`` of ``Channel.subscribe_queue()``; its items
+  are the messages themselves, as in the specification.
+- :class:`Subscription`: what ``Channel.subscribe()`` returns; an async iterator that replays
+  history when asked, reports drops, and unsubscribes itself however the loop ends.
+
+When a queue is full the oldest message is dropped for the new one and ``dropped`` grows: nothing
+is lost without being counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Yielded by ``subscribe(gaps=True)`` where messages were missed.
+
+    ``missed`` is how many were dropped for a slow consumer, or None when history could not
+    reach back to the requested ``last_id`` (the client should refetch its state).
+    """
+
+    missed: int | None
+
+
+class SubscriberQueue(asyncio.Queue):
+    """A subscriber's bounded queue; ``dropped`` counts messages discarded because it was full."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.dropped = 0
+
+    def offer(self, message: Any, message_id: str | None) -> None:
+        """Add without waiting, dropping the oldest message when full."""
+        if self.full():
+            self.get_nowait()
+            self.dropped += 1
+        self.put_nowait(message)
+
+
+class Subscription:
+    """``async for message in channel.subscribe(): ...``; cleans up on break, cancel or error."""
+
+    def __init__(
+        self, channel: Channel, maxsize: int, last_id: str | None = None, gaps: bool = False, with_ids: bool = False
+    ) -> None:
+        self.channel = channel
+        self.queue: asyncio.Queue[tuple[str | None, Any]] = asyncio.Queue(maxsize)
+        #: Messages discarded because this subscriber fell behind.
+        self.dropped = 0
+        #: False when ``last_id`` was asked for and history no longer reached back to it.
+        self.recovered = True
+        #: The id of the last message yielded (history-enabled channels).
+        self.last_id = last_id
+        self._reported = 0
+        self._gaps = gaps
+        self._with_ids = with_ids
+        self._replay: deque[tuple[str, Any]] | None = None
+        self._replayed_ids: set[str] = set()
+        self._resume_from = last_id
+        self._started = False
+        self._closed = False
+
+    def offer(self, message: Any, message_id: str | None) -> None:
+        queue = self.queue
+        if queue.full():
+            queue.get_nowait()
+            self.dropped += 1
+        queue.put_nowait((message_id, message))
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._closed:
+            raise StopAsyncIteration
+        if not self._started:
+            await self._start()
+        try:
+            if self._gaps and not self.recovered and self._reported == 0 and self._resume_from is not None:
+                self._reported = -1  # report the unrecovered history once
+                return Gap(None)
+            if self._replay:
+                message_id, message = self._replay.popleft()
+                self.last_id = message_id
+                return (message_id, message) if self._with_ids else message
+            while True:
+                if self._gaps and self.dropped > max(self._reported, 0):
+                    missed = self.dropped - max(self._reported, 0)
+                    self._reported = self.dropped
+                    return Gap(missed)
+                message_id, message = await self.queue.get()
+                if message_id is not None and message_id in self._replayed_ids:
+                    continue  # delivered from history already: no duplicate at the seam
+                if message_id is not None:
+                    self.last_id = message_id
+                return (message_id, message) if self._with_ids else message
+        except BaseException:
+            self.close()
+            raise
+
+    async def _start(self) -> None:
+        self._started = True
+        self.channel._add(self)  # live first, so nothing published during the replay is missed
+        if self._resume_from is not None:
+            replay, recovered = await self.channel._history_after(self._resume_from)
+            self._replay = replay
+            self._replayed_ids = {message_id for message_id, _ in replay}
+            self.recovered = recovered
+
+    def close(self) -> None:
+        """Unsubscribe; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.channel._remove(self)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Subscription:
+        if not self._started:
+            await self._start()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A loop left with `break` drops the iterator: unsubscribe then, not at some later GC.
+        if not self._closed and self._started:
+            self._closed = True
+            try:
+                self.channel._remove(self)
+            except Exception:  # noqa: S110 - interpreter shutdown; nothing left to clean
+                pass

@@ -1,0 +1,300 @@
+"""WebSocketView: a class-based WebSocket endpoint, one instance per connection.
+
+It is a Channels ``AsyncConsumer`` (``as_asgi()``, ``scope``), but it replaces the consumer's
+per-message dispatch loop, deliberately:
+
+- Channels dispatches one event at a time and hops to a thread (``aclose_old_connections``) before
+  each handler; a push loop inside a handler would block disconnects. Here the client reader,
+  the hook runner, the ``stream()`` pusher and the keepalive are separate tasks, and every task of
+  a connection is cancelled when it ends.
+- No per-connection channel-layer channel is created: fan-out goes through :class:`realtime.Channel`,
+  one layer subscription per process and channel.
+
+Flow: subprotocol check → authentication (4001 on bad credentials) → permissions (4003) →
+``accept`` → ``on_connect`` → ``on_receive`` per message (and ``stream()`` items pushed) →
+``on_disconnect`` exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from channels.consumer import AsyncConsumer
+
+from .auth import AuthenticationFailed, TokenAuthenticator
+from .closecodes import CloseCode, WebSocketException
+from .connection import WebSocket, WebSocketDisconnect, WebSocketState
+from .encoding import loads
+from .permissions import first_denial, get_permissions
+
+logger = logging.getLogger("realtime.websocket")
+
+ENCODINGS = ("json", "text", "bytes")
+
+#: The application-level heartbeat sent every ``keepalive`` seconds, per encoding.
+HEARTBEATS: dict[str, dict[str, Any]] = {
+    "json": {"type": "websocket.send", "text": '{"type":"ping"}'},
+    "text": {"type": "websocket.send", "text": "ping"},
+    "bytes": {"type": "websocket.send", "bytes": b""},
+}
+
+
+async def _authenticate_ws(ws: WebSocket, view: Any = None) -> Any:
+    """The user behind the connection's token, or None (anonymous or refused credentials).
+
+    Kept for the specification's push-only pattern; the default flow tells a refused token
+    (close 4001) apart from no token at all.
+    """
+    authenticator = getattr(view, "authenticator_class", TokenAuthenticator)()
+    try:
+        result = await authenticator.authenticate(ws.headers, ws.query_params)
+    except AuthenticationFailed as error:
+        ws.auth_error = error
+        return None
+    if result is None:
+        return None
+    ws.user, ws.auth_token = result
+    return ws.user
+
+
+async def _check_ws_permissions(
+    permission_classes: Any, ws: WebSocket, user: Any, view: Any = None
+) -> str | None:
+    """The denial reason of the first permission that refuses, or None when all allow."""
+    ws.user = user
+    denied = await first_denial(get_permissions(permission_classes), ws, view)
+    if denied is None:
+        return None
+    return str(getattr(denied, "message", "Permission denied"))
+
+
+class WebSocketView(AsyncConsumer):
+    """Base class for WebSocket endpoints. Override the ``on_*`` hooks, and ``stream`` to push."""
+
+    #: Checked before ``accept()``; empty means public.
+    permission_classes: ClassVar[list[Any]] = []
+    #: ``"json"``, ``"text"`` or ``"bytes"``: how frames are decoded for ``on_receive``.
+    encoding: ClassVar[str] = "json"
+    #: A subprotocol the client must offer; refused with 1008 when it does not.
+    subprotocol: ClassVar[str | None] = None
+    #: Seconds between application-level heartbeats; 0 disables them.
+    keepalive: ClassVar[float] = 30
+    #: Largest inbound message accepted, in bytes (characters for text frames); over it: 1009.
+    max_message_size: ClassVar[int] = 1024 * 1024
+    #: How tokens are found and validated.
+    authenticator_class: ClassVar[type[TokenAuthenticator]] = TokenAuthenticator
+    #: Fan-out goes through realtime.Channel, so no per-connection layer channel is made.
+    channel_layer_alias: ClassVar[str | None] = None
+
+    def __init__(self, **initkwargs: Any) -> None:
+        for key, value in initkwargs.items():
+            setattr(self, key, value)
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"{type(self).__name__}.encoding must be one of {ENCODINGS}, not {self.encoding!r}")
+        self.user: Any = None
+        self.params: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    async def on_connect(self, ws: WebSocket, **params: Any) -> None:
+        """Called after ``accept()``, with the path parameters."""
+
+    async def on_receive(self, ws: WebSocket, data: Any) -> None:
+        """Called for each message, decoded according to ``encoding``."""
+
+    async def on_disconnect(self, ws: WebSocket, code: int) -> None:
+        """Called exactly once when the connection ends, whoever ended it."""
+
+    def stream(self, ws: WebSocket, **params: Any) -> AsyncIterator[Any] | None:
+        """Override as an async generator to push: each item is sent with the view's encoding.
+
+        It starts after ``on_connect`` and is cancelled when the connection ends; when it
+        finishes the connection is closed with 1000.
+        """
+        return None
+
+    # -- ASGI entry point ---------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.channel_layer = None
+        ws = self.ws = WebSocket(scope, send)
+        ws.view = self
+        ws.on_accept = self._start_keepalive
+        self.params = ws.path_params
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        overridden = type(self)._handle is not WebSocketView._handle
+        handler = asyncio.create_task(self._run(ws))
+        reader = asyncio.create_task(self._read(ws, receive, backpressure=not overridden))
+        try:
+            done, _ = await asyncio.wait((handler, reader), return_when=asyncio.FIRST_COMPLETED)
+            if handler in done:
+                reader.cancel()
+            elif overridden:
+                handler.cancel()  # a custom push loop may never read: stop it now
+            await asyncio.gather(handler, reader, return_exceptions=True)
+        finally:
+            for task in (handler, reader, *self._tasks):
+                task.cancel()
+            await asyncio.gather(handler, reader, *self._tasks, return_exceptions=True)
+
+    async def _read(self, ws: WebSocket, receive: Any, backpressure: bool) -> None:
+        """Pump client messages into the connection's inbox until the client leaves."""
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                if ws.client_state is not WebSocketState.CONNECTED:
+                    continue
+                if backpressure:
+                    await ws._deliver(message)
+                elif ws._inbox.full():
+                    await ws.close(CloseCode.POLICY_VIOLATION, "Too many unread messages")
+                else:
+                    ws._inbox.put_nowait(message)
+            elif kind == "websocket.disconnect":
+                ws._disconnected(message.get("code", 1005))
+                return
+
+    async def _run(self, ws: WebSocket) -> None:
+        try:
+            await self._handle(ws)
+        except Exception:
+            logger.exception("Unhandled error in %s", type(self).__name__)
+            await ws.close(CloseCode.INTERNAL_ERROR)
+        if ws.client_state is not WebSocketState.DISCONNECTED:
+            await ws.close(CloseCode.NORMAL)
+
+    # -- the default flow (the specification's ``_handle``) ------------------------------------
+
+    async def _handle(self, ws: WebSocket) -> None:
+        """Admit, accept, run the hooks, and always call ``on_disconnect``."""
+        if not await self._admit(ws):
+            return
+        await ws.accept(subprotocol=self.subprotocol)
+        code: int = CloseCode.NORMAL
+        try:
+            await self.on_connect(ws, **self.params)
+            self._start_stream(ws)
+            while True:
+                message = await ws.receive()
+                await self.on_receive(ws, self._decode(message))
+        except WebSocketDisconnect as disconnect:
+            code = disconnect.code
+        except WebSocketException as error:
+            code = error.code
+            await ws.close(error.code, error.reason)
+        except asyncio.CancelledError:
+            code = ws.close_code or CloseCode.GOING_AWAY
+            raise
+        except Exception:
+            logger.exception("Unhandled error in %s", type(self).__name__)
+            code = CloseCode.INTERNAL_ERROR
+            await ws.close(code)
+        finally:
+            self._cancel_tasks()
+            await self._call_on_disconnect(ws, code)
+
+    async def _admit(self, ws: WebSocket) -> bool:
+        """Subprotocol, credentials, permissions. A refusal is accepted then closed, so clients see the code."""
+        if self.subprotocol and self.subprotocol not in (self.scope.get("subprotocols") or ()):
+            return await self._refuse(ws, CloseCode.POLICY_VIOLATION, f"Subprotocol {self.subprotocol!r} required")
+        try:
+            result = await self.authenticator_class().authenticate(ws.headers, ws.query_params)
+        except AuthenticationFailed as error:
+            return await self._refuse(ws, CloseCode.UNAUTHORIZED, f"{error.code}: {error.detail}")
+        if result is not None:
+            ws.user, ws.auth_token = result
+            self.user = ws.user
+        denied = await _check_ws_permissions(self.permission_classes, ws, self.user, self)
+        if denied is not None:
+            return await self._refuse(ws, CloseCode.FORBIDDEN, denied)
+        return True
+
+    async def _refuse(self, ws: WebSocket, code: int, reason: str) -> bool:
+        offered = self.scope.get("subprotocols") or ()
+        await ws.accept(subprotocol=self.subprotocol if self.subprotocol in offered else None)
+        await ws.close(code, reason)
+        return False
+
+    def _decode(self, message: dict[str, Any]) -> Any:
+        """Decode one frame for ``on_receive``; a frame of the wrong kind or shape closes the socket."""
+        text, data = message.get("text"), message.get("bytes")
+        if self.encoding == "bytes":
+            if data is None:
+                raise WebSocketException(CloseCode.UNSUPPORTED_DATA, "Binary frames only")
+            if len(data) > self.max_message_size:
+                raise WebSocketException(CloseCode.MESSAGE_TOO_BIG, "Message too big")
+            return data
+        if text is None:
+            raise WebSocketException(CloseCode.UNSUPPORTED_DATA, "Text frames only")
+        if len(text) > self.max_message_size:
+            raise WebSocketException(CloseCode.MESSAGE_TOO_BIG, "Message too big")
+        if self.encoding == "text":
+            return text
+        try:
+            return loads(text)
+        except (ValueError, RecursionError):
+            raise WebSocketException(CloseCode.INVALID_PAYLOAD, "Malformed JSON") from None
+
+    # -- background tasks ---------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start_keepalive(self, ws: WebSocket) -> None:
+        if self.keepalive and self.keepalive > 0:
+            self._spawn(self._keepalive(ws))
+
+    def _start_stream(self, ws: WebSocket) -> None:
+        items = self.stream(ws, **self.params)
+        if items is not None:
+            self._spawn(self._push(ws, items))
+
+    async def _keepalive(self, ws: WebSocket) -> None:
+        heartbeat = HEARTBEATS[self.encoding]
+        while ws.client_state is WebSocketState.CONNECTED:
+            await asyncio.sleep(self.keepalive)
+            if ws.client_state is WebSocketState.CONNECTED:
+                await ws.send(heartbeat)
+
+    async def _push(self, ws: WebSocket, items: AsyncIterator[Any]) -> None:
+        send = {"json": ws.send_json, "text": ws.send_text, "bytes": ws.send_bytes}[self.encoding]
+        try:
+            async for item in items:
+                await send(item)
+        except WebSocketDisconnect:
+            return
+        except WebSocketException as error:
+            await ws.close(error.code, error.reason)
+            return
+        except Exception:
+            logger.exception("Unhandled error in %s.stream", type(self).__name__)
+            await ws.close(CloseCode.INTERNAL_ERROR)
+            return
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await ws.close(CloseCode.NORMAL)
+
+    def _cancel_tasks(self) -> None:
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+
+    async def _call_on_disconnect(self, ws: WebSocket, code: int) -> None:
+        try:
+            await self.on_disconnect(ws, code)
+        except Exception:
+            logger.exception("Unhandled error in %s.on_disconnect", type(self).__name__)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.liveapp.management.commands.seed_test_users import PASSWORD
+from tests.servers import Daphne, prepare_database
+
+
+@dataclass
+class Live:
+    server: Daphne
+    users: dict[str, int]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def ws(self) -> str:
+        return self.server.ws_url
+
+    def token(self, username: str) -> str:
+        """An access token from the live server's own /api/auth/token/ endpoint."""
+        response = httpx.post(f"{self.url}/api/auth/token/", json={"username": username, "password": PASSWORD})
+        response.raise_for_status()
+        return response.json()["access"]
+
+    def tokens(self, username: str) -> dict[str, str]:
+        response = httpx.post(f"{self.url}/api/auth/token/", json={"username": username, "password": PASSWORD})
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    path = Path(__file__).resolve().parent.parent / "test-output"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory, output_dir) -> Live:
+    """One daphne process serving the project plus tests/liveapp, shared by the live tests."""
+    tmp = tmp_path_factory.mktemp("live")
+    env, users = prepare_database(tmp)
+    server = Daphne(env, output_dir / "daphne-live.log").start()
+    yield Live(server, users)
+    server.stop()

@@ -1,0 +1,285 @@
+"""Endpoints the live tests drive: the specification's examples verbatim, plus probes."""
+
+import asyncio
+import gc
+
+from realtime import (
+    Channel,
+    HasRole,
+    IsAdmin,
+    IsAuthenticated,
+    IsOwner,
+    Router,
+    SSEView,
+    WebSocketState,
+    WebSocketView,
+    _authenticate_ws,
+    _check_ws_permissions,
+    sse_response,
+)
+from realtime.permissions import Permission
+
+# --- the specification's examples ---------------------------------------------------------------
+
+
+class EchoWS(WebSocketView):
+    encoding = "json"
+    keepalive = 30
+
+    async def on_connect(self, ws, **params):
+        self.room = params.get("room", "default")
+
+    async def on_receive(self, ws, data):
+        await ws.send_json({"echo": data})
+
+    async def on_disconnect(self, ws, code):
+        pass
+
+
+class PrivateStream(WebSocketView):
+    permission_classes = [IsAuthenticated]
+
+    async def on_connect(self, ws, **params):
+        # self.user é preenchido automaticamente após autenticação
+        print(f"User {self.user.id} connected")
+
+    async def on_receive(self, ws, data):
+        await ws.send_json({"user": self.user.email, "msg": data})
+
+
+class IsSubscriber(Permission):
+    message = "Subscription required"
+
+    async def has_permission(self, request, view=None):
+        user = getattr(request, "user", None)
+        if user is None:
+            user = getattr(getattr(request, "state", None), "user", None)
+        return user is not None and getattr(user, "is_subscriber", False)
+
+
+class PremiumStream(WebSocketView):
+    permission_classes = [IsAuthenticated, IsSubscriber]
+
+    async def on_connect(self, ws, **params):
+        # Só chega aqui se autenticado E subscriber
+        await ws.send_json({"premium": True})
+
+
+class TickHub:
+    """The spec's tick_hub: per-symbol queues."""
+
+    def __init__(self):
+        self.queues = {}
+
+    async def subscribe(self, symbol):
+        queue = asyncio.Queue()
+        self.queues.setdefault(symbol, set()).add(queue)
+        return queue
+
+    async def unsubscribe(self, symbol, queue):
+        self.queues.get(symbol, set()).discard(queue)
+
+    async def publish(self, symbol, tick):
+        for queue in self.queues.get(symbol, ()):
+            queue.put_nowait(tick)
+
+    def count(self):
+        return sum(len(q) for q in self.queues.values())
+
+
+tick_hub = TickHub()
+
+
+class TickStream(WebSocketView):
+    keepalive = 15
+
+    async def on_connect(self, ws, **params):
+        self.symbol = params.get("symbol", "R_100")
+        self._queue = await tick_hub.subscribe(self.symbol)
+
+    async def on_disconnect(self, ws, code):
+        await tick_hub.unsubscribe(self.symbol, self._queue)
+
+    async def _handle(self, ws):
+        params = ws.path_params or {}
+
+        # Auth (se permission_classes definido)
+        if self.permission_classes:
+            self.user = await _authenticate_ws(ws)
+            denied = await _check_ws_permissions(
+                self.permission_classes, ws, self.user, self
+            )
+            if denied:
+                await ws.close(code=4003, reason=denied)
+                return
+
+        await ws.accept()
+        try:
+            await self.on_connect(ws, **params)
+        except Exception:
+            await ws.close(code=1011)
+            return
+
+        try:
+            while True:
+                tick = await self._queue.get()
+                if ws.client_state != WebSocketState.CONNECTED:
+                    break
+                await ws.send_json(tick)
+        except Exception:
+            pass
+        finally:
+            await self.on_disconnect(ws, 1000)
+
+
+class PrivateTickStream(TickStream):
+    permission_classes = [IsAuthenticated]
+
+
+class TickPublish(WebSocketView):
+    """Publishes every message it receives to tick_hub (drives TickStream from a test)."""
+
+    async def on_receive(self, ws, data):
+        await tick_hub.publish(data["symbol"], data)
+        await ws.send_json({"published": True})
+
+
+# The spec's complete trading example, on a Channel.
+tick_channel = Channel("live-ticks", maxlen=500)
+
+
+class TickStreamWS(WebSocketView):
+    """Ticks de mercado em tempo real (público)."""
+
+    keepalive = 15
+
+    async def on_connect(self, ws, **params):
+        self.symbol = params.get("symbol", "R_100")
+
+    async def _handle(self, ws):
+        await ws.accept()
+        await self.on_connect(ws, **(ws.path_params or {}))
+        async for tick in tick_channel.subscribe():
+            if tick["symbol"] == self.symbol:
+                if ws.client_state != WebSocketState.CONNECTED:
+                    break
+                await ws.send_json(tick)
+
+
+class ChannelTicks(WebSocketView):
+    """The public push hook over a Channel."""
+
+    async def stream(self, ws, symbol):
+        async for tick in tick_channel.subscribe():
+            if tick["symbol"] == symbol:
+                yield tick
+
+    async def on_receive(self, ws, data):
+        delivered = await tick_channel.publish(data)
+        await ws.send_json({"delivered": delivered})
+
+
+# --- permission probes ---------------------------------------------------------------------------
+
+
+class Hello(WebSocketView):
+    async def on_connect(self, ws, **params):
+        user = self.user
+        await ws.send_json({"user": getattr(user, "username", None), "params": params})
+
+
+class AdminOnly(Hello):
+    permission_classes = [IsAdmin]
+
+
+class EditorOnly(Hello):
+    permission_classes = [HasRole("editor")]
+
+
+class OwnerOnly(Hello):
+    permission_classes = [IsOwner]
+
+
+class EditorOrAdmin(Hello):
+    permission_classes = [HasRole("editor") | IsAdmin]
+
+
+# --- SSE ------------------------------------------------------------------------------------------
+
+notifications = Channel("live-notifications", maxlen=100)
+
+
+class SystemEvents(SSEView):
+    ping_interval = 1
+
+    async def stream(self, request, **params):
+        count = 0
+        while True:
+            count += 1
+            yield {"event": "update", "data": {"count": count}, "id": str(count)}
+            await asyncio.sleep(0.2)
+
+
+class UserNotifications(SSEView):
+    permission_classes = [IsAuthenticated]
+
+    async def stream(self, request, **params):
+        user_id = self.user.id
+        async for notification in notifications.subscribe():
+            if notification["user_id"] == user_id:
+                yield {"event": "notification", "data": notification, "id": str(notification["id"])}
+
+
+class OwnerEvents(SSEView):
+    permission_classes = [IsOwner]
+
+    async def stream(self, request, **params):
+        yield {"event": "owner", "data": {"userId": params["userId"]}}
+
+
+# --- leak probe -----------------------------------------------------------------------------------
+
+
+class Stats(WebSocketView):
+    """Reports live tasks and subscribers, so tests can prove nothing outlives its connection."""
+
+    async def on_connect(self, ws, **params):
+        gc.collect()
+        await asyncio.sleep(0)
+        await ws.send_json(
+            {
+                "tasks": len(asyncio.all_tasks()),
+                "tick_channel": tick_channel.subscriber_count,
+                "notifications": notifications.subscriber_count,
+                "tick_hub": tick_hub.count(),
+            }
+        )
+
+
+async def hello_events(request):
+    async def gen():
+        yield {"event": "hello", "data": "world"}
+        yield {"event": "update", "data": {"count": 42}}
+
+    return sse_response(gen())
+
+
+router = Router(prefix="/t", tags=["Tests"])
+router.register_websocket("/echo/{room}", EchoWS)
+router.register_websocket("/private", PrivateStream)
+router.register_websocket("/premium", PremiumStream)
+router.register_websocket("/ticks/{symbol}", TickStream)
+router.register_websocket("/private-ticks/{symbol}", PrivateTickStream)
+router.register_websocket("/tick-publish", TickPublish)
+router.register_websocket("/trading/ticks/{symbol}", TickStreamWS)
+router.register_websocket("/channel-ticks/{symbol}", ChannelTicks)
+router.register_websocket("/hello/<int:number>", Hello)
+router.register_websocket("/admin-only", AdminOnly)
+router.register_websocket("/editor-only", EditorOnly)
+router.register_websocket("/owner/{user_id}", OwnerOnly)
+router.register_websocket("/editor-or-admin", EditorOrAdmin)
+router.register_websocket("/stats", Stats)
+router.register_sse("/sse/system", SystemEvents)
+router.register_sse("/sse/notifications", UserNotifications)
+router.register_sse("/sse/owner/{userId}", OwnerEvents)
+router.register_sse("/sse/hello", hello_events)
