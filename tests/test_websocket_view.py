@@ -118,7 +118,9 @@ async def test_bad_frames_close_with_a_documented_code(encoding, frame, code):
     assert results["disconnect"] == [code]
 
 
-@pytest.mark.parametrize(("encoding", "frame"), [("text", {"text_data": "héllo"}), ("bytes", {"bytes_data": b"\x00\xff"})])
+@pytest.mark.parametrize(
+    ("encoding", "frame"), [("text", {"text_data": "héllo"}), ("bytes", {"bytes_data": b"\x00\xff"})]
+)
 async def test_text_and_bytes_encodings_pass_frames_through(encoding, frame):
     View, results = recording_view(encoding=encoding)
 
