@@ -21,6 +21,7 @@ from django.views import View
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .permissions import first_denial, get_permissions, is_authenticated
 from .sse_encoder import PING, encode_event, encode_item
+from .subscribers import Gap
 
 logger = logging.getLogger("realtime.sse")
 
@@ -141,6 +142,35 @@ class SSEView(View):
             status = 403 if is_authenticated(self.user) else 401
             return sse_error(status, getattr(denied, "code", "permission_denied"), str(denied.message))
         return sse_response(self.stream(request, **params), self.ping_interval, self.headers)
+
+    async def follow(
+        self, channel: Any, event: str | None = None, predicate: Any = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events of ``channel`` as SSE dicts with ids, resuming after ``Last-Event-ID``.
+
+        On a reconnect the messages published since the client's last id are replayed first,
+        then live ones follow with no duplicate and no gap. If history no longer reaches back
+        that far (or the id is malformed), one ``event: reset`` comes first: the client should
+        refetch its state. ``predicate(message)`` filters (for example, one user's events).
+        """
+        resume = self.last_event_id if channel.history else None
+        subscription = channel.subscribe(last_id=resume, gaps=True, with_ids=True)
+        try:
+            async for item in subscription:
+                if isinstance(item, Gap):
+                    yield {"event": "reset", "data": {"missed": item.missed, "last_id": resume}}
+                    continue
+                message_id, message = item
+                if predicate is not None and not predicate(message):
+                    continue
+                frame = {"data": message if isinstance(message, (str, dict, list)) else str(message)}
+                if event is not None:
+                    frame["event"] = event
+                if message_id is not None:
+                    frame["id"] = message_id
+                yield frame
+        finally:
+            subscription.close()
 
     async def authenticate(self, request: HttpRequest) -> Any:
         """The JWT's user if a token was presented, else the session's logged-in user, else None."""
