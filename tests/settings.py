@@ -1,7 +1,8 @@
 """The demo project's settings plus the test endpoints of tests/liveapp."""
 
 from project.settings import *  # noqa: F403
-from project.settings import INSTALLED_APPS
+from project.settings import INSTALLED_APPS, MIDDLEWARE
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.liveapp"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+MIDDLEWARE = [*MIDDLEWARE, "tests.liveapp.middleware.Stamp"]

@@ -237,6 +237,39 @@ class OwnerEvents(SSEView):
         yield {"event": "owner", "data": {"userId": params["userId"]}}
 
 
+class Quiet(SSEView):
+    """One event, then silence: only pings."""
+
+    ping_interval = 0.3
+
+    async def stream(self, request, **params):
+        yield {"event": "hello", "data": request.stamp}
+        await asyncio.Event().wait()
+
+
+history_channel = Channel("live-history", history=50)
+finalized = {"count": 0}
+
+
+class Resumable(SSEView):
+    ping_interval = 0
+
+    async def stream(self, request, **params):
+        try:
+            async for event in self.follow(history_channel, event="entry"):
+                yield event
+        finally:
+            finalized["count"] += 1
+
+
+class Publish(WebSocketView):
+    """Publishes each received message to the Channel named in the path."""
+
+    async def on_receive(self, ws, data):
+        delivered = await Channel.named(self.params["name"]).publish(data)
+        await ws.send_json({"delivered": delivered})
+
+
 # --- leak probe -----------------------------------------------------------------------------------
 
 
@@ -252,6 +285,8 @@ class Stats(WebSocketView):
                 "tick_channel": tick_channel.subscriber_count,
                 "notifications": notifications.subscriber_count,
                 "tick_hub": tick_hub.count(),
+                "history": history_channel.subscriber_count,
+                "finalized": finalized["count"],
             }
         )
 
@@ -283,3 +318,6 @@ router.register_sse("/sse/system", SystemEvents)
 router.register_sse("/sse/notifications", UserNotifications)
 router.register_sse("/sse/owner/{userId}", OwnerEvents)
 router.register_sse("/sse/hello", hello_events)
+router.register_sse("/sse/quiet", Quiet)
+router.register_sse("/sse/resumable", Resumable)
+router.register_websocket("/publish/{name}", Publish)

@@ -1,0 +1,185 @@
+"""SSE endpoints on a real daphne, through the demo project's middleware stack (GZip included)."""
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+import websockets
+from httpx_sse import aconnect_sse
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def frames(response, count, timeout=5.0):
+    """The first ``count`` raw SSE frames (pings included) with their arrival times."""
+    out, buffer = [], ""
+    async with asyncio.timeout(timeout):
+        async for chunk in response.aiter_text():
+            buffer += chunk
+            while "\n\n" in buffer:
+                frame, buffer = buffer.split("\n\n", 1)
+                out.append((time.monotonic(), frame))
+                if len(out) == count:
+                    return out
+    return out
+
+
+async def test_first_event_arrives_while_the_generator_is_still_running(live):
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "GET", f"{live.url}/api/t/sse/system", headers={"Accept-Encoding": "gzip"}
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-encoding"] == "gzip"  # GZipMiddleware is in the stack
+        got = await frames(response, 2)
+        assert got[0][1] == 'event: update\nid: 1\ndata: {"count":1}'
+        assert got[1][1] == 'event: update\nid: 2\ndata: {"count":2}'
+
+
+async def test_headers_and_middleware_effects(live):
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "GET", f"{live.url}/api/t/sse/quiet"
+    ) as response:
+        assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["x-stamp"] == "yes"  # a header added by a middleware
+        assert response.headers["x-frame-options"] == "DENY"
+        first = await frames(response, 1)
+        assert first[0][1] == "event: hello\ndata: stamped"  # a request attribute set by a middleware
+
+
+async def test_pings_arrive_at_the_interval_as_whole_frames(live):
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "GET", f"{live.url}/api/t/sse/quiet"
+    ) as response:
+        got = await frames(response, 5)
+    assert [frame for _, frame in got[1:]] == [": ping"] * 4
+    gaps = [b[0] - a[0] for a, b in zip(got[1:], got[2:], strict=False)]
+    assert all(0.2 < gap < 0.6 for gap in gaps), gaps
+
+
+async def test_spec_sse_response_example(live):
+    async with httpx.AsyncClient(timeout=10) as client, aconnect_sse(
+        client, "GET", f"{live.url}/api/t/sse/hello"
+    ) as source:
+        events = [(e.event, e.data) async for e in source.aiter_sse()]
+    assert events == [("hello", "world"), ("update", '{"count":42}')]
+
+
+async def error_of(response):
+    body = (await response.aread()).decode()
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert body.startswith("event: error\ndata: ")
+    return json.loads(body.split("data: ", 1)[1])
+
+
+async def test_denials_answer_401_and_403_with_an_error_event(live):
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{live.url}/api/t/sse/notifications")
+        assert response.status_code == 401
+        assert (await error_of(response))["code"] == "not_authenticated"
+
+        response = await client.get(f"{live.url}/api/t/sse/notifications?token=bad.token.here")
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert (await error_of(response))["code"] == "token_not_valid"
+
+        token = live.token("plain")
+        response = await client.get(f"{live.url}/api/t/sse/owner/{live.users['owner2']}?token={token}")
+        assert response.status_code == 403
+        assert await error_of(response) == {"code": "not_owner", "detail": "You are not the owner"}
+
+        headers = {"Authorization": f"Bearer {token}"}
+        async with client.stream("GET", f"{live.url}/api/t/sse/owner/{live.users['plain']}", headers=headers) as ok:
+            assert ok.status_code == 200
+            assert (await frames(ok, 1))[0][1] == f'event: owner\ndata: {{"userId":"{live.users["plain"]}"}}'
+
+
+async def test_spec_user_notifications_example(live):
+    token = live.token("plain")
+    async with httpx.AsyncClient(timeout=10) as client, aconnect_sse(
+        client, "GET", f"{live.url}/api/t/sse/notifications?token={token}"
+    ) as source:
+        async with websockets.connect(f"{live.ws}/api/t/publish/live-notifications") as publisher:
+            await asyncio.sleep(0.2)
+            await publisher.send(json.dumps({"user_id": live.users["owner2"], "id": 1, "text": "not yours"}))
+            await publisher.recv()
+            await publisher.send(json.dumps({"user_id": live.users["plain"], "id": 2, "text": "yours"}))
+            await publisher.recv()
+        async with asyncio.timeout(5):
+            event = await anext(source.aiter_sse())
+    assert (event.event, event.id, json.loads(event.data)["text"]) == ("notification", "2", "yours")
+
+
+async def stats(live):
+    async with websockets.connect(f"{live.ws}/api/t/stats") as ws:
+        return json.loads(await ws.recv())
+
+
+async def read_entries(live, count, last_event_id=None):
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    async with httpx.AsyncClient(timeout=10) as client, aconnect_sse(
+        client, "GET", f"{live.url}/api/t/sse/resumable", headers=headers
+    ) as source:
+        out = []
+        async with asyncio.timeout(5):
+            async for event in source.aiter_sse():
+                out.append((event.event, event.id, event.data))
+                if len(out) == count:
+                    return out
+    return out
+
+
+async def publish(live, name, *messages):
+    async with websockets.connect(f"{live.ws}/api/t/publish/{name}") as publisher:
+        for message in messages:
+            await publisher.send(json.dumps(message))
+            await publisher.recv()
+
+
+async def test_reconnect_with_last_event_id_resumes_exactly(live):
+    async def first_two():
+        return await read_entries(live, 2)
+
+    reader = asyncio.create_task(first_two())
+    await asyncio.sleep(0.3)
+    await publish(live, "live-history", {"n": 1}, {"n": 2})
+    seen = await reader
+    assert [json.loads(d)["n"] for _, _, d in seen] == [1, 2]
+    last_id = seen[-1][1]
+    await publish(live, "live-history", {"n": 3}, {"n": 4}, {"n": 5})  # missed while away
+    resumed = await read_entries(live, 3, last_event_id=last_id)
+    assert [json.loads(d)["n"] for _, _, d in resumed] == [3, 4, 5]
+    assert [int(i) for _, i, _ in resumed] == [int(last_id) + 1, int(last_id) + 2, int(last_id) + 3]
+
+
+async def test_unrecoverable_or_malformed_last_event_id_gets_a_reset_event(live):
+    for bad in ("999999999", "not-an-id", "-1", "1" * 500):
+        got = await read_entries(live, 1, last_event_id=bad)
+        assert got[0][0] == "reset", bad
+
+
+async def test_client_leaving_runs_finally_within_a_second_and_leaves_nothing(live):
+    before = await stats(live)
+
+    async def open_and_close():
+        async with httpx.AsyncClient(timeout=10) as client, client.stream(
+            "GET", f"{live.url}/api/t/sse/resumable"
+        ) as response:
+            assert response.status_code == 200
+
+    await open_and_close()
+    deadline = time.monotonic() + 1
+    while (await stats(live))["finalized"] == before["finalized"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert (await stats(live))["finalized"] == before["finalized"] + 1
+
+    for start in range(0, 999, 37):
+        await asyncio.gather(*(open_and_close() for _ in range(min(37, 999 - start))))
+    await asyncio.sleep(1.0)
+    after = await stats(live)
+    assert after["finalized"] == before["finalized"] + 1000
+    assert after["history"] == 0
+    assert after["tasks"] == before["tasks"]
