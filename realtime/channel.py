@@ -29,6 +29,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
+from .broker import broker_state
 from .encoding import SharedMessage
 from .history import MemoryHistory, RedisHistory, redis_url
 from .subscribers import Gap, SubscriberQueue, Subscription
@@ -82,6 +83,8 @@ class Channel:
         self._redis_history: dict[asyncio.AbstractEventLoop, RedisHistory] = {}
         #: Messages received from other processes that were not for this one (bad payloads).
         self.rejected = 0
+        #: Publishes that reached local subscribers but not the layer (broker unreachable).
+        self.layer_errors = 0
         if name is not None:
             registry.setdefault(name, self)
 
@@ -105,9 +108,15 @@ class Channel:
         delivered = self._fanout(shared, message_id)
         layer = self._layer()
         if layer is not None:
-            await layer.group_send(
-                self.group, {"type": MESSAGE_TYPE, "m": message, "i": message_id, "o": PROCESS_ID}
-            )
+            try:
+                await layer.group_send(
+                    self.group, {"type": MESSAGE_TYPE, "m": message, "i": message_id, "o": PROCESS_ID}
+                )
+            except Exception as error:  # the broker is away: local subscribers still got it
+                self.layer_errors += 1
+                broker_state.failed("publish", error)
+            else:
+                broker_state.recovered()
         return delivered
 
     def publish_sync(self, message: Any) -> int:
@@ -183,8 +192,17 @@ class Channel:
     async def _run_bridge(self) -> None:
         """This process's single layer subscription for this channel."""
         layer = self._layer()
-        channel_name = await layer.new_channel(prefix="realtime.")
-        await layer.group_add(self.group, channel_name)
+        delay = 0.1
+        while True:
+            try:
+                channel_name = await layer.new_channel(prefix="realtime.")
+                await layer.group_add(self.group, channel_name)
+                break
+            except Exception as error:  # broker unreachable at start-up: keep trying
+                broker_state.failed("subscribe", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        broker_state.recovered()
         try:
             while True:
                 event = await layer.receive(channel_name)
@@ -221,7 +239,11 @@ class Channel:
             return None
         store = self._redis()
         if store is not None:
-            return await store.append(message)
+            try:
+                return await store.append(message)
+            except Exception as error:  # delivered live without an id; resuming clients get a reset
+                broker_state.failed("history", error)
+                return None
         return self._memory_history.append(message)
 
     async def _history_after(self, last_id: str) -> tuple[deque[tuple[str, Any]], bool]:

@@ -81,7 +81,10 @@ class RedisHistory:
             return replay, True
         last_generated = _parse_stream_id(_text(info.get("last-generated-id")) or "0-0") or (0, 0)
         trimmed = _parse_stream_id(_text(info.get("max-deleted-entry-id")) or "0-0") or (0, 0)
-        recovered = parsed <= last_generated and trimmed <= parsed
+        # A stream created after last_id was handed out (Redis restarted without persistence)
+        # cannot vouch for what came between: its first ever entry is newer than last_id.
+        first = _parse_stream_id(_text(info.get("recorded-first-entry-id")) or "0-0") or (0, 0)
+        recovered = parsed <= last_generated and trimmed <= parsed and first <= parsed
         return replay, recovered
 
 

@@ -46,6 +46,27 @@ class SubscriberQueue(asyncio.Queue):
         self.put_nowait(message)
 
 
+class _Sink:
+    """What the channel holds for a Subscription: its queue, and nothing that keeps it alive.
+
+    The channel references the sink, never the Subscription, so a loop left with ``break`` drops
+    the last reference to the Subscription and its ``__del__`` unsubscribes at once.
+    """
+
+    __slots__ = ("__weakref__", "dropped", "queue")
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[tuple[str | None, Any]] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def offer(self, message: Any, message_id: str | None) -> None:
+        queue = self.queue
+        if queue.full():
+            queue.get_nowait()
+            self.dropped += 1
+        queue.put_nowait((message_id, message))
+
+
 class Subscription:
     """``async for message in channel.subscribe(): ...``; cleans up on break, cancel or error."""
 
@@ -53,9 +74,7 @@ class Subscription:
         self, channel: Channel, maxsize: int, last_id: str | None = None, gaps: bool = False, with_ids: bool = False
     ) -> None:
         self.channel = channel
-        self.queue: asyncio.Queue[tuple[str | None, Any]] = asyncio.Queue(maxsize)
-        #: Messages discarded because this subscriber fell behind.
-        self.dropped = 0
+        self._sink = _Sink(maxsize)
         #: False when ``last_id`` was asked for and history no longer reached back to it.
         self.recovered = True
         #: The id of the last message yielded (history-enabled channels).
@@ -69,12 +88,14 @@ class Subscription:
         self._started = False
         self._closed = False
 
-    def offer(self, message: Any, message_id: str | None) -> None:
-        queue = self.queue
-        if queue.full():
-            queue.get_nowait()
-            self.dropped += 1
-        queue.put_nowait((message_id, message))
+    @property
+    def queue(self) -> asyncio.Queue[tuple[str | None, Any]]:
+        return self._sink.queue
+
+    @property
+    def dropped(self) -> int:
+        """Messages discarded because this subscriber fell behind."""
+        return self._sink.dropped
 
     def __aiter__(self) -> Subscription:
         return self
@@ -109,7 +130,7 @@ class Subscription:
 
     async def _start(self) -> None:
         self._started = True
-        self.channel._add(self)  # live first, so nothing published during the replay is missed
+        self.channel._add(self._sink)  # live first, so nothing published during the replay is missed
         if self._resume_from is not None:
             replay, recovered = await self.channel._history_after(self._resume_from)
             self._replay = replay
@@ -120,7 +141,7 @@ class Subscription:
         """Unsubscribe; idempotent."""
         if not self._closed:
             self._closed = True
-            self.channel._remove(self)
+            self.channel._remove(self._sink)
 
     async def aclose(self) -> None:
         self.close()
@@ -138,6 +159,6 @@ class Subscription:
         if not self._closed and self._started:
             self._closed = True
             try:
-                self.channel._remove(self)
+                self.channel._remove(self._sink)
             except Exception:  # noqa: S110 - interpreter shutdown; nothing left to clean
                 pass

@@ -1,0 +1,223 @@
+"""Channel in one process: the spec's API, slow consumers, gaps, history, and a property test."""
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from realtime import Channel, Gap
+from realtime.channel import group_name
+
+GROUP_NAME_ALPHABET = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+async def test_publish_returns_how_many_local_subscribers_got_it():
+    channel = Channel(maxlen=10)
+    assert await channel.publish({"x": 0}) == 0
+    first, second = await channel.subscribe_queue(), await channel.subscribe_queue()
+    assert channel.subscriber_count == 2
+    assert await channel.publish({"x": 1}) == 2
+    assert await first.get() == {"x": 1} and await second.get() == {"x": 1}
+    await channel.unsubscribe_queue(first)
+    assert await channel.publish({"x": 2}) == 1
+    await channel.unsubscribe_queue(second)
+    assert channel.subscriber_count == 0
+
+
+async def test_subscribe_iterator_cleans_up_after_break():
+    channel = Channel()
+
+    async def consume():
+        async for message in channel.subscribe():
+            if message == "stop":
+                break
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0)
+    assert channel.subscriber_count == 1
+    await channel.publish("go")
+    await channel.publish("stop")
+    await task
+    assert channel.subscriber_count == 0
+
+
+async def test_subscribe_iterator_cleans_up_when_cancelled():
+    channel = Channel()
+
+    async def consume():
+        async for _ in channel.subscribe():
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0)
+    assert channel.subscriber_count == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert channel.subscriber_count == 0
+
+
+async def test_full_queue_drops_the_oldest_and_counts_it():
+    channel = Channel(maxlen=3)
+    queue = await channel.subscribe_queue()
+    for i in range(5):
+        assert await channel.publish(i) == 1  # never waits for the slow reader
+    assert [queue.get_nowait() for _ in range(3)] == [2, 3, 4]
+    assert queue.dropped == 2
+
+
+async def test_gap_marker_tells_a_slow_consumer_what_it_missed():
+    channel = Channel(maxlen=2)
+    subscription = channel.subscribe(gaps=True)
+    async with subscription:
+        for i in range(5):
+            await channel.publish(i)
+        assert [await anext(subscription) for _ in range(3)] == [Gap(3), 3, 4]
+        assert subscription.dropped == 3
+    assert channel.subscriber_count == 0
+
+
+async def test_a_subscriber_that_fails_is_removed():
+    channel = Channel()
+
+    class Broken:
+        def offer(self, message, message_id):
+            raise RuntimeError("cannot take it")
+
+    channel._add(Broken())
+    healthy = await channel.subscribe_queue()
+    assert await channel.publish("m") == 1
+    assert channel.subscriber_count == 1
+    assert healthy.get_nowait() == "m"
+
+
+async def test_published_dict_is_encoded_once_for_all_subscribers():
+    from realtime.encoding import dumps
+
+    channel = Channel()
+    first, second = await channel.subscribe_queue(), await channel.subscribe_queue()
+    await channel.publish({"price": 1.5})
+    a, b = first.get_nowait(), second.get_nowait()
+    assert a is b and a == {"price": 1.5}
+    assert dumps(a) is dumps(b) == '{"price":1.5}'
+
+
+@pytest.mark.parametrize("name", ["chat:room/42", "ação", "x" * 300, "a b", "", "ticks"])
+def test_any_name_maps_to_a_valid_group_name(name):
+    group = group_name(name)
+    assert set(group) <= GROUP_NAME_ALPHABET
+    assert len(group) < 100
+
+
+def test_distinct_names_map_to_distinct_groups():
+    names = ["chat:room/42", "chat_room_42", "chat.room.42", "ação", "acao", "x" * 300, "x" * 301]
+    assert len({group_name(n) for n in names}) == len(names)
+
+
+def test_bad_arguments_are_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match="maxlen"):
+        Channel(maxlen=0)
+    with pytest.raises(ValueError, match="named Channel"):
+        Channel(history=10)
+    with pytest.raises(ValueError, match="keeps no history"):
+        Channel("plain").subscribe(last_id="1")
+
+
+async def test_history_replays_after_last_id_then_continues_live():
+    channel = Channel("history-unit", history=10)
+    for i in range(4):
+        await channel.publish({"n": i})
+    subscription = channel.subscribe(last_id="2", with_ids=True)
+    async with subscription:
+        assert await anext(subscription) == ("3", {"n": 2})
+        await channel.publish({"n": 4})
+        assert await anext(subscription) == ("4", {"n": 3})
+        assert await anext(subscription) == ("5", {"n": 4})
+        assert subscription.recovered
+
+
+async def test_history_that_no_longer_reaches_back_is_reported():
+    channel = Channel("history-short", history=2)
+    for i in range(5):
+        await channel.publish(i)
+    subscription = channel.subscribe(last_id="1", gaps=True)
+    async with subscription:
+        assert await anext(subscription) == Gap(None)
+        assert not subscription.recovered
+        assert [await anext(subscription) for _ in range(2)] == [3, 4]
+
+
+# -- property: interleavings of publish, subscribe, unsubscribe and slow reads ----------------------
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish")),
+        st.tuples(st.just("subscribe"), st.sampled_from(["queue", "iterator"])),
+        st.tuples(st.just("unsubscribe"), st.integers(0, 7)),
+        st.tuples(st.just("read"), st.integers(0, 7), st.integers(1, 4)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations, st.integers(1, 4))
+def test_each_subscriber_gets_what_was_published_after_it_subscribed_minus_counted_drops(ops, maxlen):
+    asyncio.run(_run_interleaving(ops, maxlen))
+
+
+async def _run_interleaving(ops, maxlen):
+    channel = Channel(maxlen=maxlen)
+    subscribers = []  # dicts: kind, handle, expected, received, active
+    counter = 0
+
+    async def read(sub, limit):
+        for _ in range(limit):
+            if sub["kind"] == "queue":
+                if sub["handle"].empty():
+                    return
+                sub["received"].append(sub["handle"].get_nowait())
+            else:
+                if sub["handle"].queue.empty():
+                    return
+                sub["received"].append(await anext(sub["handle"]))
+
+    for op in ops:
+        if op[0] == "publish":
+            counter += 1
+            active = [s for s in subscribers if s["active"]]
+            assert await channel.publish(counter) == len(active)
+            for sub in active:
+                sub["expected"].append(counter)
+        elif op[0] == "subscribe":
+            if op[1] == "queue":
+                handle = await channel.subscribe_queue()
+            else:
+                handle = channel.subscribe()
+                await handle.__aenter__()
+            subscribers.append({"kind": op[1], "handle": handle, "expected": [], "received": [], "active": True})
+        elif subscribers:
+            sub = subscribers[op[1] % len(subscribers)]
+            if op[0] == "unsubscribe" and sub["active"]:
+                await read(sub, 10**6)  # what was queued before unsubscribing still counts
+                if sub["kind"] == "queue":
+                    await channel.unsubscribe_queue(sub["handle"])
+                else:
+                    sub["handle"].close()
+                sub["active"] = False
+            elif op[0] == "read" and sub["active"]:
+                await read(sub, op[2])
+
+    for sub in subscribers:
+        if sub["active"]:
+            await read(sub, 10**6)
+        dropped = sub["handle"].dropped
+        received, expected = sub["received"], sub["expected"]
+        assert len(received) + dropped == len(expected)
+        assert received == sorted(received)  # in order
+        assert set(received) <= set(expected)  # nothing invented, nothing duplicated
+        assert len(set(received)) == len(received)
+        if sub["active"]:
+            sub["handle"].close() if sub["kind"] == "iterator" else await channel.unsubscribe_queue(sub["handle"])
+    assert channel.subscriber_count == 0
