@@ -109,7 +109,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("ws_latency", "WebSocket latency, 100 subscribers at 20 msg/s for 200 messages",
              "ws", 100, 200, rate=20, headline="p99_ms", higher_is_better=False),
     Scenario("ws_idle", "Memory, 5,000 idle WebSockets", "ws", 5000, 0,
-             headline="rss_per_conn", higher_is_better=False, fresh_per_run=True),
+             headline="rss_per_conn_kib", higher_is_better=False, fresh_per_run=True),
     Scenario("ws_redis_2proc",
              "Two processes sharing Redis, 1,000 subscribers x 200 messages, flat out",
              "ws", 1000, 200, processes=2),
@@ -513,10 +513,19 @@ def main(argv=None) -> int:
                         help="run only this scenario key (repeatable): "
                         + ", ".join(s.key for s in SCENARIOS))
     parser.add_argument("--out", default=str(RESULTS), help="output directory")
+    parser.add_argument("--render-only", action="store_true",
+                        help="re-render latest.md and fanout.png from latest.json, run nothing")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = run_matrix(args)
+    if args.render_only:
+        report = json.loads((out / "latest.json").read_text())
+        headlines = {s.key: s.headline for s in SCENARIOS}
+        for sc in report["scenarios"]:
+            sc["headline"] = headlines.get(sc["key"], sc["headline"])
+            add_ratios(sc)
+    else:
+        report = run_matrix(args)
     (out / "latest.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "latest.md").write_text(markdown(report))
     chart(report, out / "fanout.png")
