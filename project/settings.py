@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "channels",
     "realtime",
     "project.demo",
+    "project.trading",
 ]
 
 MIDDLEWARE = [

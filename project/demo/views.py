@@ -1,5 +1,8 @@
 from django.shortcuts import render
 
+from project.trading.market import SYMBOLS
+
 
 def index(request):
-    return render(request, "demo/index.html")
+    """The trading demo: everything happens in the browser, over /api (JWT, WebSocket, SSE)."""
+    return render(request, "demo/index.html", {"symbols": list(SYMBOLS)})

@@ -1,0 +1,29 @@
+"""python manage.py place_trade alice R_100 buy 10: place a trade from outside the web processes."""
+
+import json
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from project.trading.trades import InvalidOrder, place_trade
+
+
+class Command(BaseCommand):
+    help = "Place a trade for a user and publish it (to every process and the history when REDIS_URL is set)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("symbol")
+        parser.add_argument("side", choices=["buy", "sell"])
+        parser.add_argument("amount")
+
+    def handle(self, username, symbol, side, amount, **options):
+        try:
+            user = get_user_model().objects.get(username=username)
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"No user {username!r}") from None
+        try:
+            trade = place_trade(user, {"symbol": symbol, "side": side, "amount": amount})
+        except InvalidOrder as error:
+            raise CommandError(json.dumps(error.errors)) from None
+        self.stdout.write(json.dumps(trade))

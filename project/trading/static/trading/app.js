@@ -1,0 +1,169 @@
+// The demo page: log in, watch ticks, place trades, see your own trade events live.
+import { Auth, LiveSocket, ResumableEvents } from "./client.js";
+
+const $ = (selector) => document.querySelector(selector);
+const MAX_TICKS = 12;
+const MAX_TRADES = 50;
+
+const auth = new Auth();
+let ticks = null;
+let events = null;
+let user = null;
+
+function setStatus(which, state, detail) {
+  const element = $(`#${which}-status`);
+  element.dataset.state = state;
+  element.querySelector(".state").textContent = state;
+  element.querySelector(".detail").textContent = detail || "";
+}
+
+function time(epochSeconds) {
+  return new Date(epochSeconds * 1000).toLocaleTimeString([], { hour12: false });
+}
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+// -- ticks ---------------------------------------------------------------------------------------
+
+let previousPrice = null;
+
+function showTick(tick) {
+  const body = $("#ticks tbody");
+  const row = body.insertRow(0);
+  row.className = "tick";
+  row.dataset.seq = tick.seq;
+  const change = previousPrice === null ? 0 : tick.price - previousPrice;
+  const direction = change > 0 ? "up" : change < 0 ? "down" : "flat";
+  cell(row, time(tick.epoch));
+  cell(row, tick.symbol);
+  cell(row, String(tick.price), `num ${direction}`);
+  cell(row, previousPrice === null ? "" : (change > 0 ? "+" : "") + change.toPrecision(3), `num ${direction}`);
+  previousPrice = tick.price;
+  const last = $("#last-price");
+  last.textContent = String(tick.price);
+  last.className = `price ${direction}`;
+  while (body.rows.length > MAX_TICKS) body.deleteRow(-1);
+}
+
+function watchTicks() {
+  if (ticks) ticks.close();
+  previousPrice = null;
+  $("#ticks tbody").replaceChildren();
+  $("#last-price").textContent = "–";
+  const symbol = $("#symbol").value;
+  ticks = new LiveSocket({
+    url: async () => `/api/trading/ws/ticks/${encodeURIComponent(symbol)}?token=${encodeURIComponent(await auth.access())}`,
+    onmessage: showTick,
+    onstatus: (state, detail) => setStatus("ticks", state, detail),
+    onunauthorized: () => auth.access({ force: true }),
+  });
+}
+
+// -- trade events --------------------------------------------------------------------------------
+
+function showTrade(trade, event) {
+  const body = $("#trades tbody");
+  const row = body.insertRow(0);
+  row.className = `trade ${trade.side}`;
+  row.dataset.tradeId = trade.trade_id;
+  row.dataset.eventId = event.lastEventId;
+  cell(row, time(trade.time));
+  cell(row, trade.symbol);
+  cell(row, trade.side, `side ${trade.side}`);
+  cell(row, trade.amount, "num");
+  cell(row, String(trade.price), "num");
+  cell(row, event.lastEventId, "id");
+  while (body.rows.length > MAX_TRADES) body.deleteRow(-1);
+  $("#trade-count").textContent = String(body.rows.length);
+}
+
+function showReset() {
+  const body = $("#trades tbody");
+  const row = body.insertRow(0);
+  row.className = "reset";
+  const td = cell(row, "History no longer reaches back to the last event seen: some trades may be missing.");
+  td.colSpan = 6;
+}
+
+function watchTrades() {
+  if (events) events.close();
+  events = new ResumableEvents({
+    url: async (lastEventId) => {
+      const params = new URLSearchParams({ token: await auth.access() });
+      if (lastEventId) params.set("lastEventId", lastEventId);
+      return `/api/trading/events/${user.id}?${params}`;
+    },
+    handlers: { trade: showTrade, reset: showReset },
+    onstatus: (state, detail) => setStatus("trades", state, detail),
+  });
+}
+
+async function placeOrder(form) {
+  const result = $("#order-result");
+  const order = { symbol: form.symbol.value, side: form.side.value, amount: form.amount.value };
+  result.textContent = "sending…";
+  try {
+    const trade = await auth.fetchJSON("/api/trading/orders", { method: "POST", body: order });
+    result.textContent = `accepted: ${trade.side} ${trade.amount} ${trade.symbol} @ ${trade.price}`;
+  } catch (error) {
+    result.textContent = `refused: ${error.message}`;
+  }
+}
+
+// -- session -------------------------------------------------------------------------------------
+
+async function start() {
+  try {
+    user = await auth.fetchJSON("/api/trading/me");
+  } catch (error) {
+    if (error.status === 401) auth.logout();
+    else $("#login-error").textContent = `Cannot reach the server: ${error.message}`;
+    return;
+  }
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  $("#session").hidden = false;
+  $("#whoami").textContent = user.username;
+  $("#admin-link").hidden = !user.is_staff;
+  $("#trades tbody").replaceChildren();
+  $("#trade-count").textContent = "0";
+  watchTicks();
+  watchTrades();
+}
+
+function stop() {
+  if (ticks) ticks.close();
+  if (events) events.close();
+  ticks = events = user = null;
+  $("#app").hidden = true;
+  $("#session").hidden = true;
+  $("#login").hidden = false;
+}
+
+auth.onlogout = stop;
+
+$("#login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  $("#login-error").textContent = "";
+  try {
+    await auth.login(form.username.value, form.password.value);
+    form.password.value = "";
+    await start();
+  } catch (error) {
+    $("#login-error").textContent = error.message;
+  }
+});
+$("#logout").addEventListener("click", () => auth.logout());
+$("#symbol").addEventListener("change", watchTicks);
+$("#order-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  placeOrder(event.target);
+});
+
+if (auth.loggedIn) start();
