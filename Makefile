@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test lint bench venv services clean
+.PHONY: run run-prod test lint bench venv services clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: venv
 	$(BIN)/python manage.py demo_users
 	@echo "Serving the demo on http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
 	exec $(BIN)/daphne -b 127.0.0.1 -p $(PORT) project.asgi:application
+
+## make run-prod: Redis, collectstatic, migrate, demo users, two daphne (REDIS_URL) behind nginx on 127.0.0.1:8080
+run-prod: venv
+	scripts/run-prod
 
 ## make test: venv, install, services the tests use, then the whole suite
 test: venv services
