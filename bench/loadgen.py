@@ -232,6 +232,28 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[idx]
 
 
+async def redis_commandstats(addr: str) -> dict[str, int]:
+    """``INFO commandstats`` of the Redis at ``host:port`` as {command: calls} (blocking, ~1 ms)."""
+    import socket
+
+    host, _, port = addr.partition(":")
+    with socket.create_connection((host, int(port or 6379)), timeout=5) as sock:
+        sock.sendall(b"INFO commandstats\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            data += chunk
+            head, _, body = data.partition(b"\r\n")
+            if chunk == b"" or (head.startswith(b"$") and len(body) >= int(head[1:])):
+                break
+    stats = {}
+    for line in body.decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, fields = line[len("cmdstat_"):].partition(":")
+            stats[name] = int(dict(f.split("=") for f in fields.split(","))["calls"])
+    return stats
+
+
 async def server_subscribers(urls: list[str]) -> int | None:
     total = 0
     for url in urls:
@@ -307,6 +329,7 @@ async def run(args) -> dict:
         RECEIVED.clear()
         aprocs = procs_of(args.aux_pid)
         cpu_s0, cpu_c0, cpu_a0 = cpu_of(sprocs), cpu_of([me]), cpu_of(aprocs)
+        redis0 = redis_commandstats(args.redis_stats) if args.redis_stats else None
         t0 = time.time()
         await aget(f"{urls[0]}/publish?count={args.m}&rate={args.rate}&size={args.size}")
         hard = time.monotonic() + args.timeout
@@ -327,6 +350,15 @@ async def run(args) -> dict:
                 break
         cpu_s1, cpu_c1, cpu_a1 = cpu_of(sprocs), cpu_of([me]), cpu_of(aprocs)
         received = RECEIVED[:]
+        if redis0 is not None:
+            # Commands Redis served from the /publish request to the last message (this INFO
+            # call excluded); the servers' own idle traffic, if any, lands here too.
+            redis1 = redis_commandstats(args.redis_stats)
+            delta = {k: v - redis0.get(k, 0) for k, v in redis1.items()}
+            delta["info"] = delta.get("info", 0) - 1
+            delta = {k: v for k, v in sorted(delta.items()) if v > 0}
+            result["redis_commands"] = delta
+            result["redis_cmds_per_msg"] = sum(delta.values()) / args.m
         t_last = received[-1][0] if received else time.time()
         wall = max(1e-9, t_last - t0)
         lat = []
@@ -379,6 +411,8 @@ def main(argv=None) -> int:
     parser.add_argument("--server-pid", type=int, action="append", default=[])
     parser.add_argument("--aux-pid", type=int, action="append", default=[],
                         help="other processes whose CPU is reported (e.g. redis-server)")
+    parser.add_argument("--redis-stats", metavar="HOST:PORT", default=None,
+                        help="count Redis commands (INFO commandstats) during the publish phase")
     parser.add_argument("--connect-concurrency", type=int, default=100)
     parser.add_argument("--connect-timeout", type=float, default=120.0)
     parser.add_argument("--wait-timeout", type=float, default=30.0)

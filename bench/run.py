@@ -44,6 +44,7 @@ class ServerSpec:
     ours: bool = False  # the project's own server: ratios against compare_to are highlighted
     compare_to: list[str] = field(default_factory=list)  # names of reference rows, same scenario
     notes: str = ""
+    scenarios: list[str] = field(default_factory=list)  # only these scenario keys (empty = all)
 
 
 def daphne(app: str) -> list[str]:
@@ -60,6 +61,11 @@ ASGI_DAPHNE = "asgi broadcast (daphne)"
 CHANNELS_DAPHNE = "channels idiom (daphne)"
 CHANNELS_REDIS = "channels idiom + redis pubsub (2x daphne)"
 SSE_STARLETTE = "sse-starlette (uvicorn)"
+ASGI_UVICORN = "asgi broadcast (uvicorn)"
+CHANNELS_UVICORN = "channels idiom (uvicorn)"
+DJANGO_STREAMING = "django streaming (daphne)"
+OURS = "bench.peers.realtime_app:application"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 SERVERS: list[ServerSpec] = [
     ServerSpec(CHANNELS_DAPHNE, "ws", daphne("bench.peers.channels_idiom:application"),
@@ -67,8 +73,10 @@ SERVERS: list[ServerSpec] = [
                notes="AsyncJsonWebsocketConsumer + group_send, InMemoryChannelLayer (defaults)"),
     ServerSpec(ASGI_DAPHNE, "ws", daphne("bench.peers.asgi_broadcast:application"),
                notes="bare ASGI app, set of send callables"),
-    ServerSpec("asgi broadcast (uvicorn)", "ws", uvicorn("bench.peers.asgi_broadcast:application"),
+    ServerSpec(ASGI_UVICORN, "ws", uvicorn("bench.peers.asgi_broadcast:application"),
                compare_to=[ASGI_DAPHNE]),
+    ServerSpec(CHANNELS_UVICORN, "ws", uvicorn("bench.peers.channels_idiom:application"),
+               scenarios=["ws_idle"], notes="the Channels idiom on uvicorn, idle memory only"),
     ServerSpec("websockets.broadcast", "ws",
                [PY, "-m", "bench.peers.websockets_broadcast", "--port", "{port}"],
                compare_to=[ASGI_DAPHNE], notes="websockets asyncio server, stdlib event loop"),
@@ -76,12 +84,23 @@ SERVERS: list[ServerSpec] = [
                processes=2, needs_redis=True, env={"BENCH_CHANNEL_LAYER": "redis_pubsub"},
                notes="channels_redis.pubsub.RedisPubSubChannelLayer"),
     ServerSpec(SSE_STARLETTE, "sse", uvicorn("bench.peers.sse_starlette_peer:app")),
-    ServerSpec("django streaming (daphne)", "sse",
+    ServerSpec(DJANGO_STREAMING, "sse",
                daphne("bench.peers.django_streaming:application"), compare_to=[SSE_STARLETTE],
                notes="async StreamingHttpResponse, per-subscriber asyncio.Queue"),
-    # The project's own server plugs in here, e.g.:
-    # ServerSpec("realtime (daphne)", "ws", daphne("project.asgi:application"), ours=True,
-    #            compare_to=[ASGI_DAPHNE, CHANNELS_DAPHNE]),
+    # The project's own server (bench/peers/realtime_app.py): CoreApp + WebSocketView/SSEView
+    # iterating Channel.subscribe(), publishing through Channel.publish.
+    ServerSpec("realtime (daphne)", "ws", daphne(OURS), ours=True,
+               compare_to=[ASGI_DAPHNE, CHANNELS_DAPHNE]),
+    ServerSpec("realtime (uvicorn)", "ws", uvicorn(OURS), ours=True,
+               compare_to=[ASGI_UVICORN, CHANNELS_UVICORN]),
+    ServerSpec("realtime + redis pubsub (2x daphne)", "ws", daphne(OURS), processes=2,
+               needs_redis=True, env={"REDIS_URL": REDIS_URL}, ours=True,
+               compare_to=[CHANNELS_REDIS],
+               notes="Channel over channels_redis RedisPubSubChannelLayer, one bridge per process"),
+    ServerSpec("realtime SSE (daphne)", "sse", daphne(OURS), ours=True,
+               compare_to=[DJANGO_STREAMING, SSE_STARLETTE]),
+    ServerSpec("realtime SSE (uvicorn)", "sse", uvicorn(OURS), ours=True,
+               compare_to=[SSE_STARLETTE, DJANGO_STREAMING]),
 ]
 
 
@@ -130,6 +149,7 @@ THROUGHPUT_COLS = [
     ("server_cpu_util", "server cores", "{:.2f}"),
     ("client_cpu_util", "client cores", "{:.2f}"),
     ("aux_cpu_util", "redis cores", "{:.2f}"),
+    ("redis_cmds_per_msg", "redis cmds/msg", "{:.2f}"),
 ]
 IDLE_COLS = [
     ("connected", "connected", "{:,.0f}"),
@@ -261,6 +281,7 @@ def loadgen(sc: Scenario, servers: Servers, m: int) -> dict:
     for pid in servers.pids:
         cmd += ["--server-pid", str(pid)]
     if servers.spec.needs_redis:
+        cmd += ["--redis-stats", "127.0.0.1:6379"]
         for pid in redis_pids():
             cmd += ["--aux-pid", str(pid)]
     try:
@@ -315,6 +336,8 @@ def run_matrix(args) -> dict:
         report["scenarios"].append(entry)
         for spec in servers:
             if spec.kind != sc.kind or spec.processes != sc.processes:
+                continue
+            if spec.scenarios and sc.key not in spec.scenarios:
                 continue
             row = {"server": spec.name, "ours": spec.ours, "compare_to": spec.compare_to,
                    "processes": spec.processes, "runs": [], "skipped": None}
@@ -447,6 +470,14 @@ def markdown(report: dict) -> str:
                 ratio += " · errors: " + "; ".join(errors)[:200]
             lines.append(f"| {name} | " + " | ".join(cells)
                          + ("" if idle else f" | {row['saturated']}") + f" | {ratio} |")
+        counted = [(row["server"], r["redis_commands"]) for row in sc["rows"]
+                   for r in row["runs"][-1:] if r.get("redis_commands") is not None]
+        if counted:
+            lines += ["", f"Redis commands during the publish phase (INFO commandstats before/after, "
+                      f"last run, M={sc['m_used']:,} messages, N={sc['n']:,} subscribers):", ""]
+            for server, cmds in counted:
+                per = ", ".join(f"{k} {v:,} ({v / sc['m_used']:.2f}/msg)" for k, v in cmds.items())
+                lines.append(f"- {server}: {per or 'none'}")
         lines.append("")
     return "\n".join(lines)
 

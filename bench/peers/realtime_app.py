@@ -1,0 +1,57 @@
+"""The project's own server under test: ``realtime`` as an application would use it.
+
+``CoreApp(routers=[...])`` with a ``WebSocketView`` at ``/ws`` and an ``SSEView`` at ``/sse``,
+both iterating ``CHANNEL.subscribe()``; ``/publish`` and ``/stats`` are plain Django async views
+publishing through ``Channel.publish``. Default class attributes everywhere (keepalive 30 s,
+``ping_interval`` 15 s), as a user would write it.
+
+    daphne -b 127.0.0.1 -p PORT bench.peers.realtime_app:application
+    uvicorn --host 127.0.0.1 --port PORT bench.peers.realtime_app:application
+    REDIS_URL=redis://127.0.0.1:6379/0 daphne ...   # several processes through Redis
+"""
+
+import os
+
+os.environ["DJANGO_SETTINGS_MODULE"] = "bench.peers.realtime_settings"
+
+from django.core.asgi import get_asgi_application
+
+django_http = get_asgi_application()  # django.setup() before realtime imports anything
+
+from django.http import JsonResponse  # noqa: E402
+from django.urls import include, path  # noqa: E402
+
+from bench.peers._common import publish_loop, publish_params, spawn  # noqa: E402
+from realtime import Channel, CoreApp, Router, SSEView, WebSocketView  # noqa: E402
+
+CHANNEL = Channel("bench")
+
+
+class FanoutWS(WebSocketView):
+    async def stream(self, ws, **params):
+        async for message in CHANNEL.subscribe():
+            yield message
+
+
+class FanoutSSE(SSEView):
+    async def stream(self, request, **params):
+        async for message in CHANNEL.subscribe():
+            yield {"data": message}
+
+
+async def publish(request):
+    spawn(publish_loop(*publish_params(request.META.get("QUERY_STRING", "")), CHANNEL.publish))
+    return JsonResponse({"ok": True})
+
+
+async def stats(request):
+    return JsonResponse({"subscribers": CHANNEL.subscriber_count})
+
+
+router = Router()
+router.register_websocket("/ws", FanoutWS)
+router.register_sse("/sse", FanoutSSE)
+
+urlpatterns = [path("publish", publish), path("stats", stats), path("", include(router.urls))]
+
+application = CoreApp(routers=[router], http_app=django_http)

@@ -1,0 +1,30 @@
+"""Minimal Django settings for the project's own server under test (``bench/peers/realtime_app.py``).
+
+Not the demo project's settings: no database, no middleware, no admin, so the rows measure the
+``realtime`` package and the ASGI server, nothing else. ``REDIS_URL`` set (the two-process
+scenario) switches every named Channel to ``channels_redis``' pub/sub layer, exactly as the
+project's own settings do.
+"""
+
+import os
+
+SECRET_KEY = "bench-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "channels", "realtime"]
+MIDDLEWARE: list = []
+ROOT_URLCONF = "bench.peers.realtime_app"
+DATABASES: dict = {}
+USE_TZ = True
+LOGGING_CONFIG = None
+
+REDIS_URL = os.environ.get("REDIS_URL") or None
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
