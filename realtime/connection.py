@@ -104,8 +104,11 @@ class WebSocket:
         text = dumps(data)
         if mode == "binary":
             await self.send_bytes(text.encode())
-        else:
-            await self.send_text(text)
+            return
+        # send_text inlined: this is the per-subscriber step of every JSON fan-out.
+        if self.client_state is not WebSocketState.CONNECTED:
+            raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
+        await self._send({"type": "websocket.send", "text": text})
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send a raw ASGI message."""

@@ -5,11 +5,15 @@ daphne closes sockets through autobahn's ``sendClose``, which refuses every code
 close frame), and daphne passes no reason at all. RFC 6455 lets a server send all of them; daphne
 itself uses autobahn's lower-level ``sendCloseFrame`` for 1011. This patch routes the ASGI
 ``websocket.close`` message through that same call, with the reason. It is applied once, only when
-daphne is the running server, and changes nothing else.
+daphne is the running server.
+
+It also redacts ``token=`` values from daphne's HTTP access log, which prints the whole URI:
+browsers' ``EventSource`` and ``WebSocket`` carry tokens in the query string.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -45,4 +49,27 @@ def patch_daphne() -> bool:
 
     protocol.handle_reply = handle_reply
     protocol._realtime_patched = True
+    _redact_access_log()
     return True
+
+
+_SECRET_PARAMS = re.compile(r"([?&](?:token|access_token|access)=)[^&#\s]*", re.IGNORECASE)
+
+
+def redact(path: str) -> str:
+    """``/events?token=abc&x=1`` → ``/events?token=[redacted]&x=1``."""
+    return _SECRET_PARAMS.sub(r"\1[redacted]", path)
+
+
+def _redact_access_log() -> None:
+    """daphne's HTTP access log prints the full URI, query string included: tokens travel there."""
+    from daphne.access import AccessLogGenerator
+
+    original = AccessLogGenerator.__call__
+
+    def log(self: Any, protocol: str, action: str, details: dict[str, Any]) -> None:
+        if isinstance(details.get("path"), str):
+            details = {**details, "path": redact(details["path"])}
+        original(self, protocol, action, details)
+
+    AccessLogGenerator.__call__ = log

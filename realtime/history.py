@@ -77,8 +77,8 @@ class RedisHistory:
             return replay, False
         try:
             info = await self.client.xinfo_stream(self.key)
-        except Exception:  # no stream yet: nothing was ever published, nothing was missed
-            return replay, True
+        except Exception:  # the client holds an id, so the stream existed: Redis lost it
+            return replay, False
         last_generated = _parse_stream_id(_text(info.get("last-generated-id")) or "0-0") or (0, 0)
         trimmed = _parse_stream_id(_text(info.get("max-deleted-entry-id")) or "0-0") or (0, 0)
         # A stream created after last_id was handed out (Redis restarted without persistence)

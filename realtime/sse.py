@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
@@ -19,7 +21,9 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views import View
 
 from .auth import AuthenticationFailed, TokenAuthenticator
+from .conf import setting
 from .permissions import first_denial, get_permissions, is_authenticated
+from .security import sse_users
 from .sse_encoder import PING, encode_event, encode_item
 from .subscribers import Gap
 
@@ -82,6 +86,33 @@ async def _aclose(events: Any) -> None:
         await aclose()
 
 
+async def _guarded(events: AsyncIterator[Any], release: Any, expires: float | None) -> AsyncIterator[Any]:
+    """Release the stream's slot when it ends, and end it when its access token expires.
+
+    The deadline wraps only the wait for the next event, never a ``yield``, so it cannot fire
+    while the consumer holds the generator.
+    """
+    try:
+        if expires is None:
+            async for item in events:
+                yield item
+            return
+        iterator = aiter(events)
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, expires - time.time())):
+                    item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                yield {"event": "error", "data": {"code": "token_expired", "detail": "Reconnect with a fresh token"}}
+                return
+            yield item
+    finally:
+        release()
+        await _aclose(events)
+
+
 def sse_response(
     events: AsyncIterator[Any],
     ping_interval: float = 15,
@@ -141,7 +172,15 @@ class SSEView(View):
         if denied is not None:
             status = 403 if is_authenticated(self.user) else 401
             return sse_error(status, getattr(denied, "code", "permission_denied"), str(denied.message))
-        return sse_response(self.stream(request, **params), self.ping_interval, self.headers)
+        events = self.stream(request, **params)
+        if is_authenticated(self.user):
+            if not sse_users.acquire(self.user.pk, setting("MAX_SSE_STREAMS_PER_USER")):
+                await _aclose(events)
+                return sse_error(429, "too_many_streams", "Too many concurrent streams for this user")
+            token = getattr(self, "auth_token", None)
+            expires = token.get("exp") if token is not None and setting("EXPIRE_WITH_TOKEN") else None
+            events = _guarded(events, functools.partial(sse_users.release, self.user.pk), expires)
+        return sse_response(events, self.ping_interval, self.headers)
 
     async def follow(
         self, channel: Any, event: str | None = None, predicate: Any = None

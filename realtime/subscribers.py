@@ -46,6 +46,67 @@ class SubscriberQueue(asyncio.Queue):
         self.put_nowait(message)
 
 
+class _SinkQueue:
+    """A bounded FIFO for exactly the work a Subscription does: one producer call, one reader.
+
+    ``asyncio.Queue`` is general (many getters and putters, ``join``/``task_done``, shutdown), and
+    that generality costs on every message of a fan-out. Here ``offer`` is a deque append plus,
+    when the reader is parked, one future completion; ``get`` parks on one future. It offers the
+    read side of ``asyncio.Queue`` (``get``, ``get_nowait``, ``empty``, ``full``, ``qsize``,
+    ``maxsize``) so ``Subscription.queue`` reads the same.
+    """
+
+    __slots__ = ("_items", "_waiters", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[tuple[str | None, Any]] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.maxsize = maxsize
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return len(self._items) >= self.maxsize
+
+    def get_nowait(self) -> tuple[str | None, Any]:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    async def get(self) -> tuple[str | None, Any]:
+        items = self._items
+        while not items:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                self._abandon(waiter)
+                raise
+        return items.popleft()
+
+    def _abandon(self, waiter: asyncio.Future[None]) -> None:
+        """A parked reader was cancelled: forget it, and pass on a wake-up it may have taken."""
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+        if self._items and not waiter.cancelled():
+            self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class _Sink:
     """What the channel holds for a Subscription: its queue, and nothing that keeps it alive.
 
@@ -56,15 +117,18 @@ class _Sink:
     __slots__ = ("__weakref__", "dropped", "queue")
 
     def __init__(self, maxsize: int) -> None:
-        self.queue: asyncio.Queue[tuple[str | None, Any]] = asyncio.Queue(maxsize)
+        self.queue = _SinkQueue(maxsize)
         self.dropped = 0
 
     def offer(self, message: Any, message_id: str | None) -> None:
         queue = self.queue
-        if queue.full():
-            queue.get_nowait()
+        items = queue._items
+        if len(items) >= queue.maxsize:
+            items.popleft()
             self.dropped += 1
-        queue.put_nowait((message_id, message))
+        items.append((message_id, message))
+        if queue._waiters:
+            queue._wake()
 
 
 class Subscription:
@@ -89,7 +153,8 @@ class Subscription:
         self._closed = False
 
     @property
-    def queue(self) -> asyncio.Queue[tuple[str | None, Any]]:
+    def queue(self) -> _SinkQueue:
+        """The pending ``(id, message)`` pairs; reads like an ``asyncio.Queue``."""
         return self._sink.queue
 
     @property
@@ -113,12 +178,24 @@ class Subscription:
                 message_id, message = self._replay.popleft()
                 self.last_id = message_id
                 return (message_id, message) if self._with_ids else message
+            queue = self._sink.queue
             while True:
                 if self._gaps and self.dropped > max(self._reported, 0):
                     missed = self.dropped - max(self._reported, 0)
                     self._reported = self.dropped
                     return Gap(missed)
-                message_id, message = await self.queue.get()
+                items = queue._items
+                if not items:  # park on one future, without a coroutine per message (hot path)
+                    waiter = asyncio.get_running_loop().create_future()
+                    queue._waiters.append(waiter)
+                    try:
+                        await waiter
+                    except BaseException:
+                        queue._abandon(waiter)
+                        raise
+                    if not items:
+                        continue
+                message_id, message = items.popleft()
                 if message_id is not None and message_id in self._replayed_ids:
                     continue  # delivered from history already: no duplicate at the seam
                 if message_id is not None:

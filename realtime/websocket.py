@@ -18,17 +18,23 @@ Flow: subprotocol check → authentication (4001 on bad credentials) → permiss
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from channels.consumer import AsyncConsumer
+from channels.db import database_sync_to_async
 
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .closecodes import CloseCode, WebSocketException
+from .conf import setting
 from .connection import WebSocket, WebSocketDisconnect, WebSocketState
 from .encoding import loads
 from .permissions import first_denial, get_permissions
+from .security import origin_allowed, websocket_addresses, websocket_users
+from .throttling import MessageRateThrottle
 
 logger = logging.getLogger("realtime.websocket")
 
@@ -83,7 +89,13 @@ class WebSocketView(AsyncConsumer):
     #: Seconds between application-level heartbeats; 0 disables them.
     keepalive: ClassVar[float] = 30
     #: Largest inbound message accepted, in bytes (characters for text frames); over it: 1009.
-    max_message_size: ClassVar[int] = 1024 * 1024
+    #: None: ``REALTIME["MAX_MESSAGE_SIZE"]``.
+    max_message_size: ClassVar[int | None] = None
+    #: Inbound rate limits; None: one MessageRateThrottle at ``REALTIME["MESSAGE_RATE"]``.
+    throttle_classes: ClassVar[list[type] | None] = None
+    #: A json message ``{"type": "realtime.refresh", "token": "<access token>"}`` replaces the
+    #: connection's token in-band (same user only), so it is not closed with 4001 at expiry.
+    refresh_message_type: ClassVar[str] = "realtime.refresh"
     #: How tokens are found and validated.
     authenticator_class: ClassVar[type[TokenAuthenticator]] = TokenAuthenticator
     #: Fan-out goes through realtime.Channel, so no per-connection layer channel is made.
@@ -97,6 +109,8 @@ class WebSocketView(AsyncConsumer):
         self.user: Any = None
         self.params: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._releases: list[Any] = []
+        self._expiry: asyncio.Task[Any] | None = None
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -129,6 +143,11 @@ class WebSocketView(AsyncConsumer):
         message = await receive()
         if message["type"] != "websocket.connect":
             return
+        if not origin_allowed(ws.headers):
+            logger.info("Refused a WebSocket from origin %r", ws.headers.get("origin"))
+            await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Origin not allowed")
+            self._cancel_tasks()
+            return
         overridden = type(self)._handle is not WebSocketView._handle
         handler = asyncio.create_task(self._run(ws))
         reader = asyncio.create_task(self._read(ws, receive, backpressure=not overridden))
@@ -143,6 +162,8 @@ class WebSocketView(AsyncConsumer):
             for task in (handler, reader, *self._tasks):
                 task.cancel()
             await asyncio.gather(handler, reader, *self._tasks, return_exceptions=True)
+            for release in self._releases:
+                release()
 
     async def _read(self, ws: WebSocket, receive: Any, backpressure: bool) -> None:
         """Pump client messages into the connection's inbox until the client leaves."""
@@ -179,12 +200,22 @@ class WebSocketView(AsyncConsumer):
             return
         await ws.accept(subprotocol=self.subprotocol)
         code: int = CloseCode.NORMAL
+        throttles = [throttle() for throttle in self._throttle_classes()]
+        limit = self.max_message_size if self.max_message_size is not None else setting("MAX_MESSAGE_SIZE")
         try:
+            self._watch_expiry(ws, getattr(ws, "auth_token", None))
             await self.on_connect(ws, **self.params)
             self._start_stream(ws)
             while True:
                 message = await ws.receive()
-                await self.on_receive(ws, self._decode(message))
+                for throttle in throttles:
+                    if not throttle.allow_message(ws, self):
+                        raise WebSocketException(CloseCode.POLICY_VIOLATION, throttle.message)
+                data = self._decode(message, limit)
+                if self.encoding == "json" and type(data) is dict and data.get("type") == self.refresh_message_type:
+                    await self._refresh(ws, data.get("token"))
+                    continue
+                await self.on_receive(ws, data)
         except WebSocketDisconnect as disconnect:
             code = disconnect.code
         except WebSocketException as error:
@@ -215,7 +246,58 @@ class WebSocketView(AsyncConsumer):
         denied = await _check_ws_permissions(self.permission_classes, ws, self.user, self)
         if denied is not None:
             return await self._refuse(ws, CloseCode.FORBIDDEN, denied)
+        if not self._within_caps(ws):
+            return await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Too many connections")
         return True
+
+    def _within_caps(self, ws: WebSocket) -> bool:
+        """Count this connection against the per-user and per-address caps (released on exit)."""
+        caps = []
+        if self.user is not None and getattr(self.user, "pk", None) is not None:
+            caps.append((websocket_users, self.user.pk, setting("MAX_CONNECTIONS_PER_USER")))
+        client = self.scope.get("client")
+        if client:
+            caps.append((websocket_addresses, client[0], setting("MAX_CONNECTIONS_PER_IP")))
+        for counter, key, limit in caps:
+            if not counter.acquire(key, limit):
+                return False
+            self._releases.append(functools.partial(counter.release, key))
+        return True
+
+    def _throttle_classes(self) -> list[type]:
+        return list(self.throttle_classes) if self.throttle_classes is not None else [MessageRateThrottle]
+
+    # -- credentials that expire on open connections ------------------------------------------
+
+    def _watch_expiry(self, ws: WebSocket, token: Any) -> None:
+        """Close with 4001 when the access token expires, unless it is refreshed in-band first."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        expires = token.get("exp") if token is not None else None
+        if expires is None or not setting("EXPIRE_WITH_TOKEN"):
+            return
+        self._expiry = self._spawn(self._expire(ws, float(expires)))
+
+    async def _expire(self, ws: WebSocket, expires: float) -> None:
+        await asyncio.sleep(max(0.0, expires - time.time()))
+        await ws.close(CloseCode.UNAUTHORIZED, "token_expired: refresh the token and reconnect")
+
+    async def _refresh(self, ws: WebSocket, raw_token: Any) -> None:
+        """Swap the connection's token for a fresh one of the same user; 4001 when refused."""
+        authenticator = self.authenticator_class()
+        try:
+            if not isinstance(raw_token, str):
+                raise AuthenticationFailed("The refresh message needs a 'token' string", "token_not_valid")
+            validated = authenticator.get_validated_token(raw_token)
+            user = await database_sync_to_async(authenticator.get_user)(validated)
+        except AuthenticationFailed as error:
+            raise WebSocketException(CloseCode.UNAUTHORIZED, f"{error.code}: {error.detail}") from None
+        if self.user is None or user.pk != self.user.pk:
+            raise WebSocketException(CloseCode.UNAUTHORIZED, "The token belongs to another user")
+        ws.auth_token = validated
+        self._watch_expiry(ws, validated)
+        await ws.send_json({"type": self.refresh_message_type, "ok": True, "exp": validated.get("exp")})
 
     async def _refuse(self, ws: WebSocket, code: int, reason: str) -> bool:
         offered = self.scope.get("subprotocols") or ()
@@ -223,18 +305,18 @@ class WebSocketView(AsyncConsumer):
         await ws.close(code, reason)
         return False
 
-    def _decode(self, message: dict[str, Any]) -> Any:
+    def _decode(self, message: dict[str, Any], limit: int) -> Any:
         """Decode one frame for ``on_receive``; a frame of the wrong kind or shape closes the socket."""
         text, data = message.get("text"), message.get("bytes")
         if self.encoding == "bytes":
             if data is None:
                 raise WebSocketException(CloseCode.UNSUPPORTED_DATA, "Binary frames only")
-            if len(data) > self.max_message_size:
+            if len(data) > limit:
                 raise WebSocketException(CloseCode.MESSAGE_TOO_BIG, "Message too big")
             return data
         if text is None:
             raise WebSocketException(CloseCode.UNSUPPORTED_DATA, "Text frames only")
-        if len(text) > self.max_message_size:
+        if len(text) > limit:
             raise WebSocketException(CloseCode.MESSAGE_TOO_BIG, "Message too big")
         if self.encoding == "text":
             return text

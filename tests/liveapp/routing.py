@@ -230,6 +230,15 @@ class UserNotifications(SSEView):
                 yield {"event": "notification", "data": notification, "id": str(notification["id"])}
 
 
+class Forever(SSEView):
+    permission_classes = [IsAuthenticated]
+    ping_interval = 0.5
+
+    async def stream(self, request, **params):
+        yield {"event": "open", "data": self.user.username}
+        await asyncio.Event().wait()
+
+
 class OwnerEvents(SSEView):
     permission_classes = [IsOwner]
 
@@ -319,5 +328,6 @@ router.register_sse("/sse/notifications", UserNotifications)
 router.register_sse("/sse/owner/{userId}", OwnerEvents)
 router.register_sse("/sse/hello", hello_events)
 router.register_sse("/sse/quiet", Quiet)
+router.register_sse("/sse/forever", Forever)
 router.register_sse("/sse/resumable", Resumable)
 router.register_websocket("/publish/{name}", Publish)

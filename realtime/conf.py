@@ -1,0 +1,39 @@
+"""Settings, read lazily from ``settings.REALTIME`` on every use (nothing frozen at import time).
+
+```python
+REALTIME = {
+    "ALLOWED_ORIGINS": None,          # None: derived from ALLOWED_HOSTS; ["*"] allows any
+    "ALLOW_MISSING_ORIGIN": True,     # non-browser clients send no Origin; browsers always do
+    "MESSAGE_RATE": "100/s",          # default per-connection inbound rate; None disables
+    "MAX_MESSAGE_SIZE": 1048576,      # bytes (characters for text frames); over it: close 1009
+    "MAX_CONNECTIONS_PER_USER": None, # WebSockets per authenticated user, per process
+    "MAX_CONNECTIONS_PER_IP": None,   # WebSockets per client address, per process
+    "MAX_SSE_STREAMS_PER_USER": None, # concurrent SSE streams per authenticated user, per process
+    "EXPIRE_WITH_TOKEN": True,        # close 4001 / end the stream when the access token expires
+}
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "ALLOWED_ORIGINS": None,
+    "ALLOW_MISSING_ORIGIN": True,
+    "MESSAGE_RATE": "100/s",
+    "MAX_MESSAGE_SIZE": 1024 * 1024,
+    "MAX_CONNECTIONS_PER_USER": None,
+    "MAX_CONNECTIONS_PER_IP": None,
+    "MAX_SSE_STREAMS_PER_USER": None,
+    "EXPIRE_WITH_TOKEN": True,
+}
+
+
+def setting(name: str) -> Any:
+    """The project's value for ``name`` in ``settings.REALTIME``, else the default."""
+    from django.conf import settings
+
+    if name not in DEFAULTS:
+        raise KeyError(f"Unknown realtime setting {name!r}; known: {sorted(DEFAULTS)}")
+    return getattr(settings, "REALTIME", {}).get(name, DEFAULTS[name])

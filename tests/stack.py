@@ -1,0 +1,190 @@
+"""A production-like stack for tests: a Redis database, two daphne processes sharing it, nginx in front.
+
+Every process is started here and stopped by its PID in ``Stack.stop()`` (called from a fixture
+finalizer); every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+from tests.servers import PYTHON, ROOT, Daphne, free_port, redis_available, require, stop, wait_for_port, which
+
+REDIS = "redis://127.0.0.1:6379"
+PASSWORDS = {"admin": "admin-pass-123", "editor": "editor-pass-123", "alice": "alice-pass-123"}
+
+
+def require_stack() -> str:
+    """Skip (fail under CI=true) without Redis or nginx; returns nginx's path."""
+    require(redis_available(), "Redis on 127.0.0.1:6379")
+    nginx = which("nginx")
+    require(nginx is not None, "nginx")
+    return nginx
+
+
+class Nginx:
+    """nginx rendered from the top-level nginx.conf template, in the foreground, on loopback."""
+
+    def __init__(self, binary: str, run_dir: Path, backends: list[int], static_root: Path) -> None:
+        self.binary = binary
+        self.run_dir = run_dir
+        self.port = free_port()
+        self.backends = backends
+        self.static_root = static_root
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> Nginx:
+        args = [PYTHON, str(ROOT / "scripts" / "render-nginx"), "--listen", f"127.0.0.1:{self.port}"]
+        for port in self.backends:
+            args += ["--backend", f"127.0.0.1:{port}"]
+        args += ["--static-root", str(self.static_root), "--run-dir", str(self.run_dir)]
+        conf = subprocess.run(args, check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+        with open(self.run_dir / "stderr.log", "wb") as stderr:
+            self.process = subprocess.Popen(
+                [self.binary, "-p", str(self.run_dir), "-e", str(self.run_dir / "error.log"), "-c", conf],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )
+        wait_for_port(self.port, process=self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)  # SIGTERM: fast shutdown, long-lived streams included
+
+    def access_log(self) -> str:
+        path = self.run_dir / "access.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def error_log(self) -> str:
+        path = self.run_dir / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_log(self, needle: str, count: int = 1, timeout: float = 10) -> list[str]:
+        """Access-log lines containing ``needle`` (nginx writes a line when a request ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.access_log().splitlines() if needle in line]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.1)
+
+
+class Stack:
+    """Redis database ``db`` (flushed), two daphne (``a``, ``b``) with ``REDIS_URL``, nginx in front."""
+
+    def __init__(self, name: str, db: int, tmp: Path, output_dir: Path) -> None:
+        self.name = name
+        self.redis_url = f"{REDIS}/{db}"
+        self.tmp = tmp
+        self.output_dir = output_dir
+        self.nginx_binary = require_stack()
+        # nginx's workers run as "nobody" when the tests run as root: their files must be reachable.
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"realtime-{name}-"))
+        self.run_dir.chmod(0o755)
+        self.static_root = self.run_dir / "static"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.trading_settings",
+            "DJANGO_SQLITE_PATH": str(tmp / "db.sqlite3"),
+            "DJANGO_STATIC_ROOT": str(self.static_root),
+            "REDIS_URL": self.redis_url,
+            "CHANNEL_LAYER_PREFIX": f"test-{name}-{os.getpid()}",
+            "DJANGO_DEBUG": "0",  # as in production: nginx serves the static files
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.a = Daphne(self.env, output_dir / f"{name}-daphne-a.log")
+        self.b = Daphne(self.env, output_dir / f"{name}-daphne-b.log")
+        self.nginx = Nginx(self.nginx_binary, self.run_dir, [self.a.port, self.b.port], self.static_root)
+        #: Every token handed out, so tests can prove none of them reached a log file.
+        self.tokens: list[str] = []
+        self.user_ids: dict[str, int] = {}
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        redis.Redis.from_url(self.redis_url, socket_timeout=5).flushdb()
+        self.manage("migrate", "--noinput", "-v0")
+        self.manage("demo_users")
+        self.manage("collectstatic", "--noinput", "-v0")
+        self.a.start()
+        self.b.start()
+        self.nginx.start()
+        for username in PASSWORDS:
+            self.user_ids[username] = self.get("/api/trading/me", username).json()["id"]
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.nginx.stop()
+        finally:
+            self.a.stop()
+            self.b.stop()
+            for log in ("access.log", "error.log"):
+                if (self.run_dir / log).exists():
+                    shutil.copy(self.run_dir / log, self.output_dir / f"{self.name}-nginx-{log}")
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [PYTHON, str(ROOT / "manage.py"), *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    # -- clients ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.nginx.url
+
+    def token(self, username: str, base: str | None = None) -> str:
+        response = httpx.post(
+            f"{base or self.url}/api/auth/token/",
+            json={"username": username, "password": PASSWORDS[username]},
+            timeout=10,
+        )
+        response.raise_for_status()
+        token = response.json()["access"]
+        self.tokens.append(token)
+        return token
+
+    def get(self, path: str, username: str, base: str | None = None) -> httpx.Response:
+        token = self.token(username, base)
+        response = httpx.get(f"{base or self.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        response.raise_for_status()
+        return response
+
+    def order(self, username: str, symbol: str = "R_100", side: str = "buy", amount: str = "10",
+              base: str | None = None) -> dict:
+        """Place a trade through ``base`` (nginx by default) with a Bearer token; returns the trade."""
+        token = self.token(username, base)
+        response = httpx.post(
+            f"{base or self.url}/api/trading/orders",
+            json={"symbol": symbol, "side": side, "amount": amount},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def order_offline(self, username: str, symbol: str = "R_50", side: str = "sell", amount: str = "5") -> dict:
+        """Place a trade from a separate process (no web server needed): manage.py place_trade."""
+        return json.loads(self.manage("place_trade", username, symbol, side, amount))

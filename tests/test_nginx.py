@@ -1,0 +1,212 @@
+"""The trading demo behind a real nginx in front of two daphne processes sharing Redis (REDIS_URL).
+
+WebSocket upgrades through nginx, SSE events that leave one by one, trades and ticks that cross
+processes, exactly one market simulator, and an access log that never records a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import httpx
+import pytest
+import websockets
+
+from tests.stack import Stack
+
+pytestmark = pytest.mark.timeout(120)
+
+TICKS = "/api/trading/ws/ticks"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, output_dir):
+    stack = Stack("nginx", db=5, tmp=tmp_path_factory.mktemp("nginx"), output_dir=output_dir)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+class SSE:
+    """An SSE stream read event by event, in the background, through httpx."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = headers or {}
+        self.events: asyncio.Queue[dict] = asyncio.Queue()
+        self.response: httpx.Response | None = None
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(10, read=None))
+        self._task: asyncio.Task | None = None
+        self._opened = asyncio.Event()
+
+    async def __aenter__(self) -> SSE:
+        self._task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self._opened.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._client.aclose()
+
+    async def _read(self) -> None:
+        async with self._client.stream("GET", self.url, headers=self.headers) as response:
+            self.response = response
+            self._opened.set()
+            event: dict = {}
+            async for line in response.aiter_lines():
+                if line == "":
+                    if "data" in event:
+                        await self.events.put(event)
+                    event = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(":")
+                    event[name] = value[1:] if value.startswith(" ") else value
+
+    async def next(self, timeout: float = 10) -> dict:
+        event = await asyncio.wait_for(self.events.get(), timeout)
+        return {**event, "data": json.loads(event["data"])}
+
+
+def stream_url(base: str, user_id: int, token: str) -> str:
+    return f"{base}/api/trading/events/{user_id}?token={token}"
+
+
+async def collect_ticks(url: str, count: int, barrier: asyncio.Barrier | None = None) -> list[dict]:
+    """``count`` ticks from ``url``; with ``barrier``, stay connected until every party has its ticks."""
+    async with websockets.connect(url, open_timeout=10) as ws:
+        ticks = []
+        while len(ticks) < count:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if message.get("type") != "ping":
+                ticks.append(message)
+        if barrier is not None:
+            await asyncio.wait_for(barrier.wait(), 20)
+        return ticks
+
+
+async def collect_together(urls: list[str], count: int) -> list[list[dict]]:
+    barrier = asyncio.Barrier(len(urls))
+    return await asyncio.gather(*(collect_ticks(url, count, barrier) for url in urls))
+
+
+def upstreams(lines: list[str]) -> set[str]:
+    return {re.search(r"upstream=(\S+)", line)[1] for line in lines}
+
+
+def test_page_and_static_files_are_served(stack):
+    page = httpx.get(f"{stack.url}/", timeout=10)
+    assert page.status_code == 200
+    assert "trading demo" in page.text
+    assert "/static/trading/app.js" in page.text
+    script = httpx.get(f"{stack.url}/static/trading/client.js", timeout=10)
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "export class ResumableEvents" in script.text
+    # Served by nginx from the collectstatic directory: daphne (DEBUG off) has no /static/ route.
+    assert httpx.get(f"{stack.a.url}/static/trading/client.js", timeout=10).status_code == 404
+
+
+async def test_websocket_upgrade_through_nginx_and_ticks_on_both_backends(stack):
+    token = stack.token("alice")
+    through_nginx = [f"{stack.nginx.ws_url}{TICKS}/R_100?token={token}"] * 2
+    direct = [f"{server.ws_url}{TICKS}/R_100" for server in (stack.a, stack.b)]
+    results = await collect_together(through_nginx + direct, 4)
+
+    for ticks in results:
+        assert {t["symbol"] for t in ticks} == {"R_100"}
+        seqs = [t["seq"] for t in ticks]
+        assert seqs == sorted(set(seqs)), f"ticks out of order or doubled: {ticks}"
+    # One simulator for the whole deployment: every client on either backend sees the same ticks.
+    assert len({t["sim"] for ticks in results for t in ticks}) == 1
+    by_seq: dict[int, float] = {}
+    for tick in (t for ticks in results for t in ticks):
+        assert by_seq.setdefault(tick["seq"], tick["price"]) == tick["price"]
+    # nginx round-robins: the two upgrades through it went to different daphne processes.
+    lines = stack.nginx.wait_for_log(f"GET {TICKS}/R_100 HTTP/1.1\" 101", count=2)
+    assert len(lines) == 2
+    assert upstreams(lines) == {f"127.0.0.1:{stack.a.port}", f"127.0.0.1:{stack.b.port}"}
+
+
+async def test_sse_events_arrive_one_by_one_through_nginx(stack):
+    alice = stack.user_ids["alice"]
+    async with SSE(stream_url(stack.url, alice, stack.token("alice"))) as sse:
+        assert sse.response.status_code == 200
+        assert sse.response.headers["content-type"].startswith("text/event-stream")
+        first = await asyncio.to_thread(stack.order, "alice", "R_10", "buy", "1")
+        event = await sse.next(timeout=5)
+        # The first event is here while the response is still open: nothing buffered it to the end.
+        assert not sse.response.is_closed
+        assert event["event"] == "trade"
+        assert event["data"]["trade_id"] == first["trade_id"]
+        second = await asyncio.to_thread(stack.order, "alice", "R_50", "sell", "2")
+        assert (await sse.next(timeout=5))["data"]["trade_id"] == second["trade_id"]
+        assert not sse.response.is_closed
+
+
+async def test_trade_placed_on_backend_a_reaches_the_stream_held_on_backend_b(stack):
+    alice = stack.user_ids["alice"]
+    token = stack.token("alice")
+    async with SSE(stream_url(stack.b.url, alice, token)) as on_b:
+        trade = await asyncio.to_thread(stack.order, "alice", "R_100", "buy", "3", stack.a.url)
+        event = await on_b.next(timeout=5)
+        assert event["data"] == trade
+        assert re.fullmatch(r"\d+-\d+", event["id"]), "ids come from the shared Redis Stream"
+
+    # The same through nginx: two streams, one per backend, and a trade placed through nginx.
+    async with SSE(stream_url(stack.url, alice, token)) as one, SSE(stream_url(stack.url, alice, token)) as two:
+        trade = await asyncio.to_thread(stack.order, "alice", "R_10", "sell", "4")
+        first, second = await one.next(timeout=5), await two.next(timeout=5)
+        assert first["data"]["trade_id"] == second["data"]["trade_id"] == trade["trade_id"]
+        assert first["id"] == second["id"]
+    lines = stack.nginx.wait_for_log(f"GET /api/trading/events/{alice} HTTP/1.1\" 200")
+    assert upstreams(lines[-2:]) == {f"127.0.0.1:{stack.a.port}", f"127.0.0.1:{stack.b.port}"}
+
+
+async def test_owner_rule_and_resume_with_last_event_id(stack):
+    alice, editor = stack.user_ids["alice"], stack.user_ids["editor"]
+    # Another user's stream is refused, and with a status EventSource does not retry.
+    refused = httpx.get(stream_url(stack.url, alice, stack.token("editor")), timeout=10)
+    assert refused.status_code == 403
+    assert "event: error" in refused.text
+
+    async with SSE(stream_url(stack.url, alice, stack.token("alice"))) as live:
+        placed = [await asyncio.to_thread(stack.order, "alice", "R_100", "buy", str(n)) for n in (5, 6, 7)]
+        seen = [await live.next(timeout=5) for _ in placed]
+        assert [e["data"]["trade_id"] for e in seen] == [t["trade_id"] for t in placed]
+        await asyncio.to_thread(stack.order, "editor", "R_100", "buy", "99")  # not alice's: never shown
+        mine = await asyncio.to_thread(stack.order, "alice", "R_100", "sell", "8")
+        assert (await live.next(timeout=5))["data"]["trade_id"] == mine["trade_id"]
+    assert editor != alice
+
+    # Reconnect after the first of the three: exactly what came after it, then nothing doubled.
+    first_id = seen[0]["id"]
+    async with SSE(stream_url(stack.url, alice, stack.token("alice")), headers={"Last-Event-ID": first_id}) as resumed:
+        replay = [await resumed.next(timeout=5) for _ in range(3)]
+        assert [e["data"]["trade_id"] for e in replay] == [placed[1]["trade_id"], placed[2]["trade_id"],
+                                                          mine["trade_id"]]
+        assert all(e["data"]["user_id"] == alice for e in replay)
+        with pytest.raises(TimeoutError):
+            await resumed.next(timeout=1)  # nothing doubled
+
+
+async def test_access_and_error_logs_never_record_a_token(stack):
+    alice = stack.user_ids["alice"]
+    token = stack.token("alice")
+    await collect_ticks(f"{stack.nginx.ws_url}{TICKS}/R_50?token={token}", 1)
+    async with SSE(f"{stream_url(stack.url, alice, token)}&lastEventId=0-0") as sse:
+        await sse.next(timeout=5)
+    httpx.get(f"{stack.url}/api/trading/me?token={token}", timeout=10)
+    assert stack.nginx.wait_for_log(f"GET {TICKS}/R_50 ")
+    assert stack.nginx.wait_for_log(f"GET /api/trading/events/{alice} ")
+    assert stack.nginx.wait_for_log("GET /api/trading/me ")
+    logs = stack.nginx.access_log() + stack.nginx.error_log()
+    assert len(stack.tokens) > 5
+    for issued in stack.tokens:
+        assert issued not in logs
+        assert issued.split(".")[2] not in logs  # not even the signature
+    assert "token=" not in logs
+    assert "?" not in stack.nginx.access_log()
