@@ -146,8 +146,9 @@ class MarketSimulator:
         self.leader = True
         self.instance = uuid.uuid4().hex[:8]
         if client is not None:
-            stored = await client.hgetall(PRICES_KEY)
-            self.prices.update({k.decode(): float(v) for k, v in stored.items() if k.decode() in SYMBOLS})
+            stored = {k.decode(): v.decode() for k, v in (await client.hgetall(PRICES_KEY)).items()}
+            self.prices.update({k: float(v) for k, v in stored.items() if k in SYMBOLS})
+            self._seq = max(self._seq, int(stored.get("seq", 0)))  # one sequence across takeovers
         logger.info("Market simulator %s started", self.instance)
         renew_at = time.monotonic() + RENEW_EVERY
         try:
@@ -172,7 +173,7 @@ class MarketSimulator:
                 {"symbol": name, "price": price, "epoch": round(now, 3), "seq": self._seq, "sim": self.instance}
             )
         if client is not None:
-            await client.hset(PRICES_KEY, mapping={k: repr(v) for k, v in self.prices.items()})
+            await client.hset(PRICES_KEY, mapping={"seq": self._seq, **{k: repr(v) for k, v in self.prices.items()}})
 
     def _release_at_exit(self) -> None:
         """daphne stops its loop without cancelling tasks: free the lock so a survivor takes over now."""

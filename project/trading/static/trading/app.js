@@ -31,6 +31,13 @@ function cell(row, text, className) {
 // -- ticks ---------------------------------------------------------------------------------------
 
 let previousPrice = null;
+let ticksWereLive = false;
+
+function showGap(text) {
+  const row = $("#ticks tbody").insertRow(0);
+  row.className = "gap";
+  cell(row, text).colSpan = 4;
+}
 
 function showTick(tick) {
   const body = $("#ticks tbody");
@@ -53,13 +60,18 @@ function showTick(tick) {
 function watchTicks() {
   if (ticks) ticks.close();
   previousPrice = null;
+  ticksWereLive = false;
   $("#ticks tbody").replaceChildren();
   $("#last-price").textContent = "–";
   const symbol = $("#symbol").value;
   ticks = new LiveSocket({
     url: async () => `/api/trading/ws/ticks/${encodeURIComponent(symbol)}?token=${encodeURIComponent(await auth.access())}`,
     onmessage: showTick,
-    onstatus: (state, detail) => setStatus("ticks", state, detail),
+    onstatus: (state, detail) => {
+      if (state === "live" && ticksWereLive) showGap(`reconnected at ${time(Date.now() / 1000)}`);
+      if (state === "live") ticksWereLive = true;
+      setStatus("ticks", state, detail);
+    },
     onunauthorized: () => auth.access({ force: true }),
   });
 }
@@ -79,7 +91,8 @@ function showTrade(trade, event) {
   cell(row, String(trade.price), "num");
   cell(row, event.lastEventId, "id");
   while (body.rows.length > MAX_TRADES) body.deleteRow(-1);
-  $("#trade-count").textContent = String(body.rows.length);
+  $("#trade-count").textContent = String(body.querySelectorAll("tr.trade").length);
+  $("#trades-status").dataset.duplicates = String(events.duplicates);
 }
 
 function showReset() {
@@ -99,7 +112,11 @@ function watchTrades() {
       return `/api/trading/events/${user.id}?${params}`;
     },
     handlers: { trade: showTrade, reset: showReset },
-    onstatus: (state, detail) => setStatus("trades", state, detail),
+    unique: ["trade"],
+    onstatus: (state, detail) => {
+      setStatus("trades", state, detail);
+      $("#trades-status").dataset.duplicates = String(events ? events.duplicates : 0);
+    },
   });
 }
 

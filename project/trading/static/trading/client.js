@@ -190,10 +190,15 @@ export class LiveSocket {
  * this closes it and opens a new one after a jittered backoff, with a fresh token and
  * `?lastEventId=<the last id seen>`: the server replays exactly the events after it.
  * `url(lastEventId)` may be async. `handlers` maps event names to functions of (data, event).
+ * Events named in `unique` are also dropped if their id was seen already (`duplicates` counts them).
  */
 export class ResumableEvents {
-  constructor({ url, handlers, onstatus = () => {}, backoff = new Backoff(), lastEventId = null }) {
+  constructor({ url, handlers, onstatus = () => {}, backoff = new Backoff(), lastEventId = null, unique = [] }) {
     Object.assign(this, { url, handlers, onstatus, backoff, lastEventId });
+    // Event names whose ids are never repeated: a second delivery of one is dropped and counted.
+    this.unique = new Set(unique);
+    this.seen = new Set();
+    this.duplicates = 0;
     this.source = null;
     this.stopped = false;
     this._timer = null;
@@ -217,6 +222,14 @@ export class ResumableEvents {
     };
     for (const [name, handler] of Object.entries(this.handlers)) {
       source.addEventListener(name, (event) => {
+        if (this.unique.has(name) && event.lastEventId) {
+          if (this.seen.has(event.lastEventId)) {
+            this.duplicates += 1;
+            return;
+          }
+          this.seen.add(event.lastEventId);
+          if (this.seen.size > 5000) this.seen.delete(this.seen.values().next().value);
+        }
         if (event.lastEventId) this.lastEventId = event.lastEventId;
         let data = event.data;
         try {
