@@ -1,0 +1,193 @@
+"""The trading demo app: order validation, the one-simulator lock, and its endpoints on a live daphne.
+
+Multi-process behaviour (nginx, two daphne, Redis) is in test_nginx.py; the page in test_browser.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from project.trading import market
+from project.trading.channels import ticks
+from project.trading.trades import InvalidOrder, validate_order
+from tests.servers import redis_available, require
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# -- orders ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"symbol": "XAU", "side": "buy", "amount": "1"}, "symbol"),
+        ({"symbol": "R_10", "side": "hold", "amount": "1"}, "side"),
+        ({"symbol": "R_10", "side": "buy", "amount": "-1"}, "amount"),
+        ({"symbol": "R_10", "side": "buy", "amount": "NaN"}, "amount"),
+        ({"symbol": "R_10", "side": "buy", "amount": "1e9"}, "amount"),
+        ({"symbol": "R_10", "side": "buy", "amount": "0.001"}, "amount"),
+        ({"symbol": "R_10", "side": "buy", "amount": None}, "amount"),
+        ({"symbol": "R_10", "side": "buy", "amount": "ten"}, "amount"),
+        (["R_10", "buy", "1"], "non_field_errors"),
+    ],
+)
+def test_invalid_orders_are_refused_field_by_field(data, field):
+    with pytest.raises(InvalidOrder) as refused:
+        validate_order(data)
+    assert field in refused.value.errors
+
+
+def test_valid_order_is_normalised():
+    assert validate_order({"symbol": "R_50", "side": "sell", "amount": 12.5}) == ("R_50", "sell", Decimal("12.50"))
+
+
+def test_prices_move_and_keep_the_symbols_decimals():
+    import random
+
+    rng = random.Random(1)
+    for symbol in market.SYMBOLS.values():
+        price = symbol.start
+        for _ in range(100):
+            new = market.next_price(symbol, price, rng)
+            assert new > 0
+            assert round(new, symbol.decimals) == new
+            price = new
+        assert price != symbol.start
+
+
+# -- one simulator for the deployment ---------------------------------------------------------------
+
+
+async def test_only_the_lock_holder_simulates_and_another_takes_over(settings, monkeypatch):
+    require(redis_available(), "Redis on 127.0.0.1:6379")
+    from redis import asyncio as aioredis
+
+    settings.REDIS_URL = "redis://127.0.0.1:6379/7"
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    await client.flushdb()
+    # Short lock times, so the test sees several renewals and a takeover quickly.
+    monkeypatch.setattr(market, "LOCK_TTL_MS", 1200)
+    monkeypatch.setattr(market, "RENEW_EVERY", 0.3)
+    monkeypatch.setattr(market, "RETRY_EVERY", 0.2)
+    monkeypatch.setattr(market, "TICK_INTERVAL", 0.1)
+
+    first, second = market.MarketSimulator(), market.MarketSimulator()  # two "processes"
+    received: list[dict] = []
+
+    async def watch():
+        async for tick in ticks.subscribe():
+            received.append(tick)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0)
+    first.acquire()
+    second.acquire()
+    second.acquire()  # two subscribers in the second process
+    try:
+        await asyncio.sleep(2.0)  # longer than the lock's TTL: it must have been renewed
+        assert [first.leader, second.leader].count(True) == 1
+        leader, follower = (first, second) if first.leader else (second, first)
+        assert len({t["sim"] for t in received}) == 1, "a single simulator ran"
+        assert await client.ttl(market.LOCK_KEY) > 0
+        seq_before = max(t["seq"] for t in received)
+
+        # The leader's process loses its last subscriber: it stops and frees the lock at once.
+        for _ in range(leader.subscribers):
+            leader.release()
+        await asyncio.sleep(1.0)
+        assert follower.leader and not leader.leader
+        after = [t for t in received if t["sim"] == follower.instance]
+        assert after, "the other process took over"
+        assert min(t["seq"] for t in after) > seq_before, "the sequence continues across the takeover"
+        # One tick per symbol per round.
+        assert {t["symbol"] for t in after} == set(market.SYMBOLS)
+    finally:
+        for simulator in (first, second):
+            while simulator.subscribers:
+                simulator.release()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await asyncio.sleep(0.2)
+        assert await client.exists(market.LOCK_KEY) == 0, "the lock is released when nobody simulates"
+        await client.flushdb()
+        await client.aclose()
+
+
+# -- endpoints on a live daphne (one process, in-memory layer and history) ---------------------------
+
+
+async def test_ticks_of_the_chosen_symbol_only(live):
+    async with websockets.connect(f"{live.ws}/api/trading/ws/ticks/R_10", open_timeout=5) as ws:
+        got = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(3)]
+    assert {t["symbol"] for t in got} == {"R_10"}
+    assert [t["seq"] for t in got] == sorted({t["seq"] for t in got})
+
+
+async def test_unknown_symbol_is_closed_with_4004(live):
+    async with websockets.connect(f"{live.ws}/api/trading/ws/ticks/DOGE", open_timeout=5) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd.code == 4004
+
+
+async def test_orders_need_a_token_and_valid_fields(live):
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        assert (await client.post("/api/trading/orders", json={})).status_code == 401
+        headers = {"Authorization": f"Bearer {live.token('plain')}"}
+        bad = await client.post("/api/trading/orders", json={"symbol": "R_10", "side": "up"}, headers=headers)
+        assert bad.status_code == 400
+        assert set(bad.json()) == {"side", "amount"}
+        me = await client.get("/api/trading/me", headers=headers)
+        assert me.json() == {"id": live.users["plain"], "username": "plain", "is_staff": False}
+
+
+async def test_trade_events_are_the_owners_only_and_resume_after_last_event_id(live):
+    plain, owner2 = live.users["plain"], live.users["owner2"]
+    token = live.token("plain")
+    async with httpx.AsyncClient(base_url=live.url, timeout=httpx.Timeout(10, read=5)) as client:
+        assert (await client.get(f"/api/trading/events/{plain}")).status_code == 401
+        assert (await client.get(f"/api/trading/events/{owner2}?token={token}")).status_code == 403
+
+        async def order(user_token, amount):
+            response = await client.post(
+                "/api/trading/orders",
+                json={"symbol": "R_100", "side": "buy", "amount": amount},
+                headers={"Authorization": f"Bearer {user_token}"},
+            )
+            assert response.status_code == 201
+            return response.json()
+
+        async def events(count, last_event_id=None):
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            found, frame = [], {}
+            async with client.stream("GET", f"/api/trading/events/{plain}?token={token}", headers=headers) as stream:
+                async for line in stream.aiter_lines():
+                    if line == "" and "data" in frame:
+                        found.append(frame)
+                        frame = {}
+                        if len(found) == count:
+                            return found
+                    elif line and not line.startswith(":"):
+                        name, _, value = line.partition(": ")
+                        frame[name] = value
+            return found
+
+        reader = asyncio.create_task(events(3))
+        await asyncio.sleep(0.5)
+        placed = [await order(token, "1"), await order(live.token("owner2"), "2"), await order(token, "3")]
+        placed.append(await order(token, "4"))
+        seen = await asyncio.wait_for(reader, 10)
+        mine = [placed[0], placed[2], placed[3]]
+        assert [json.loads(f["data"])["trade_id"] for f in seen] == [t["trade_id"] for t in mine]
+        assert {f["event"] for f in seen} == {"trade"}
+
+        resumed = await asyncio.wait_for(events(2, last_event_id=seen[0]["id"]), 10)
+        assert [json.loads(f["data"])["trade_id"] for f in resumed] == [placed[2]["trade_id"], placed[3]["trade_id"]]
