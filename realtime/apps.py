@@ -9,3 +9,7 @@ class RealtimeConfig(AppConfig):
         from .daphne_compat import patch_daphne
 
         patch_daphne()
+
+        from . import signals
+
+        signals.connect()

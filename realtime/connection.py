@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 from .closecodes import CloseCode
 from .daphne_compat import is_sendable
-from .encoding import dumps, loads
+from .encoding import dumps, loads, send_event
 
 
 class WebSocketState(Enum):
@@ -101,14 +101,15 @@ class WebSocket:
 
     async def send_json(self, data: Any, mode: str = "text") -> None:
         """Send ``data`` as compact JSON, in a text frame (or a binary one with ``mode="binary"``)."""
-        text = dumps(data)
         if mode == "binary":
-            await self.send_bytes(text.encode())
+            await self.send_bytes(dumps(data).encode())
             return
-        # send_text inlined: this is the per-subscriber step of every JSON fan-out.
+        # send_text inlined, with the event built once per published message: this is the
+        # per-subscriber step of every JSON fan-out.
+        event = send_event(data)
         if self.client_state is not WebSocketState.CONNECTED:
             raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
-        await self._send({"type": "websocket.send", "text": text})
+        await self._send(event)
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send a raw ASGI message."""

@@ -7,15 +7,22 @@ itself uses autobahn's lower-level ``sendCloseFrame`` for 1011. This patch route
 ``websocket.close`` message through that same call, with the reason. It is applied once, only when
 daphne is the running server.
 
+On SIGTERM it closes every WebSocket with 1001 before daphne cancels the applications (and
+skips connections that have no application yet, where daphne's own shutdown raises ``KeyError``
+and drops every socket without a close frame), then waits at most ``DRAIN_SECONDS``.
+
 It also redacts ``token=`` values from daphne's HTTP access log, which prints the whole URI:
 browsers' ``EventSource`` and ``WebSocket`` carry tokens in the query string.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from typing import Any
+
+logger = logging.getLogger("realtime.shutdown")
 
 #: Codes an endpoint may put in a close frame (RFC 6455 section 7.4, IANA registry).
 SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
@@ -50,7 +57,45 @@ def patch_daphne() -> bool:
     protocol.handle_reply = handle_reply
     protocol._realtime_patched = True
     _redact_access_log()
+    _graceful_shutdown(protocol)
     return True
+
+
+#: How long a SIGTERM waits for applications to finish after telling every client.
+DRAIN_SECONDS = 5.0
+
+
+def _graceful_shutdown(websocket_protocol: type) -> None:
+    import asyncio
+
+    from daphne.server import Server
+    from twisted.internet import defer
+
+    from . import lifecycle
+
+    def kill_all_applications(self: Any) -> Any:
+        lifecycle.begin_shutdown()
+        for protocol in list(self.connections):
+            if isinstance(protocol, websocket_protocol) and protocol.state == protocol.STATE_OPEN:
+                protocol.sendCloseFrame(code=1001, reasonUtf8=b"Server shutting down", isReply=False)
+        instances = [
+            details["application_instance"]
+            for details in self.connections.values()
+            if "application_instance" in details and not details["application_instance"].done()
+        ]
+
+        async def drain() -> None:
+            await asyncio.sleep(0.2)  # let SSE streams send their last frame and close frames flush
+            for instance in instances:
+                instance.cancel()
+            await asyncio.wait(instances, timeout=DRAIN_SECONDS) if instances else None
+
+        logger.info("Shutting down: closing %d connection(s)", len(instances))
+        deferred = defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
+        deferred.addErrback(lambda failure: None)
+        return deferred
+
+    Server.kill_all_applications = kill_all_applications
 
 
 _SECRET_PARAMS = re.compile(r"([?&](?:token|access_token|access)=)[^&#\s]*", re.IGNORECASE)

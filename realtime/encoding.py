@@ -17,11 +17,13 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 class SharedMessage(dict):
     """A published dict, shared by all subscribers, that caches its own JSON text."""
 
-    __slots__ = ("_json", "id")
+    __slots__ = ("_event", "_json", "id")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._json: str | None = None
+        #: The ASGI ``websocket.send`` event carrying ``_json``, also built once and shared.
+        self._event: dict[str, Any] | None = None
         self.id: str | None = None
 
 
@@ -38,3 +40,17 @@ def dumps(data: Any) -> str:
 def loads(text: str | bytes) -> Any:
     """Parse JSON; raises ``ValueError`` on malformed input."""
     return json.loads(text)
+
+
+def send_event(data: Any) -> dict[str, Any]:
+    """The ASGI ``websocket.send`` text event for ``data``; one shared dict per SharedMessage.
+
+    ASGI servers read the events they are given; like the JSON text, the event of a shared
+    message is built once per publish and handed to every subscriber's ``send``.
+    """
+    if type(data) is SharedMessage:
+        event = data._event
+        if event is None:
+            event = data._event = {"type": "websocket.send", "text": dumps(data)}
+        return event
+    return {"type": "websocket.send", "text": _encoder.encode(data)}

@@ -23,6 +23,7 @@ from django.views import View
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .conf import setting
 from .permissions import first_denial, get_permissions, is_authenticated
+from .revocation import revocations
 from .security import sse_users
 from .sse_encoder import PING, encode_event, encode_item
 from .subscribers import Gap
@@ -86,29 +87,45 @@ async def _aclose(events: Any) -> None:
         await aclose()
 
 
-async def _guarded(events: AsyncIterator[Any], release: Any, expires: float | None) -> AsyncIterator[Any]:
-    """Release the stream's slot when it ends, and end it when its access token expires.
+async def _guarded(
+    events: AsyncIterator[Any], user_pk: Any, release: Any, expires: float | None
+) -> AsyncIterator[Any]:
+    """An authenticated stream: ends with ``event: error`` when its token expires or its user's
+    sessions are revoked (logout, deactivation), and frees its per-user slot however it ends.
 
-    The deadline wraps only the wait for the next event, never a ``yield``, so it cannot fire
-    while the consumer holds the generator.
+    Each wait for the next event races those two ends; nothing waits across a ``yield``.
     """
+    loop = asyncio.get_running_loop()
+    revoked: asyncio.Future[None] = loop.create_future()
+
+    def revoke() -> None:
+        loop.call_soon_threadsafe(lambda: revoked.done() or revoked.set_result(None))
+
+    unregister = revocations.register(user_pk, revoke)
+    iterator = aiter(events)
+    step: asyncio.Future[Any] | None = None
     try:
-        if expires is None:
-            async for item in events:
-                yield item
-            return
-        iterator = aiter(events)
         while True:
-            try:
-                async with asyncio.timeout(max(0.0, expires - time.time())):
-                    item = await anext(iterator)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                yield {"event": "error", "data": {"code": "token_expired", "detail": "Reconnect with a fresh token"}}
-                return
-            yield item
+            step = asyncio.ensure_future(anext(iterator))
+            timeout = None if expires is None else max(0.0, expires - time.time())
+            done, _ = await asyncio.wait((step, revoked), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if step in done:
+                try:
+                    item = step.result()
+                except StopAsyncIteration:
+                    return
+                step = None
+                yield item
+                continue
+            code = "session_revoked" if revoked.done() else "token_expired"
+            yield {"event": "error", "data": {"code": code, "detail": "Reconnect with a fresh token"}}
+            return
     finally:
+        if step is not None and not step.done():
+            step.cancel()
+            with contextlib.suppress(BaseException):
+                await step
+        unregister()
         release()
         await _aclose(events)
 
@@ -179,7 +196,7 @@ class SSEView(View):
                 return sse_error(429, "too_many_streams", "Too many concurrent streams for this user")
             token = getattr(self, "auth_token", None)
             expires = token.get("exp") if token is not None and setting("EXPIRE_WITH_TOKEN") else None
-            events = _guarded(events, functools.partial(sse_users.release, self.user.pk), expires)
+            events = _guarded(events, self.user.pk, functools.partial(sse_users.release, self.user.pk), expires)
         return sse_response(events, self.ping_interval, self.headers)
 
     async def follow(

@@ -18,6 +18,7 @@ Flow: subprotocol check → authentication (4001 on bad credentials) → permiss
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -33,6 +34,7 @@ from .conf import setting
 from .connection import WebSocket, WebSocketDisconnect, WebSocketState
 from .encoding import loads
 from .permissions import first_denial, get_permissions
+from .revocation import close_soon, revocations
 from .security import origin_allowed, websocket_addresses, websocket_users
 from .throttling import MessageRateThrottle
 
@@ -158,6 +160,11 @@ class WebSocketView(AsyncConsumer):
             elif overridden:
                 handler.cancel()  # a custom push loop may never read: stop it now
             await asyncio.gather(handler, reader, return_exceptions=True)
+        except asyncio.CancelledError:
+            # The server is shutting down (daphne cancels every application on SIGTERM): say so.
+            with contextlib.suppress(Exception):
+                await ws.close(CloseCode.GOING_AWAY, "Server shutting down")
+            raise
         finally:
             for task in (handler, reader, *self._tasks):
                 task.cancel()
@@ -248,6 +255,9 @@ class WebSocketView(AsyncConsumer):
             return await self._refuse(ws, CloseCode.FORBIDDEN, denied)
         if not self._within_caps(ws):
             return await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Too many connections")
+        if self.user is not None and getattr(self.user, "pk", None) is not None:
+            closer = close_soon(lambda: ws.close(CloseCode.UNAUTHORIZED, "session_revoked"))
+            self._releases.append(revocations.register(self.user.pk, closer))
         return True
 
     def _within_caps(self, ws: WebSocket) -> bool:

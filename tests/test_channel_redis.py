@@ -11,6 +11,7 @@ import pytest
 import redis
 import websockets
 from httpx_sse import aconnect_sse
+from websockets.exceptions import ConnectionClosed
 
 from realtime.channel import group_name
 from tests.servers import PYTHON, ROOT, Daphne, free_port, prepare_database, require, stop, wait_for_port, which
@@ -204,3 +205,43 @@ async def test_delivery_resumes_by_itself_after_redis_restarts(cluster, redis_se
     assert on_b.state.name == "OPEN"  # the client's connection stayed up throughout
     await on_b.close()
     assert "Redis unreachable" in a.log()
+
+
+def token_for(server, username):
+    from tests.liveapp.management.commands.seed_test_users import PASSWORD
+
+    response = httpx.post(f"{server.url}/api/auth/token/", json={"username": username, "password": PASSWORD})
+    response.raise_for_status()
+    return response.json()["access"]
+
+
+async def test_deactivating_a_user_closes_their_connections_in_every_process_within_2s(cluster):
+    a, b, env = cluster
+    token = await asyncio.to_thread(token_for, a, "subscriber")
+    ws_a = await websockets.connect(f"{a.ws_url}/api/t/private?token={token}")
+    ws_b = await websockets.connect(f"{b.ws_url}/api/t/private?token={token}")
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "GET", f"{b.url}/api/t/sse/forever?token={token}"
+    ) as sse:
+        assert sse.status_code == 200
+        body = sse.aiter_text()
+        assert (await anext(body)).startswith("event: open")
+        await asyncio.sleep(0.3)
+        deactivate = ("from django.contrib.auth.models import User; u = User.objects.get(username='subscriber'); "
+                      "u.is_active = False; u.save()")
+        started = time.monotonic()
+        result = await asyncio.to_thread(subprocess.run, [PYTHON, "manage.py", "shell", "-c", deactivate],
+                                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        published = time.monotonic()
+        codes = []
+        for ws in (ws_a, ws_b):
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(2):
+                    await ws.recv()
+            codes.append((closed.value.rcvd.code, closed.value.rcvd.reason))
+        async with asyncio.timeout(2):
+            rest = "".join([chunk async for chunk in body])
+        assert time.monotonic() - published < 2, time.monotonic() - started
+    assert codes == [(4001, "session_revoked")] * 2
+    assert '"code":"session_revoked"' in rest

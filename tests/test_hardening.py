@@ -271,3 +271,28 @@ async def test_after_hostile_input_nothing_is_left_behind(live):
         stats = json.loads(await ws.recv())
     assert stats["tick_channel"] == 0 and stats["history"] == 0 and stats["tick_hub"] == 0
     assert "Traceback" not in live.server.log()
+
+
+async def test_logout_closes_the_users_websockets_and_sse_streams(live):
+    token = live.token("staff")
+    ws = await websockets.connect(f"{live.ws}/api/t/private?token={token}")
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "GET", f"{live.url}/api/t/sse/forever?token={token}"
+    ) as sse:
+        body = sse.aiter_text()
+        assert (await anext(body)).startswith("event: open")
+        other = await websockets.connect(f"{live.ws}/api/t/private?token={live.token('plain')}")
+        response = await client.post(f"{live.url}/api/auth/logout/", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(2):
+                await ws.recv()
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "session_revoked")
+        async with asyncio.timeout(2):
+            rest = "".join([chunk async for chunk in body])
+        assert rest.endswith(
+            'event: error\ndata: {"code":"session_revoked","detail":"Reconnect with a fresh token"}\n\n'
+        )
+        await other.send('"still connected"')  # another user's connection is untouched
+        assert json.loads(await other.recv())["msg"] == "still connected"
+        await other.close()

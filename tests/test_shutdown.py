@@ -1,0 +1,37 @@
+"""Graceful shutdown of a real daphne: SIGTERM closes every WebSocket with 1001, bounded in time."""
+
+import asyncio
+import signal
+import time
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from tests.servers import Daphne, prepare_database
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_sigterm_closes_websockets_with_1001_and_exits(tmp_path, output_dir):
+    env, _ = prepare_database(tmp_path)
+    server = Daphne(env, output_dir / "daphne-shutdown.log").start()
+    try:
+        clients = [await websockets.connect(f"{server.ws_url}/api/t/{path}") for path in
+                   ("echo/a", "echo/b", "channel-ticks/X", "ticks/Y")]
+        await clients[0].send("1")
+        await clients[0].recv()
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        codes = []
+        for client in clients:
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(10):
+                    while True:
+                        await client.recv()
+            codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+        assert codes == [1001, 1001, 1001, 1001]
+        await asyncio.to_thread(server.process.wait, 15)
+        assert time.monotonic() - started < 15
+    finally:
+        server.stop(signal.SIGKILL)
