@@ -103,5 +103,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"realtime": {"handlers": ["console"], "level": os.environ.get("REALTIME_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "realtime": {
+            "handlers": ["console"],
+            "level": os.environ.get("REALTIME_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        }
+    },
 }

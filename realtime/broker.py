@@ -31,3 +31,21 @@ class BrokerState:
 
 
 broker_state = BrokerState()
+
+
+class BrokerErrorFilter(logging.Filter):
+    """Turns channels-redis's traceback-per-second while Redis is away into one state change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            broker_state.failed("receive", record.exc_info[1])
+            return False
+        return True
+
+
+def quiet_channels_redis() -> None:
+    """Install the filter on channels-redis's loggers (idempotent)."""
+    for name in ("channels_redis.pubsub", "channels_redis.core"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, BrokerErrorFilter) for f in target.filters):
+            target.addFilter(BrokerErrorFilter())

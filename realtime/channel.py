@@ -206,6 +206,8 @@ class Channel:
         try:
             while True:
                 event = await layer.receive(channel_name)
+                if not broker_state.up:
+                    broker_state.recovered()
                 if event.get("o") == PROCESS_ID:
                     continue
                 if event.get("type") != MESSAGE_TYPE:

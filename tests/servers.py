@@ -87,7 +87,8 @@ class Daphne:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self) -> Daphne:
-        log = open(self.log_path, "ab")
+        # A fresh log per server object; a restart of the same object appends to it.
+        log = open(self.log_path, "ab" if self.process is not None else "wb")
         self.process = subprocess.Popen(
             [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "project.asgi:application"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,

@@ -205,6 +205,7 @@ async def test_delivery_resumes_by_itself_after_redis_restarts(cluster, redis_se
     assert on_b.state.name == "OPEN"  # the client's connection stayed up throughout
     await on_b.close()
     assert "Redis unreachable" in a.log()
+    assert "Traceback" not in a.log() + b.log()  # one line per state change, not a traceback per second
 
 
 def token_for(server, username):
