@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 _shutting_down = False
 _waiters: set[asyncio.Future[None]] = set()
+_callbacks: set[Callable[[], None]] = set()
 
 
 def shutting_down() -> bool:
@@ -16,6 +18,8 @@ def begin_shutdown() -> None:
     """Called once when the server starts shutting down (SIGTERM)."""
     global _shutting_down
     _shutting_down = True
+    for callback in list(_callbacks):
+        callback()
     for waiter in list(_waiters):
         if not waiter.done():
             waiter.set_result(None)
@@ -31,3 +35,9 @@ def shutdown_future() -> asyncio.Future[None]:
         _waiters.add(future)
         future.add_done_callback(_waiters.discard)
     return future
+
+
+def on_shutdown(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` when shutdown begins; returns the function that cancels the call."""
+    _callbacks.add(callback)
+    return lambda: _callbacks.discard(callback)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views import View
 
+from . import lifecycle
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .conf import setting
 from .permissions import first_denial, get_permissions, is_authenticated
@@ -37,6 +38,8 @@ SSE_HEADERS = {
 }
 
 _END = object()
+#: Sent to every stream when the server shuts down: reconnect in about a second.
+SHUTDOWN = b"retry: 1000\n: server shutting down\n\n"
 
 
 async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIterator[bytes]:
@@ -61,7 +64,13 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIter
             await _aclose(events)
         await queue.put(_END)
 
+    def end_for_shutdown() -> None:
+        while queue.full():  # the stream ends now; what is queued would never be read
+            queue.get_nowait()
+        queue.put_nowait(SHUTDOWN)
+
     producer = asyncio.create_task(pump())
+    forget_shutdown = lifecycle.on_shutdown(end_for_shutdown)
     try:
         while True:
             try:
@@ -72,10 +81,14 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIter
                 continue
             if frame is _END:
                 return
+            if frame is SHUTDOWN:
+                yield frame
+                return
             if isinstance(frame, Exception):
                 raise frame
             yield frame
     finally:
+        forget_shutdown()
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await producer

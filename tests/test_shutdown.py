@@ -4,6 +4,7 @@ import asyncio
 import signal
 import time
 
+import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
@@ -21,6 +22,10 @@ async def test_sigterm_closes_websockets_with_1001_and_exits(tmp_path, output_di
                    ("echo/a", "echo/b", "channel-ticks/X", "ticks/Y")]
         await clients[0].send("1")
         await clients[0].recv()
+        http = httpx.AsyncClient(timeout=10)
+        stream = await http.send(http.build_request("GET", f"{server.url}/api/t/sse/quiet"), stream=True)
+        chunks = stream.aiter_text()
+        assert (await anext(chunks)).startswith("event: hello")
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         codes = []
@@ -31,6 +36,11 @@ async def test_sigterm_closes_websockets_with_1001_and_exits(tmp_path, output_di
                         await client.recv()
             codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
         assert codes == [1001, 1001, 1001, 1001]
+        async with asyncio.timeout(10):
+            rest = "".join([chunk async for chunk in chunks if chunk != ": ping\n\n"])
+        assert rest == "retry: 1000\n: server shutting down\n\n"  # the stream ends with a retry hint
+        await stream.aclose()
+        await http.aclose()
         await asyncio.to_thread(server.process.wait, 15)
         assert time.monotonic() - started < 15
     finally:
