@@ -90,6 +90,18 @@ class Router:
             raise TypeError(f"register_sse() needs an SSEView subclass or a view function, got {view!r}")
         self._routes.append(Route(path, view, "sse", name, self.tags))
 
+    def get(self, path: str, name: str | None = None) -> Callable[[Any], Any]:
+        """Decorator form for function views, as in the specification's ``@router.get("/events")``.
+
+        The view is served at ``path`` through Django (so it may return ``sse_response(...)``).
+        """
+
+        def register(view: Any) -> Any:
+            self.register_sse(path, view, name)
+            return view
+
+        return register
+
     def include_router(self, router: Router, prefix: str = "") -> None:
         """Nest ``router`` (with its own prefix) under this one, behind an optional extra prefix."""
         if router is self:

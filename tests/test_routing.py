@@ -124,3 +124,25 @@ async def test_lifespan_is_answered():
     assert await communicator.receive_output() == {"type": "lifespan.startup.complete"}
     await communicator.send_input({"type": "lifespan.shutdown"})
     assert await communicator.receive_output() == {"type": "lifespan.shutdown.complete"}
+
+
+async def test_spec_sse_response_function_view_with_router_get():
+    from django.test import AsyncRequestFactory
+
+    from realtime import sse_response
+
+    router = Router(prefix="/api")
+
+    @router.get("/events")
+    async def events(request):
+        async def gen():
+            yield {"event": "hello", "data": "world"}
+            yield {"event": "update", "data": {"count": 42}}
+
+        return sse_response(gen())
+
+    assert [str(p.pattern) for p in router.urls] == ["api/events"]
+    view = router.urls[0].callback
+    response = await view(AsyncRequestFactory().get("/api/events"))
+    body = b"".join([chunk async for chunk in response.streaming_content])
+    assert body == b'event: hello\ndata: world\n\nevent: update\ndata: {"count":42}\n\n'
