@@ -10,11 +10,11 @@ import httpx
 import pytest
 import redis
 import websockets
-from httpx_sse import aconnect_sse
 from websockets.exceptions import ConnectionClosed
 
 from realtime.channel import group_name
 from tests.servers import PYTHON, ROOT, Daphne, free_port, prepare_database, require, stop, wait_for_port, which
+from tests.sse_client import read_events
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -156,17 +156,7 @@ async def test_one_redis_subscription_per_process_and_channel_for_200_clients(cl
 
 
 async def read_resumable(server, count, last_event_id=None):
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    async with httpx.AsyncClient(timeout=10) as client, aconnect_sse(
-        client, "GET", f"{server.url}/api/t/sse/resumable", headers=headers
-    ) as source:
-        out = []
-        async with asyncio.timeout(8):
-            async for event in source.aiter_sse():
-                out.append((event.event, event.id, event.data))
-                if len(out) == count:
-                    return out
-        return out
+    return await read_events(server.url, count, last_event_id)
 
 
 async def test_resume_across_two_processes_with_redis_stream_ids(cluster):

@@ -10,6 +10,8 @@ import pytest
 import websockets
 from httpx_sse import aconnect_sse
 
+from tests.sse_client import read_events
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -120,17 +122,7 @@ async def stats(live):
 
 
 async def read_entries(live, count, last_event_id=None):
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    async with httpx.AsyncClient(timeout=10) as client, aconnect_sse(
-        client, "GET", f"{live.url}/api/t/sse/resumable", headers=headers
-    ) as source:
-        out = []
-        async with asyncio.timeout(5):
-            async for event in source.aiter_sse():
-                out.append((event.event, event.id, event.data))
-                if len(out) == count:
-                    return out
-    return out
+    return await read_events(live.url, count, last_event_id)
 
 
 async def publish(live, name, *messages):
