@@ -101,6 +101,8 @@ class Channel:
         Subscribers in other processes are reached through the layer but not counted (the layer
         does not report them). Messages are shared, not copied: subscribers must not mutate them.
         """
+        if self._redis() is not None:
+            return await self._publish_to_stream(message)
         shared = SharedMessage(message) if type(message) is dict else message
         message_id = await self._record(message)
         if message_id is not None and type(shared) is SharedMessage:
@@ -118,6 +120,23 @@ class Channel:
             else:
                 broker_state.recovered()
         return delivered
+
+    async def _publish_to_stream(self, message: Any) -> int:
+        """History in Redis: the Stream is the one source of order for every process.
+
+        Delivery, local included, comes from each process's stream reader, so every subscriber
+        everywhere sees the ids in the same increasing order (two processes publishing at once
+        cannot interleave differently on different subscribers, which would break resuming).
+        Returns the local subscribers that will receive it.
+        """
+        try:
+            await self._redis().append(message)
+        except Exception as error:  # Redis away: local subscribers still get it, without an id
+            broker_state.failed("history", error)
+            shared = SharedMessage(message) if type(message) is dict else message
+            return self._fanout(shared, None)
+        broker_state.recovered()
+        return len(self._subscribers)
 
     def publish_sync(self, message: Any) -> int:
         """``publish`` for synchronous code: management commands, WSGI views, worker threads."""
@@ -168,8 +187,12 @@ class Channel:
             self._loop = loop
             self._bridge = None  # a bridge belongs to one loop
         self._subscribers[subscriber] = None
-        if self._bridge is None and self._layer() is not None:
-            self._bridge = loop.create_task(self._run_bridge())
+        if self._bridge is None:
+            store = self._redis()
+            if store is not None:
+                self._bridge = loop.create_task(self._run_stream_reader(store))
+            elif self._layer() is not None:
+                self._bridge = loop.create_task(self._run_bridge())
 
     def _remove(self, subscriber: Hashable) -> None:
         self._subscribers.pop(subscriber, None)
@@ -223,6 +246,28 @@ class Channel:
                 await asyncio.shield(layer.group_discard(self.group, channel_name))
             except Exception:  # noqa: S110 - the layer may be gone at shutdown; membership expires
                 pass
+
+    async def _run_stream_reader(self, store: RedisHistory) -> None:
+        """This process's single reader of the channel's Redis Stream (history channels)."""
+        last: str | None = None
+        delay = 0.1
+        while True:
+            try:
+                if last is None:
+                    last = await store.last_id()
+                for entry_id, message in await store.read_after(last, block_ms=5000):
+                    last = entry_id
+                    shared = SharedMessage(message) if type(message) is dict else message
+                    if type(shared) is SharedMessage:
+                        shared.id = entry_id
+                    self._fanout(shared, entry_id)
+                if not broker_state.up:
+                    broker_state.recovered()
+                delay = 0.1
+            except Exception as error:  # Redis away: keep the position and retry with backoff
+                broker_state.failed("history", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- history ------------------------------------------------------------------------------
 

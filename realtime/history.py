@@ -61,6 +61,8 @@ class RedisHistory:
         from redis import asyncio as aioredis
 
         self.client = aioredis.Redis.from_url(url)
+        # Blocking reads get their own connection, so they never delay a publish.
+        self.reader = aioredis.Redis.from_url(url, socket_timeout=None)
         self.key = f"realtime:history:{name}"
         self.size = size
 
@@ -68,6 +70,20 @@ class RedisHistory:
         payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
         entry_id = await self.client.xadd(self.key, {"m": payload}, maxlen=self.size, approximate=False)
         return entry_id.decode()
+
+    async def last_id(self) -> str:
+        """The newest id in the stream ("0-0" when it is empty or absent)."""
+        entries = await self.client.xrevrange(self.key, count=1)
+        return entries[0][0].decode() if entries else "0-0"
+
+    async def read_after(self, last_id: str, block_ms: int) -> list[tuple[str, Any]]:
+        """Entries after ``last_id``, waiting up to ``block_ms`` for the next one."""
+        response = await self.reader.xread({self.key: last_id}, block=block_ms, count=500)
+        return [
+            (entry_id.decode(), json.loads(fields[b"m"]))
+            for _, entries in response or ()
+            for entry_id, fields in entries
+        ]
 
     async def after(self, last_id: str) -> tuple[list[tuple[str, Any]], bool]:
         parsed = _parse_stream_id(last_id)

@@ -236,3 +236,18 @@ async def test_deactivating_a_user_closes_their_connections_in_every_process_wit
         assert time.monotonic() - published < 2, time.monotonic() - started
     assert codes == [(4001, "session_revoked")] * 2
     assert '"code":"session_revoked"' in rest
+
+
+async def test_concurrent_publishers_in_two_processes_give_every_subscriber_one_order(cluster):
+    a, b, _ = cluster
+    readers = [asyncio.create_task(read_events(server.url, 80, timeout=20)) for server in (a, b)]
+    await asyncio.sleep(0.5)
+    await asyncio.gather(
+        publish_via(a, "live-history", *({"from": "a", "n": i} for i in range(40))),
+        publish_via(b, "live-history", *({"from": "b", "n": i} for i in range(40))),
+    )
+    on_a, on_b = await asyncio.gather(*readers)
+    assert len(on_a) == len(on_b) == 80
+    assert on_a == on_b  # the same events in the same order on both processes
+    ids = [tuple(map(int, event_id.split("-"))) for _, event_id, _ in on_a]
+    assert ids == sorted(ids) and len(set(ids)) == 80  # strictly increasing: a resume point is exact
