@@ -63,6 +63,20 @@ async def test_pings_arrive_at_the_interval_as_whole_frames(live):
     assert all(0.2 < gap < 0.6 for gap in gaps), gaps
 
 
+async def test_spec_system_events_example(live):
+    async with httpx.AsyncClient(timeout=10) as client, aconnect_sse(
+        client, "GET", f"{live.url}/api/t/sse/spec-system"
+    ) as source:
+        events = []
+        async with asyncio.timeout(5):
+            async for event in source.aiter_sse():
+                events.append(event)
+                if len(events) == 2:
+                    break
+    assert [e.event for e in events] == ["update", "update"]
+    assert json.loads(events[1].data)["time"] > json.loads(events[0].data)["time"]
+
+
 async def test_spec_sse_response_example(live):
     async with httpx.AsyncClient(timeout=10) as client, aconnect_sse(
         client, "GET", f"{live.url}/api/t/sse/hello"

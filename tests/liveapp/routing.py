@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import time
 
 from realtime import (
     Channel,
@@ -220,14 +221,40 @@ class SystemEvents(SSEView):
             await asyncio.sleep(0.2)
 
 
+async def get_next_event():
+    """The spec leaves this to the application: here, the time every 0.2 s."""
+    await asyncio.sleep(0.2)
+    return {"time": time.time()}
+
+
+async def listen_notifications(user_id):
+    """The spec leaves this to the application: here, one user's messages on a Channel."""
+    async for notification in notifications.subscribe():
+        if notification["user_id"] == user_id:
+            yield notification
+
+
+# The specification's SystemEvents and UserNotifications, verbatim.
+class SpecSystemEvents(SSEView):
+    ping_interval = 15
+
+    async def stream(self, request, **params):
+        while True:
+            event = await get_next_event()
+            yield {"event": "update", "data": event}
+
+
 class UserNotifications(SSEView):
     permission_classes = [IsAuthenticated]
 
     async def stream(self, request, **params):
-        user_id = self.user.id
-        async for notification in notifications.subscribe():
-            if notification["user_id"] == user_id:
-                yield {"event": "notification", "data": notification, "id": str(notification["id"])}
+        user_id = self.user.id  # disponível após auth
+        async for notification in listen_notifications(user_id):
+            yield {
+                "event": "notification",
+                "data": notification,
+                "id": str(notification["id"]),
+            }
 
 
 class Forever(SSEView):
@@ -324,6 +351,7 @@ router.register_websocket("/owner/{user_id}", OwnerOnly)
 router.register_websocket("/editor-or-admin", EditorOrAdmin)
 router.register_websocket("/stats", Stats)
 router.register_sse("/sse/system", SystemEvents)
+router.register_sse("/sse/spec-system", SpecSystemEvents)
 router.register_sse("/sse/notifications", UserNotifications)
 router.register_sse("/sse/owner/{userId}", OwnerEvents)
 router.register_sse("/sse/hello", hello_events)
