@@ -35,5 +35,10 @@ services:
 lint: venv
 	$(BIN)/ruff check .
 
+## make soak: 5,000 WebSockets + 1,000 SSE streams on daphne for 60 s at 10 msg/s; writes bench/soak/results.md
+soak: venv
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	$(BIN)/python bench/soak/run.py $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) db.sqlite3 test-output
