@@ -17,13 +17,15 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 class SharedMessage(dict):
     """A published dict, shared by all subscribers, that caches its own JSON text."""
 
-    __slots__ = ("_event", "_json", "id")
+    __slots__ = ("_event", "_json", "_sse", "id")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._json: str | None = None
         #: The ASGI ``websocket.send`` event carrying ``_json``, also built once and shared.
         self._event: dict[str, Any] | None = None
+        #: The SSE frame ``data: <json>`` of a ``{"data": message}`` event, also built once.
+        self._sse: bytes | None = None
         self.id: str | None = None
 
 

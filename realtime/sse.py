@@ -44,10 +44,24 @@ SHUTDOWN = b"retry: 1000\n: server shutting down\n\n"
 
 async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIterator[bytes]:
     """Encoded events, with a ``: ping`` whenever ``ping_interval`` seconds pass without one."""
+    from .encoding import SharedMessage
+
+    def encode(item: Any) -> bytes:
+        # A {"data": message} event of a published message is the same bytes for every
+        # subscriber: encoded once per publish, cached on the shared message.
+        if type(item) is dict and len(item) == 1:
+            data = item.get("data")
+            if type(data) is SharedMessage:
+                frame = data._sse
+                if frame is None:
+                    frame = data._sse = encode_item(item)
+                return frame
+        return encode_item(item)
+
     if not ping_interval or ping_interval <= 0:
         try:
             async for item in events:
-                yield encode_item(item)
+                yield encode(item)
         finally:
             await _aclose(events)
         return
@@ -56,7 +70,7 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIter
     async def pump() -> None:
         try:
             async for item in events:
-                await queue.put(encode_item(item))
+                await queue.put(encode(item))
         except Exception as error:  # handed to the response task, which raises it
             await queue.put(error)
             return
@@ -73,12 +87,15 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIter
     forget_shutdown = lifecycle.on_shutdown(end_for_shutdown)
     try:
         while True:
-            try:
-                async with asyncio.timeout(ping_interval):
-                    frame = await queue.get()
-            except TimeoutError:
-                yield PING
-                continue
+            if queue.empty():  # only a wait needs a timer: none when a frame is ready
+                try:
+                    async with asyncio.timeout(ping_interval):
+                        frame = await queue.get()
+                except TimeoutError:
+                    yield PING
+                    continue
+            else:
+                frame = queue.get_nowait()
             if frame is _END:
                 return
             if frame is SHUTDOWN:
