@@ -36,6 +36,11 @@ lint: venv
 	$(BIN)/ruff check .
 
 ## make soak: 5,000 WebSockets + 1,000 SSE streams on daphne for 60 s at 10 msg/s; writes bench/soak/results.md
+## make bench: bench extras into the venv, then the quick fan-out matrix (~10 min; Redis for the 2-process rows)
+bench: venv
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	$(BIN)/python bench/run.py --quick
+
 soak: venv
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	$(BIN)/python bench/soak/run.py $(SOAK_ARGS)

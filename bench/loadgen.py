@@ -124,6 +124,8 @@ class SseProtocol(asyncio.Protocol):
                 out.append(buf[pos:pos + take])
                 pos += take
                 self.chunk_left -= take
+                if self.chunk_left == 0:
+                    self.chunk_left = -2  # a chunk split across reads still ends with CRLF
                 continue
             if self.chunk_left < 0:  # trailing CRLF of the previous chunk
                 need = -self.chunk_left
