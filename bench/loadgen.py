@@ -234,7 +234,7 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[idx]
 
 
-async def redis_commandstats(addr: str) -> dict[str, int]:
+def redis_commandstats(addr: str) -> dict[str, int]:
     """``INFO commandstats`` of the Redis at ``host:port`` as {command: calls} (blocking, ~1 ms)."""
     import socket
 
