@@ -38,12 +38,20 @@ SSE_HEADERS = {
 }
 
 _END = object()
+#: The first frame of every stream (a comment: EventSource ignores it).
+OPENED = b": connected\n\n"
 #: Sent to every stream when the server shuts down: reconnect in about a second.
 SHUTDOWN = b"retry: 1000\n: server shutting down\n\n"
 
 
 async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIterator[bytes]:
-    """Encoded events, with a ``: ping`` whenever ``ping_interval`` seconds pass without one."""
+    """Encoded events, with a ``: ping`` whenever ``ping_interval`` seconds pass without one.
+
+    The first frame is an ``OPENED`` comment, sent at once: daphne writes the status line and
+    headers only with the first body bytes, so without it a quiet stream would look unanswered
+    (no ``EventSource.onopen``) until its first event or ping.
+    """
+    yield OPENED
     from .encoding import SharedMessage
 
     def encode(item: Any) -> bytes:

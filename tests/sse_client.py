@@ -19,3 +19,12 @@ async def read_events(base_url, count, last_event_id=None, path="/api/t/sse/resu
                 if len(out) == count:
                     break
     return out
+
+
+async def text_until(chunks, needle, timeout=5.0):
+    """Read a streamed body's text chunks until ``needle`` has arrived; returns all read."""
+    text = ""
+    async with asyncio.timeout(timeout):
+        while needle not in text:
+            text += await anext(chunks)
+    return text

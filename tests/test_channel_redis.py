@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime.channel import group_name
 from tests.servers import PYTHON, ROOT, Daphne, free_port, prepare_database, require, stop, wait_for_port, which
-from tests.sse_client import read_events
+from tests.sse_client import read_events, text_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -216,7 +216,7 @@ async def test_deactivating_a_user_closes_their_connections_in_every_process_wit
     ) as sse:
         assert sse.status_code == 200
         body = sse.aiter_text()
-        assert (await anext(body)).startswith("event: open")
+        assert "event: open" in await text_until(body, "event: open")
         await asyncio.sleep(0.3)
         deactivate = ("from django.contrib.auth.models import User; u = User.objects.get(username='subscriber'); "
                       "u.is_active = False; u.save()")

@@ -17,6 +17,7 @@ from realtime import CloseCode, WebSocketView
 from realtime.daphne_compat import redact
 from realtime.security import origin_allowed
 from realtime.throttling import MessageRateThrottle, parse_rate
+from tests.sse_client import text_until
 from tests.test_websocket_live import forged
 
 pytestmark = pytest.mark.timeout(180)
@@ -164,7 +165,7 @@ async def test_sse_stream_ends_with_an_error_event_when_its_token_expires(live):
         async with asyncio.timeout(8):
             async for chunk in response.aiter_text():
                 body += chunk
-    assert body.startswith("event: open\ndata: plain\n\n")
+    assert body.startswith(": connected\n\nevent: open\ndata: plain\n\n")
     assert body.endswith('event: error\ndata: {"code":"token_expired","detail":"Reconnect with a fresh token"}\n\n')
 
 
@@ -280,7 +281,7 @@ async def test_logout_closes_the_users_websockets_and_sse_streams(live):
         "GET", f"{live.url}/api/t/sse/forever?token={token}"
     ) as sse:
         body = sse.aiter_text()
-        assert (await anext(body)).startswith("event: open")
+        assert "event: open" in await text_until(body, "event: open")
         other = await websockets.connect(f"{live.ws}/api/t/private?token={live.token('plain')}")
         response = await client.post(f"{live.url}/api/auth/logout/", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200

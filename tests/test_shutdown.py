@@ -10,6 +10,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.servers import Daphne, prepare_database
+from tests.sse_client import text_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,7 +26,7 @@ async def test_sigterm_closes_websockets_with_1001_and_exits(tmp_path, output_di
         http = httpx.AsyncClient(timeout=10)
         stream = await http.send(http.build_request("GET", f"{server.url}/api/t/sse/quiet"), stream=True)
         chunks = stream.aiter_text()
-        assert (await anext(chunks)).startswith("event: hello")
+        assert "event: hello" in await text_until(chunks, "event: hello")
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         codes = []

@@ -23,6 +23,8 @@ async def frames(response, count, timeout=5.0):
             buffer += chunk
             while "\n\n" in buffer:
                 frame, buffer = buffer.split("\n\n", 1)
+                if frame == ": connected":
+                    continue  # every stream opens with it (see test_a_quiet_stream_opens_at_once)
                 out.append((time.monotonic(), frame))
                 if len(out) == count:
                     return out
@@ -38,6 +40,17 @@ async def test_first_event_arrives_while_the_generator_is_still_running(live):
         got = await frames(response, 2)
         assert got[0][1] == 'event: update\nid: 1\ndata: {"count":1}'
         assert got[1][1] == 'event: update\nid: 2\ndata: {"count":2}'
+
+
+async def test_a_quiet_stream_opens_at_once(live):
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=10) as client, client.stream(
+        "GET", f"{live.url}/api/t/sse/silent"
+    ) as response:
+        assert response.status_code == 200
+        first = await anext(response.aiter_text())
+    assert first == ": connected\n\n"
+    assert time.monotonic() - started < 2  # not after the 15 s ping: daphne sends headers with the body
 
 
 async def test_headers_and_middleware_effects(live):

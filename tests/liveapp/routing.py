@@ -257,6 +257,14 @@ class UserNotifications(SSEView):
             }
 
 
+class Silent(SSEView):
+    """Never sends an event: only the opening comment and pings every 15 s."""
+
+    async def stream(self, request, **params):
+        await asyncio.Event().wait()
+        yield {"data": "never"}
+
+
 class Forever(SSEView):
     permission_classes = [IsAuthenticated]
     ping_interval = 0.5
@@ -357,5 +365,6 @@ router.register_sse("/sse/owner/{userId}", OwnerEvents)
 router.register_sse("/sse/hello", hello_events)
 router.register_sse("/sse/quiet", Quiet)
 router.register_sse("/sse/forever", Forever)
+router.register_sse("/sse/silent", Silent)
 router.register_sse("/sse/resumable", Resumable)
 router.register_websocket("/publish/{name}", Publish)
