@@ -113,6 +113,7 @@ class WebSocketView(AsyncConsumer):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._releases: list[Any] = []
         self._expiry: asyncio.Task[Any] | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -151,29 +152,42 @@ class WebSocketView(AsyncConsumer):
             self._cancel_tasks()
             return
         overridden = type(self)._handle is not WebSocketView._handle
-        handler = asyncio.create_task(self._run(ws))
         reader = asyncio.create_task(self._read(ws, receive, backpressure=not overridden))
         try:
-            done, _ = await asyncio.wait((handler, reader), return_when=asyncio.FIRST_COMPLETED)
-            if handler in done:
-                reader.cancel()
-            elif overridden:
-                handler.cancel()  # a custom push loop may never read: stop it now
-            await asyncio.gather(handler, reader, return_exceptions=True)
+            if overridden:
+                # A custom push loop may never read: it runs as a task, stopped when the client leaves.
+                handler = asyncio.create_task(self._run(ws))
+                done, _ = await asyncio.wait((handler, reader), return_when=asyncio.FIRST_COMPLETED)
+                (reader if handler in done else handler).cancel()
+                await asyncio.gather(handler, reader, return_exceptions=True)
+            else:
+                # The default flow reads the inbox, where the reader also posts the disconnect:
+                # it runs right here, one task fewer per connection.
+                await self._run(ws)
         except asyncio.CancelledError:
             # The server is shutting down (daphne cancels every application on SIGTERM): say so.
             with contextlib.suppress(Exception):
                 await ws.close(CloseCode.GOING_AWAY, "Server shutting down")
             raise
         finally:
-            for task in (handler, reader, *self._tasks):
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+            for task in (reader, *self._tasks):
                 task.cancel()
-            await asyncio.gather(handler, reader, *self._tasks, return_exceptions=True)
+            await asyncio.gather(reader, *self._tasks, return_exceptions=True)
             for release in self._releases:
                 release()
 
     async def _read(self, ws: WebSocket, receive: Any, backpressure: bool) -> None:
         """Pump client messages into the connection's inbox until the client leaves."""
+        try:
+            await self._pump(ws, receive, backpressure)
+        except Exception:
+            logger.exception("Reading from the client failed")
+            ws._disconnected(CloseCode.INTERNAL_ERROR)  # wakes the handler waiting on the inbox
+            raise
+
+    async def _pump(self, ws: WebSocket, receive: Any, backpressure: bool) -> None:
         while True:
             message = await receive()
             kind = message["type"]
@@ -344,20 +358,20 @@ class WebSocketView(AsyncConsumer):
         return task
 
     def _start_keepalive(self, ws: WebSocket) -> None:
+        """Heartbeats run on a timer, not a task: an idle connection costs no extra task."""
         if self.keepalive and self.keepalive > 0:
-            self._spawn(self._keepalive(ws))
+            loop = asyncio.get_running_loop()
+            self._heartbeat = loop.call_later(self.keepalive, self._beat, ws, loop)
+
+    def _beat(self, ws: WebSocket, loop: asyncio.AbstractEventLoop) -> None:
+        if ws.client_state is WebSocketState.CONNECTED:
+            self._spawn(ws.send(HEARTBEATS[self.encoding]))
+            self._heartbeat = loop.call_later(self.keepalive, self._beat, ws, loop)
 
     def _start_stream(self, ws: WebSocket) -> None:
         items = self.stream(ws, **self.params)
         if items is not None:
             self._spawn(self._push(ws, items))
-
-    async def _keepalive(self, ws: WebSocket) -> None:
-        heartbeat = HEARTBEATS[self.encoding]
-        while ws.client_state is WebSocketState.CONNECTED:
-            await asyncio.sleep(self.keepalive)
-            if ws.client_state is WebSocketState.CONNECTED:
-                await ws.send(heartbeat)
 
     async def _push(self, ws: WebSocket, items: AsyncIterator[Any]) -> None:
         send = {"json": ws.send_json, "text": ws.send_text, "bytes": ws.send_bytes}[self.encoding]

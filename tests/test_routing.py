@@ -145,4 +145,4 @@ async def test_spec_sse_response_function_view_with_router_get():
     view = router.urls[0].callback
     response = await view(AsyncRequestFactory().get("/api/events"))
     body = b"".join([chunk async for chunk in response.streaming_content])
-    assert body == b'event: hello\ndata: world\n\nevent: update\ndata: {"count":42}\n\n'
+    assert body == b': connected\n\nevent: hello\ndata: world\n\nevent: update\ndata: {"count":42}\n\n'
