@@ -57,7 +57,7 @@ _DISCONNECTED = object()
 class WebSocket:
     """One client connection, as the hooks see it."""
 
-    def __init__(self, scope: dict[str, Any], send: Any, inbox_size: int = 64) -> None:
+    def __init__(self, scope: dict[str, Any], send: Any, receive: Any = None) -> None:
         self.scope = scope
         self._send = send
         self.client_state = WebSocketState.CONNECTING
@@ -68,7 +68,10 @@ class WebSocket:
         self.subprotocol: str | None = None
         #: The close code, once known: the server's when it closed first, else the client's.
         self.close_code: int | None = None
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue(inbox_size)
+        self._receive = receive
+        #: Only for views that override ``_handle``: a reader task fills it (see WebSocketView).
+        self._inbox: asyncio.Queue[Any] | None = None
+        self._gone = False
         #: Called once the handshake is accepted (the view starts its keepalive there).
         self.on_accept: Any = None
 
@@ -134,11 +137,21 @@ class WebSocket:
 
     async def receive(self) -> dict[str, Any]:
         """The next ``websocket.receive`` message; raises WebSocketDisconnect when the socket is gone."""
-        message = await self._inbox.get()
-        if message is _DISCONNECTED:
-            self._inbox.put_nowait(_DISCONNECTED)  # every later receive() sees it too
-            raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
-        return message
+        if self._inbox is not None:
+            message = await self._inbox.get()
+            if message is _DISCONNECTED:
+                self._inbox.put_nowait(_DISCONNECTED)  # every later receive() sees it too
+                raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
+            return message
+        while not self._gone:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                self._disconnected(message.get("code", 1005))
+                break
+            if self.client_state is WebSocketState.CONNECTED:
+                return message
+            # the server has closed: frames still in flight are not for anyone
+        raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
 
     async def receive_text(self) -> str:
         message = await self.receive()
@@ -159,17 +172,21 @@ class WebSocket:
 
     # -- driven by the view -------------------------------------------------------------------
 
-    async def _deliver(self, message: dict[str, Any]) -> None:
-        await self._inbox.put(message)
+    def _use_inbox(self, size: int) -> asyncio.Queue[Any]:
+        self._inbox = asyncio.Queue(size)
+        return self._inbox
 
     def _disconnected(self, code: int) -> None:
         """The client has gone: record its code unless the server closed first."""
         if self.close_code is None:
             self.close_code = code
         self.client_state = WebSocketState.DISCONNECTED
+        self._gone = True
         self._wake_receiver()
 
     def _wake_receiver(self) -> None:
+        if self._inbox is None:
+            return
         try:
             self._inbox.put_nowait(_DISCONNECTED)
         except asyncio.QueueFull:

@@ -139,7 +139,7 @@ class WebSocketView(AsyncConsumer):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.scope = scope
         self.channel_layer = None
-        ws = self.ws = WebSocket(scope, send)
+        ws = self.ws = WebSocket(scope, send, receive)
         ws.view = self
         ws.on_accept = self._start_keepalive
         self.params = ws.path_params
@@ -152,17 +152,19 @@ class WebSocketView(AsyncConsumer):
             self._cancel_tasks()
             return
         overridden = type(self)._handle is not WebSocketView._handle
-        reader = asyncio.create_task(self._read(ws, receive, backpressure=not overridden))
         try:
             if overridden:
-                # A custom push loop may never read: it runs as a task, stopped when the client leaves.
+                # A custom push loop (the specification's pattern) may never read: it runs as a
+                # task beside a reader, and is cancelled when the client leaves.
+                ws._use_inbox(64)
                 handler = asyncio.create_task(self._run(ws))
+                reader = self._spawn(self._read(ws, receive))
                 done, _ = await asyncio.wait((handler, reader), return_when=asyncio.FIRST_COMPLETED)
                 (reader if handler in done else handler).cancel()
                 await asyncio.gather(handler, reader, return_exceptions=True)
             else:
-                # The default flow reads the inbox, where the reader also posts the disconnect:
-                # it runs right here, one task fewer per connection.
+                # The default flow reads the client itself, in the connection's own task: no
+                # reader task and no inbox per connection.
                 await self._run(ws)
         except asyncio.CancelledError:
             # The server is shutting down (daphne cancels every application on SIGTERM): say so.
@@ -172,31 +174,29 @@ class WebSocketView(AsyncConsumer):
         finally:
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
-            for task in (reader, *self._tasks):
+            for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(reader, *self._tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             for release in self._releases:
                 release()
 
-    async def _read(self, ws: WebSocket, receive: Any, backpressure: bool) -> None:
-        """Pump client messages into the connection's inbox until the client leaves."""
+    async def _read(self, ws: WebSocket, receive: Any) -> None:
+        """For overridden ``_handle``: pump client messages into the inbox until the client leaves."""
         try:
-            await self._pump(ws, receive, backpressure)
+            await self._pump(ws, receive)
         except Exception:
             logger.exception("Reading from the client failed")
             ws._disconnected(CloseCode.INTERNAL_ERROR)  # wakes the handler waiting on the inbox
             raise
 
-    async def _pump(self, ws: WebSocket, receive: Any, backpressure: bool) -> None:
+    async def _pump(self, ws: WebSocket, receive: Any) -> None:
         while True:
             message = await receive()
             kind = message["type"]
             if kind == "websocket.receive":
                 if ws.client_state is not WebSocketState.CONNECTED:
                     continue
-                if backpressure:
-                    await ws._deliver(message)
-                elif ws._inbox.full():
+                if ws._inbox.full():
                     await ws.close(CloseCode.POLICY_VIOLATION, "Too many unread messages")
                 else:
                     ws._inbox.put_nowait(message)
