@@ -4,6 +4,7 @@ import asyncio
 import gc
 import time
 
+from project.demo.routing import EchoWS
 from realtime import (
     Channel,
     HasRole,
@@ -22,19 +23,7 @@ from realtime.permissions import Permission
 
 # --- the specification's examples ---------------------------------------------------------------
 
-
-class EchoWS(WebSocketView):
-    encoding = "json"
-    keepalive = 30
-
-    async def on_connect(self, ws, **params):
-        self.room = params.get("room", "default")
-
-    async def on_receive(self, ws, data):
-        await ws.send_json({"echo": data})
-
-    async def on_disconnect(self, ws, code):
-        pass
+# EchoWS is the demo project's own, the specification's public example verbatim.
 
 
 class PrivateStream(WebSocketView):
