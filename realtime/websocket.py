@@ -146,18 +146,16 @@ class WebSocketView(AsyncConsumer):
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        if not origin_allowed(ws.headers):
-            logger.info("Refused a WebSocket from origin %r", ws.headers.get("origin"))
-            await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Origin not allowed")
-            self._cancel_tasks()
-            return
         overridden = type(self)._handle is not WebSocketView._handle
         try:
-            if overridden:
+            if not origin_allowed(ws.headers):
+                logger.info("Refused a WebSocket from origin %r", ws.headers.get("origin"))
+                await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Origin not allowed")
+            elif overridden:
                 # A custom push loop (the specification's pattern) may never read: it runs as a
                 # task beside a reader, and is cancelled when the client leaves.
                 ws._use_inbox(64)
-                handler = asyncio.create_task(self._run(ws))
+                handler = self._spawn(self._run(ws))
                 reader = self._spawn(self._read(ws, receive))
                 done, _ = await asyncio.wait((handler, reader), return_when=asyncio.FIRST_COMPLETED)
                 (reader if handler in done else handler).cancel()
