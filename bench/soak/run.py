@@ -55,6 +55,7 @@ except ImportError:  # pragma: no cover - optional speed-up
     uvloop = None
 
 from bench.loadgen import SseProtocol  # noqa: E402 - the raw HTTP/1.1 SSE client (chunked decoding)
+from bench.run import wait_port  # noqa: E402 - the same readiness check as the matrix runner
 
 LOGS = HERE / "logs"
 MEMORY_TOLERANCE = 0.10  # "returns within 10% of its starting memory"
@@ -221,19 +222,6 @@ def start_server(port: int, nofile: int, log, pythonmalloc: str | None = None) -
         cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True, preexec_fn=child_limits,
     )
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} not listening after {timeout}s")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
