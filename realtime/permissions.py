@@ -37,18 +37,10 @@ def is_authenticated(user: Any) -> bool:
 async def _call(method: Any, *args: Any) -> bool:
     if inspect.iscoroutinefunction(method):
         return bool(await method(*args))
-    if getattr(method, "_realtime_inline", False):
-        return bool(method(*args))
     result = await database_sync_to_async(method)(*args)
     if inspect.isawaitable(result):
         result = await result
     return bool(result)
-
-
-def inline(method: Any) -> Any:
-    """Mark a sync check as cheap and ORM-free, so it runs on the event loop without a thread hop."""
-    method._realtime_inline = True
-    return method
 
 
 class _PermissionMeta(type):
