@@ -112,12 +112,24 @@ function wsUrl(path) {
 /** Close codes after which reconnecting cannot help. */
 const FINAL_CLOSE_CODES = new Set([1000, 1003, 1007, 1008, 1009, 4003, 4004]);
 
+/** What both streams share: reconnect after a jittered backoff until closed. */
+class Reconnecting {
+  _retry(why) {
+    if (this.stopped) return;
+    const delay = this.backoff.next();
+    this.onstatus("reconnecting", `${why}; retrying in ${(delay / 1000).toFixed(1)} s`);
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this._connect(), delay);
+  }
+}
+
 /**
  * A JSON WebSocket that reconnects by itself. `url()` may be async (it can fetch a fresh token).
  * `onstatus(state, detail)`: state is "connecting", "live", "reconnecting" or "closed".
  */
-export class LiveSocket {
+export class LiveSocket extends Reconnecting {
   constructor({ url, onmessage, onstatus = () => {}, backoff = new Backoff(), watchdog = 45000, onunauthorized }) {
+    super();
     Object.assign(this, { url, onmessage, onstatus, backoff, watchdog, onunauthorized });
     this.ws = null;
     this.stopped = false;
@@ -168,13 +180,6 @@ export class LiveSocket {
     clearTimeout(this._dog);
     this._dog = setTimeout(() => this.ws && this.ws.close(), this.watchdog);
   }
-  _retry(why) {
-    if (this.stopped) return;
-    const delay = this.backoff.next();
-    this.onstatus("reconnecting", `${why}; retrying in ${(delay / 1000).toFixed(1)} s`);
-    clearTimeout(this._timer);
-    this._timer = setTimeout(() => this._connect(), delay);
-  }
   close() {
     this.stopped = true;
     clearTimeout(this._timer);
@@ -192,8 +197,9 @@ export class LiveSocket {
  * `url(lastEventId)` may be async. `handlers` maps event names to functions of (data, event).
  * Events named in `unique` are also dropped if their id was seen already (`duplicates` counts them).
  */
-export class ResumableEvents {
+export class ResumableEvents extends Reconnecting {
   constructor({ url, handlers, onstatus = () => {}, backoff = new Backoff(), lastEventId = null, unique = [] }) {
+    super();
     Object.assign(this, { url, handlers, onstatus, backoff, lastEventId });
     // Event names whose ids are never repeated: a second delivery of one is dropped and counted.
     this.unique = new Set(unique);
@@ -245,13 +251,6 @@ export class ResumableEvents {
       source.close(); // take over from the browser's retry: it gives up on non-200 answers
       this._retry("stream interrupted");
     };
-  }
-  _retry(why) {
-    if (this.stopped) return;
-    const delay = this.backoff.next();
-    this.onstatus("reconnecting", `${why}; retrying in ${(delay / 1000).toFixed(1)} s`);
-    clearTimeout(this._timer);
-    this._timer = setTimeout(() => this._connect(), delay);
   }
   close() {
     this.stopped = true;
