@@ -23,11 +23,13 @@ from django.views import View
 from . import lifecycle
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .conf import setting
+from .encoding import SharedMessage
 from .permissions import first_denial, get_permissions, is_authenticated
 from .revocation import revocations
 from .security import sse_users
 from .sse_encoder import PING, encode_event, encode_item
 from .subscribers import Gap
+from .threads import release_request_thread, shared_thread_context
 
 logger = logging.getLogger("realtime.sse")
 
@@ -42,45 +44,34 @@ _END = object()
 OPENED = b": connected\n\n"
 #: Sent to every stream when the server shuts down: reconnect in about a second.
 SHUTDOWN = b"retry: 1000\n: server shutting down\n\n"
+#: Sent when the stream's generator raised: the error is logged, the client reconnects.
+FAILED = encode_event({"code": "internal_error", "detail": "The stream failed; reconnect"}, event="error").encode()
 
 
-async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIterator[bytes]:
+async def _frames(events: AsyncIterator[Any], ping_interval: float | None) -> AsyncIterator[bytes]:
     """Encoded events, with a ``: ping`` whenever ``ping_interval`` seconds pass without one.
 
     The first frame is an ``OPENED`` comment, sent at once: daphne writes the status line and
     headers only with the first body bytes, so without it a quiet stream would look unanswered
-    (no ``EventSource.onopen``) until its first event or ping.
+    (no ``EventSource.onopen``) until its first event or ping. Then the request's worker thread is
+    released (see ``realtime.threads``) and the generator runs in a task of its own, so a ping
+    never interrupts it and its thread-sensitive calls go to the process-wide thread.
+
+    An exception in the generator is logged with its traceback and ends the stream with
+    ``event: error`` (``internal_error``): the client reconnects, as after a WebSocket's 1011. It
+    never reaches Django, which would take a ``TypeError`` for a sync iterator and hide it.
     """
     yield OPENED
-    from .encoding import SharedMessage
-
-    def encode(item: Any) -> bytes:
-        # A {"data": message} event of a published message is the same bytes for every
-        # subscriber: encoded once per publish, cached on the shared message.
-        if type(item) is dict and len(item) == 1:
-            data = item.get("data")
-            if type(data) is SharedMessage:
-                frame = data._sse
-                if frame is None:
-                    frame = data._sse = encode_item(item)
-                return frame
-        return encode_item(item)
-
-    if not ping_interval or ping_interval <= 0:
-        try:
-            async for item in events:
-                yield encode(item)
-        finally:
-            await _aclose(events)
-        return
+    release_request_thread()
     queue: asyncio.Queue[Any] = asyncio.Queue(16)
 
     async def pump() -> None:
         try:
             async for item in events:
-                await queue.put(encode(item))
-        except Exception as error:  # handed to the response task, which raises it
-            await queue.put(error)
+                await queue.put(_encode(item))
+        except Exception:  # handed to the response task, which logs it and ends the stream
+            logger.exception("SSE stream failed: the client gets event: error (internal_error)")
+            await queue.put(FAILED)
             return
         finally:
             await _aclose(events)
@@ -91,13 +82,14 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIter
             queue.get_nowait()
         queue.put_nowait(SHUTDOWN)
 
-    producer = asyncio.create_task(pump())
+    producer = asyncio.get_running_loop().create_task(pump(), context=shared_thread_context())
     forget_shutdown = lifecycle.on_shutdown(end_for_shutdown)
+    interval = ping_interval if ping_interval and ping_interval > 0 else None
     try:
         while True:
             if queue.empty():  # only a wait needs a timer: none when a frame is ready
                 try:
-                    async with asyncio.timeout(ping_interval):
+                    async with asyncio.timeout(interval):
                         frame = await queue.get()
                 except TimeoutError:
                     yield PING
@@ -106,17 +98,27 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float) -> AsyncIter
                 frame = queue.get_nowait()
             if frame is _END:
                 return
-            if frame is SHUTDOWN:
-                yield frame
-                return
-            if isinstance(frame, Exception):
-                raise frame
             yield frame
+            if frame is SHUTDOWN or frame is FAILED:
+                return
     finally:
         forget_shutdown()
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await producer
+
+
+def _encode(item: Any) -> bytes:
+    # A {"data": message} event of a published message is the same bytes for every subscriber:
+    # encoded once per publish, cached on the shared message.
+    if type(item) is dict and len(item) == 1:
+        data = item.get("data")
+        if type(data) is SharedMessage:
+            frame = data._sse
+            if frame is None:
+                frame = data._sse = encode_item(item)
+            return frame
+    return encode_item(item)
 
 
 async def _aclose(events: Any) -> None:

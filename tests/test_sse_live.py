@@ -1,6 +1,7 @@
 """SSE endpoints on a real daphne, through the demo project's middleware stack (GZip included)."""
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -10,7 +11,7 @@ import pytest
 import websockets
 from httpx_sse import aconnect_sse
 
-from tests.sse_client import read_events
+from tests.sse_client import read_events, text_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -146,6 +147,41 @@ async def test_spec_user_notifications_example(live):
 async def stats(live):
     async with websockets.connect(f"{live.ws}/api/t/stats") as ws:
         return json.loads(await ws.recv())
+
+
+async def test_open_streams_hold_no_thread_each(live):
+    """Django runs each ASGI request in a ThreadSensitiveContext whose one-thread executor lives until the
+    response ends: without care every open stream would keep an idle OS thread (and any database
+    connection it opened). 30 streams, some querying the ORM while they stream, add no thread each."""
+    before = (await stats(live))["threads"]
+    readers = []  # an httpx reader that is dropped closes its stream: keep them all
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=40)) as client:
+        async with contextlib.AsyncExitStack() as streams:
+            for index in range(30):
+                path = "/api/t/sse/orm" if index % 2 else "/api/t/sse/silent"
+                response = await streams.enter_async_context(client.stream("GET", f"{live.url}{path}"))
+                assert response.status_code == 200
+                chunks = response.aiter_text()
+                readers.append(chunks)
+                text = await text_until(chunks, "\n\n")  # ": connected": the view is streaming
+                if path.endswith("orm"):  # and queried the database twice
+                    while text.count("event: count") < 2:
+                        text += await text_until(chunks, "\n\n")
+            during = (await stats(live))["threads"]
+    assert during - before <= 3, f"{during - before} more threads with 30 streams open"
+
+
+async def test_a_failing_generator_ends_with_an_error_event_and_logs_its_own_traceback(live):
+    async with httpx.AsyncClient(timeout=10) as client, aconnect_sse(
+        client, "GET", f"{live.url}/api/t/sse/fails"
+    ) as source:
+        events = [(event.event, event.data) async for event in source.aiter_sse()]
+    assert events[0] == ("hello", "before the bug")
+    assert events[1][0] == "error" and json.loads(events[1][1])["code"] == "internal_error"
+    assert len(events) == 2  # and the stream ended
+    log = live.server.log()
+    assert "SSE 'data' must be a str, dict or list, not int" in log
+    assert "'async_generator' object is not iterable" not in log  # Django's misreading of a TypeError
 
 
 async def read_entries(live, count, last_event_id=None):

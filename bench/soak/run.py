@@ -201,10 +201,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, nofile: int, log, pythonmalloc: str | None = None) -> subprocess.Popen:
+def start_server(port: int, nofile: int, log, pythonmalloc: str | None = None,
+                 tracemalloc_frames: int = 0) -> subprocess.Popen:
     env = dict(os.environ)
     if pythonmalloc:
         env["PYTHONMALLOC"] = pythonmalloc
+    if tracemalloc_frames:
+        env["SOAK_TRACEMALLOC"] = str(tracemalloc_frames)
     env.pop("DJANGO_SETTINGS_MODULE", None)  # the soak app brings its own settings
     env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     cmd = [
@@ -245,7 +248,8 @@ class Soak:
         self.base = base
         self.server = psutil.Process(pid)
         self.me = psutil.Process()
-        self.http = httpx.AsyncClient(base_url=base, timeout=30)
+        # tracing slows the server down a lot
+        self.http = httpx.AsyncClient(base_url=base, timeout=300 if args.tracemalloc else 30)
         self.result: dict = {"errors": [], "progress": []}
         self.ws: list = []
         self.sse: list = []
@@ -258,8 +262,10 @@ class Soak:
         self.result["errors"].append(text)
         self.log("ERROR: " + text)
 
-    async def stats(self, gc: bool = False, trim: bool = False, census: bool = False) -> dict:
+    async def stats(self, gc: bool = False, trim: bool = False, census: bool = False, **extra: str) -> dict:
         params = {"census": "1"} if census else {}
+        if self.args.diagnose:  # off by default: the censuses allocate, and would move the baseline
+            params.update(extra)  # snapshot=NAME, diff=BASE, arenas=base|diff, pymalloc=1: see bench/soak/app.py
         if gc:
             params["gc"] = "1"
         if trim:
@@ -351,8 +357,9 @@ class Soak:
         if not ok:
             self.error("warm-up connections still subscribed 20 s after they closed")
         await asyncio.sleep(1.0)
-        base = await self.stats(gc=True, census=True)
+        base = await self.stats(gc=True, census=True, snapshot="base", arenas="base", pymalloc="1")
         r["baseline"] = {"rss": base["rss"], "tasks": base["tasks"], "num_fds": base["num_fds"],
+                         "pymalloc": base.get("pymalloc"),
                          "allocated_blocks": base["allocated_blocks"], "census": base["census"]}
         self.log(f"baseline after warm-up: RSS {mib(base['rss'])} MiB, {base['tasks']} asyncio tasks "
                  f"(RSS at start {mib(r['rss_at_start'])} MiB)")
@@ -375,11 +382,13 @@ class Soak:
         await asyncio.sleep(1.0)
         full = await self.stats(gc=True)
         r["connected_stats"] = {k: full[k] for k in ("ws_subscribers", "sse_streams", "channel_subscribers",
-                                                      "tasks", "rss", "num_fds", "allocated_blocks")}
+                                                      "tasks", "rss", "num_fds", "allocated_blocks",
+                                                      "threads")}
         r["rss_connected"] = full["rss"]
         r["rss_per_conn"] = (full["rss"] - r["baseline"]["rss"]) / max(1, n)
         self.log(f"connected {len(self.ws)} WS + {len(self.sse)} SSE in {r['connect_s']:.1f} s; "
                  f"server: {full['channel_subscribers']} subscribers, {full['tasks']} tasks, "
+                 f"{full['threads']} threads, "
                  f"RSS {mib(full['rss'])} MiB = {r['rss_per_conn'] / 1024:.1f} KiB/connection over baseline")
 
     async def hold(self) -> None:
@@ -493,8 +502,19 @@ class Soak:
         # Memory: gc.collect() server-side, polled (bounded) until within tolerance.
         limit = base["rss"] * (1 + MEMORY_TOLERANCE)
         samples = await self.settle(limit)
-        after = await self.stats(gc=True, census=True)
+        after = await self.stats(gc=True, census=True, snapshot="after", diff="base", arenas="diff", pymalloc="1")
         rss_gc = after["rss"]
+        if after.get("pymalloc"):
+            r["pymalloc"] = {"baseline": base.get("pymalloc"), "after": after["pymalloc"]}
+            self.log(f"pymalloc: {json.dumps(r['pymalloc'])}")
+        if after.get("pinning"):
+            r["pinning"] = after["pinning"]
+            self.log(f"objects in address regions the baseline did not use: {json.dumps(after['pinning'], indent=1)}")
+        if after.get("survivors"):
+            r["survivors"] = after["survivors"]
+            for row in after["survivors"][:15]:
+                self.log(f"survivor {row['size_diff']:+,} B {row['count_diff']:+,} blocks at\n    "
+                         + "\n    ".join(row["where"]))
         trimmed = await self.stats(gc=True, trim=True)
         r["memory"] = {
             "allocated_blocks_baseline": base["allocated_blocks"], "allocated_blocks_after": after["allocated_blocks"],
@@ -799,6 +819,10 @@ def main(argv=None) -> int:
                         help="after the last publish (stops earlier after 10 s without a delivery)")
     parser.add_argument("--pythonmalloc", default=None,
                         help="PYTHONMALLOC for the server (e.g. malloc, to tell pymalloc arenas from glibc)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="list objects in memory regions the baseline did not use, and pymalloc's arena totals")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                        help="with --diagnose: trace allocations, list what outlives the connections (slow)")
     parser.add_argument("--leave-timeout", type=float, default=60, help="for subscribers to go after disconnect")
     parser.add_argument("--memory-timeout", type=float, default=20, help="for RSS to come back after that")
     parser.add_argument("--output", type=Path, default=HERE / "results", help="writes OUTPUT.md and OUTPUT.json")
@@ -825,7 +849,7 @@ def main(argv=None) -> int:
                     "client_loop": "uvloop" if uvloop is not None else "asyncio", "notes": []}
     report["args"]["output"] = os.path.relpath(args.output, REPO)
     with open(LOGS / "daphne.log", "w") as log:
-        proc = start_server(port, nofile[0], log, args.pythonmalloc)
+        proc = start_server(port, nofile[0], log, args.pythonmalloc, args.tracemalloc)
         print(f"[soak] daphne PID {proc.pid} on 127.0.0.1:{port}, open-files limit {nofile[0]}", flush=True)
         try:
             wait_port(port, proc)

@@ -1,11 +1,16 @@
-class Stamp:
-    """Sets a request attribute and a response header, to prove SSE passes through middleware."""
+from django.utils.deprecation import MiddlewareMixin
 
-    def __init__(self, get_response):
-        self.get_response = get_response
 
-    def __call__(self, request):
+class Stamp(MiddlewareMixin):
+    """Sets a request attribute and a response header, to prove SSE passes through middleware.
+
+    Sync and async capable like Django's own middleware, so the stack stays fully async as in the demo
+    project (a sync-only middleware would run every request through a thread of its own).
+    """
+
+    def process_request(self, request):
         request.stamp = "stamped"
-        response = self.get_response(request)
+
+    def process_response(self, request, response):
         response["X-Stamp"] = "yes"
         return response

@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import threading
 import time
 
 from project.demo.routing import EchoWS
@@ -263,6 +264,27 @@ class Forever(SSEView):
         await asyncio.Event().wait()
 
 
+class UsesTheORM(SSEView):
+    """Queries the database before and while it streams, then stays open: holds no thread of its own."""
+
+    async def stream(self, request, **params):
+        from django.contrib.auth import get_user_model
+
+        users = get_user_model().objects
+        yield {"event": "count", "data": {"users": await users.acount()}}
+        await asyncio.sleep(0.05)
+        yield {"event": "count", "data": {"users": await users.acount()}}
+        await asyncio.Event().wait()
+
+
+class Fails(SSEView):
+    """One event, then a bug: a TypeError, the kind Django would take for a sync iterator."""
+
+    async def stream(self, request, **params):
+        yield {"event": "hello", "data": "before the bug"}
+        yield {"data": 42}  # not a str, dict or list
+
+
 class OwnerEvents(SSEView):
     permission_classes = [IsOwner]
 
@@ -320,6 +342,7 @@ class Stats(WebSocketView):
                 "tick_hub": tick_hub.count(),
                 "history": history_channel.subscriber_count,
                 "finalized": finalized["count"],
+                "threads": threading.active_count(),
             }
         )
 
@@ -355,5 +378,7 @@ router.register_sse("/sse/hello", hello_events)
 router.register_sse("/sse/quiet", Quiet)
 router.register_sse("/sse/forever", Forever)
 router.register_sse("/sse/silent", Silent)
+router.register_sse("/sse/orm", UsesTheORM)
+router.register_sse("/sse/fails", Fails)
 router.register_sse("/sse/resumable", Resumable)
 router.register_websocket("/publish/{name}", Publish)
