@@ -10,6 +10,7 @@ REALTIME = {
     "MAX_CONNECTIONS_PER_IP": None,   # WebSockets per client address, per process
     "MAX_SSE_STREAMS_PER_USER": None, # concurrent SSE streams per authenticated user, per process
     "EXPIRE_WITH_TOKEN": True,        # close 4001 / end the stream when the access token expires
+    "RELEASE_MEMORY": True,           # malloc_trim after most connections have gone (realtime.memory)
 }
 ```
 """
@@ -27,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONNECTIONS_PER_IP": None,
     "MAX_SSE_STREAMS_PER_USER": None,
     "EXPIRE_WITH_TOKEN": True,
+    "RELEASE_MEMORY": True,
 }
 
 

@@ -24,6 +24,7 @@ from . import lifecycle
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .conf import setting
 from .encoding import SharedMessage
+from .memory import open_connections
 from .permissions import first_denial, get_permissions, is_authenticated
 from .revocation import revocations
 from .security import sse_users
@@ -84,6 +85,7 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float | None) -> As
 
     producer = asyncio.get_running_loop().create_task(pump(), context=shared_thread_context())
     forget_shutdown = lifecycle.on_shutdown(end_for_shutdown)
+    open_connections.opened()
     interval = ping_interval if ping_interval and ping_interval > 0 else None
     try:
         while True:
@@ -102,6 +104,7 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float | None) -> As
             if frame is SHUTDOWN or frame is FAILED:
                 return
     finally:
+        open_connections.closed()
         forget_shutdown()
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -33,6 +33,7 @@ from .closecodes import CloseCode, WebSocketException
 from .conf import setting
 from .connection import WebSocket, WebSocketDisconnect, WebSocketState
 from .encoding import loads
+from .memory import open_connections
 from .permissions import first_denial, get_permissions
 from .revocation import close_soon, revocations
 from .security import origin_allowed, websocket_addresses, websocket_users
@@ -147,6 +148,7 @@ class WebSocketView(AsyncConsumer):
         if message["type"] != "websocket.connect":
             return
         overridden = type(self)._handle is not WebSocketView._handle
+        open_connections.opened()
         try:
             if not origin_allowed(ws.headers):
                 logger.info("Refused a WebSocket from origin %r", ws.headers.get("origin"))
@@ -177,6 +179,7 @@ class WebSocketView(AsyncConsumer):
             await asyncio.gather(*self._tasks, return_exceptions=True)
             for release in self._releases:
                 release()
+            open_connections.closed()
 
     async def _read(self, ws: WebSocket, receive: Any) -> None:
         """For overridden ``_handle``: pump client messages into the inbox until the client leaves."""

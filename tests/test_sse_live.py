@@ -242,3 +242,4 @@ async def test_client_leaving_runs_finally_within_a_second_and_leaves_nothing(li
     assert after["finalized"] == before["finalized"] + 1000
     assert after["history"] == 0
     assert after["tasks"] == before["tasks"]
+    assert after["open_connections"] == before["open_connections"]

@@ -201,9 +201,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+APPS = {"realtime": "bench.soak.app:application", "peer": "bench.soak.peer_app:application"}
+
+
 def start_server(port: int, nofile: int, log, pythonmalloc: str | None = None,
-                 tracemalloc_frames: int = 0) -> subprocess.Popen:
+                 tracemalloc_frames: int = 0, server_env: list[str] | None = None,
+                 app: str = "bench.soak.app:application") -> subprocess.Popen:
     env = dict(os.environ)
+    env.update(item.split("=", 1) for item in server_env or [])
     if pythonmalloc:
         env["PYTHONMALLOC"] = pythonmalloc
     if tracemalloc_frames:
@@ -214,7 +219,7 @@ def start_server(port: int, nofile: int, log, pythonmalloc: str | None = None,
         sys.executable, "-m", "daphne", "-v", "1",
         # A listen backlog larger than Twisted's default 50, for thousands of connects.
         "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
-        "bench.soak.app:application",
+        app,
     ]
 
     def child_limits() -> None:  # runs in the child before exec: the same open-files limit
@@ -359,7 +364,8 @@ class Soak:
         await asyncio.sleep(1.0)
         base = await self.stats(gc=True, census=True, snapshot="base", arenas="base", pymalloc="1")
         r["baseline"] = {"rss": base["rss"], "tasks": base["tasks"], "num_fds": base["num_fds"],
-                         "pymalloc": base.get("pymalloc"),
+                         "pymalloc": base.get("pymalloc"), "glibc": base.get("glibc"),
+                         "rss_by_mapping": base.get("rss_by_mapping"),
                          "allocated_blocks": base["allocated_blocks"], "census": base["census"]}
         self.log(f"baseline after warm-up: RSS {mib(base['rss'])} MiB, {base['tasks']} asyncio tasks "
                  f"(RSS at start {mib(r['rss_at_start'])} MiB)")
@@ -504,6 +510,12 @@ class Soak:
         samples = await self.settle(limit)
         after = await self.stats(gc=True, census=True, snapshot="after", diff="base", arenas="diff", pymalloc="1")
         rss_gc = after["rss"]
+        if after.get("rss_by_mapping"):
+            before_map, after_map = base.get("rss_by_mapping") or {}, after["rss_by_mapping"]
+            grown = sorted(((after_map.get(k, 0) - before_map.get(k, 0), k) for k in after_map | before_map),
+                           reverse=True)
+            r["rss_growth_by_mapping"] = [{"mapping": k, "bytes": d} for d, k in grown[:12]]
+            self.log("RSS growth by mapping: " + ", ".join(f"{k} {d / 2**20:+.1f} MiB" for d, k in grown[:12]))
         if after.get("pymalloc"):
             r["pymalloc"] = {"baseline": base.get("pymalloc"), "after": after["pymalloc"]}
             self.log(f"pymalloc: {json.dumps(r['pymalloc'])}")
@@ -526,6 +538,10 @@ class Soak:
             "waited_s": time.monotonic() - t0,
         }
         m = r["memory"]
+        self.log(f"glibc heap: baseline {base.get('glibc')}, after gc {after.get('glibc')}, "
+                 f"after trim {trimmed.get('glibc')}")
+        r["memory"]["glibc"] = {"baseline": base.get("glibc"), "after_gc": after.get("glibc"),
+                                "after_trim": trimmed.get("glibc")}
         self.log(f"after leaving: subscribers {current['channel_subscribers']}, tasks {current['tasks']} "
                  f"(baseline {base['tasks']}), released in {waited:.1f} s; RSS after gc {mib(rss_gc)} MiB, "
                  f"after malloc_trim {mib(trimmed['rss'])} MiB, baseline {mib(base['rss'])} MiB "
@@ -644,16 +660,20 @@ def yes(flag: bool | None) -> str:
 
 def markdown(report: dict) -> str:
     a, r, env = report["args"], report["result"], report["environment"]
-    out = ["# Soak: realtime on daphne (issue 7)", ""]
+    app = a.get("app", "realtime")
+    title = "realtime" if app == "realtime" else "the hand-written ASGI peer (bench/soak/peer_app.py)"
+    out = [f"# Soak: {title} on daphne (issue 7)", ""]
     out.append(f"Run {report['started']} · {report['elapsed_s']:.0f} s in all · Python {env['python']} on "
                f"{env['cpus']} CPUs · commit {env['commit']}"
                + (f" with uncommitted changes in {', '.join(env['realtime_uncommitted_files'])}"
                   if env["realtime_uncommitted_files"] else ""))
     out.append("")
-    out.append(f"`bench/soak/run.py --ws {a['ws']} --sse {a['sse']} --seconds {a['seconds']} --rate {a['rate']}` — "
+    out.append(f"`bench/soak/run.py --app {app} --ws {a['ws']} --sse {a['sse']} --seconds {a['seconds']} "
+               f"--rate {a['rate']}` — "
                f"client (picows{' + uvloop' if report['client_loop'] == 'uvloop' else ''} for WebSocket, raw asyncio "
                f"protocol for SSE) and server share the machine; open-files limit {report['nofile']}"
-               + (f"; server PYTHONMALLOC={a['pythonmalloc']}" if a.get("pythonmalloc") else "") + ".")
+               + (f"; server PYTHONMALLOC={a['pythonmalloc']}" if a.get("pythonmalloc") else "")
+               + "".join(f"; server {item}" for item in a.get("server_env") or []) + ".")
     out.append("")
     p = r.get("pass", {})
     if p:
@@ -819,6 +839,10 @@ def main(argv=None) -> int:
                         help="after the last publish (stops earlier after 10 s without a delivery)")
     parser.add_argument("--pythonmalloc", default=None,
                         help="PYTHONMALLOC for the server (e.g. malloc, to tell pymalloc arenas from glibc)")
+    parser.add_argument("--app", choices=sorted(APPS), default="realtime",
+                        help="realtime (bench/soak/app.py) or its hand-written ASGI peer (bench/soak/peer_app.py)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment for the server, e.g. LD_PRELOAD=... for another allocator (repeatable)")
     parser.add_argument("--diagnose", action="store_true",
                         help="list objects in memory regions the baseline did not use, and pymalloc's arena totals")
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
@@ -849,7 +873,7 @@ def main(argv=None) -> int:
                     "client_loop": "uvloop" if uvloop is not None else "asyncio", "notes": []}
     report["args"]["output"] = os.path.relpath(args.output, REPO)
     with open(LOGS / "daphne.log", "w") as log:
-        proc = start_server(port, nofile[0], log, args.pythonmalloc, args.tracemalloc)
+        proc = start_server(port, nofile[0], log, args.pythonmalloc, args.tracemalloc, args.server_env, APPS[args.app])
         print(f"[soak] daphne PID {proc.pid} on 127.0.0.1:{port}, open-files limit {nofile[0]}", flush=True)
         try:
             wait_port(port, proc)

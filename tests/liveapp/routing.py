@@ -20,6 +20,7 @@ from realtime import (
     _check_ws_permissions,
     sse_response,
 )
+from realtime.memory import open_connections
 from realtime.permissions import Permission
 
 # --- the specification's examples ---------------------------------------------------------------
@@ -343,6 +344,7 @@ class Stats(WebSocketView):
                 "history": history_channel.subscriber_count,
                 "finalized": finalized["count"],
                 "threads": threading.active_count(),
+                "open_connections": open_connections.count,  # this probe's own included
             }
         )
 

@@ -1,0 +1,64 @@
+"""realtime.memory: the heap is trimmed after a big drop in open connections, and only then."""
+
+import asyncio
+
+import pytest
+
+from realtime import memory
+
+
+@pytest.fixture
+def trims(monkeypatch):
+    """Counts release_memory() calls; small thresholds so a test needs few connections."""
+    calls = []
+    monkeypatch.setattr(memory, "release_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(memory, "MIN_DROP", 10)
+    monkeypatch.setattr(memory, "DELAY", 0.05)
+    monkeypatch.setattr(memory, "MIN_INTERVAL", 0.3)
+    return calls
+
+
+async def wave(counter, up, down):
+    for _ in range(up):
+        counter.opened()
+    for _ in range(down):
+        counter.closed()
+    await asyncio.sleep(0.2)  # past DELAY; the trim's thread runs at once
+
+
+async def test_a_big_drop_trims_once(trims):
+    counter = memory.OpenConnections()
+    await wave(counter, 30, 20)
+    assert (counter.count, counter.trims, len(trims)) == (10, 1, 1)
+    await wave(counter, 0, 5)  # the peak was reset at the trim: 5 fewer is no new wave
+    assert len(trims) == 1
+
+
+async def test_a_small_drop_or_half_still_open_does_not_trim(trims):
+    counter = memory.OpenConnections()
+    await wave(counter, 30, 9)  # fewer than MIN_DROP left
+    await wave(counter, 0, 5)  # 14 left of 30: more than half still open
+    assert counter.count == 16 and trims == []
+
+
+async def test_trims_are_at_least_min_interval_apart(trims, monkeypatch):
+    monkeypatch.setattr(memory, "MIN_INTERVAL", 1.0)
+    counter = memory.OpenConnections()
+    await wave(counter, 20, 20)
+    await wave(counter, 20, 20)  # a second wave right away waits for the interval
+    assert len(trims) == 1
+    await asyncio.sleep(1.0)
+    assert len(trims) == 2
+
+
+async def test_off_by_setting(trims, settings):
+    settings.REALTIME = {"RELEASE_MEMORY": False}
+    counter = memory.OpenConnections()
+    await wave(counter, 20, 20)
+    assert trims == []
+
+
+def test_release_memory_calls_the_c_library():
+    # glibc on these machines: malloc_trim exists and returns 0 or 1.
+    assert memory._malloc_trim() is not None
+    assert memory.release_memory() in (True, False)
