@@ -8,7 +8,8 @@ soak (``bench/soak``: 5,000 WebSockets and 1,000 SSE streams on one daphne) meas
 
 So ``realtime`` counts its open WebSockets and SSE streams, and when the count has fallen to half
 its peak, by at least ``MIN_DROP`` connections, it calls glibc's ``malloc_trim(0)`` in a short-lived
-thread, a few seconds later (a wave of disconnects comes over some seconds) and at most once per
+thread, once ``DELAY`` seconds have passed without a disconnect (a wave of disconnects takes some
+seconds, and daphne frees what it kept of a connection a little later) and at most once per
 ``MIN_INTERVAL``. With ``PYTHONMALLOC=malloc`` (every object on glibc) that returns nearly all of
 it; with CPython's default allocator, the part glibc holds. Where the C library has no
 ``malloc_trim`` (musl, macOS) it does nothing. ``REALTIME["RELEASE_MEMORY"] = False`` turns it off.
@@ -31,8 +32,9 @@ logger = logging.getLogger("realtime.memory")
 MIN_DROP = 500
 #: Seconds between trims, at least.
 MIN_INTERVAL = 30.0
-#: Seconds from the drop to the trim: the rest of the wave leaves meanwhile.
-DELAY = 2.0
+#: Seconds without a disconnect before the trim: the rest of the wave leaves, and daphne frees
+#: what it kept of the closed connections, meanwhile.
+DELAY = 3.0
 
 
 @functools.cache
@@ -58,6 +60,7 @@ class OpenConnections:
         self.peak = 0
         self.trims = 0
         self._last_trim = -MIN_INTERVAL
+        self._last_close = 0.0
         self._scheduled = False
 
     def opened(self) -> None:
@@ -67,6 +70,7 @@ class OpenConnections:
 
     def closed(self) -> None:
         self.count -= 1
+        self._last_close = time.monotonic()
         if (
             not self._scheduled
             and self.peak - self.count >= MIN_DROP
@@ -78,8 +82,9 @@ class OpenConnections:
 
     def _trim(self) -> None:
         now = time.monotonic()
-        if now - self._last_trim < MIN_INTERVAL:  # too soon: look again when the interval is over
-            asyncio.get_running_loop().call_later(MIN_INTERVAL - (now - self._last_trim), self._trim)
+        wait = max(MIN_INTERVAL - (now - self._last_trim), DELAY - (now - self._last_close))
+        if wait > 0:  # too soon after the last trim, or the wave is still leaving: look again then
+            asyncio.get_running_loop().call_later(wait, self._trim)
             return
         self._scheduled = False
         self._last_trim = now

@@ -62,3 +62,14 @@ def test_release_memory_calls_the_c_library():
     # glibc on these machines: malloc_trim exists and returns 0 or 1.
     assert memory._malloc_trim() is not None
     assert memory.release_memory() in (True, False)
+
+
+async def test_the_trim_waits_until_the_wave_has_left(trims):
+    counter = memory.OpenConnections()
+    await wave(counter, 40, 0)
+    for _ in range(30):  # a disconnect every 0.02 s, more often than DELAY (0.05 s)
+        counter.closed()
+        await asyncio.sleep(0.02)
+    assert trims == []
+    await asyncio.sleep(0.2)
+    assert len(trims) == 1
