@@ -7,12 +7,13 @@ soak (``bench/soak``: 5,000 WebSockets and 1,000 SSE streams on one daphne) meas
 ``realtime`` and for a hand-written ASGI app alike.
 
 So ``realtime`` counts its open WebSockets and SSE streams, and when the count has fallen to half
-its peak, by at least ``MIN_DROP`` connections, it calls glibc's ``malloc_trim(0)`` in a short-lived
-thread, once ``DELAY`` seconds have passed without a disconnect (a wave of disconnects takes some
-seconds, and daphne frees what it kept of a connection a little later) and at most once per
-``MIN_INTERVAL``. With ``PYTHONMALLOC=malloc`` (every object on glibc) that returns nearly all of
-it; with CPython's default allocator, the part glibc holds. Where the C library has no
-``malloc_trim`` (musl, macOS) it does nothing. ``REALTIME["RELEASE_MEMORY"] = False`` turns it off.
+its peak, by at least ``MIN_DROP`` connections, it runs ``gc.collect()`` and then glibc's
+``malloc_trim(0)`` in a short-lived thread, once ``DELAY`` seconds have passed without a
+disconnect (a wave of disconnects takes some seconds, and daphne frees what it kept of a
+connection a little later), and at most once per ``MIN_INTERVAL``. With ``PYTHONMALLOC=malloc``
+(every object on glibc) that returns nearly all of it; with CPython's default allocator, the part
+glibc holds. Where the C library has no ``malloc_trim`` (musl, macOS) it does nothing.
+``REALTIME["RELEASE_MEMORY"] = False`` turns it off.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 import threading
 import time
@@ -91,6 +93,10 @@ class OpenConnections:
         self.peak = self.count  # the next wave is measured from here
         self.trims += 1
         logger.debug("Trimming the heap: %d connections open, the peak was higher by %d or more", self.count, MIN_DROP)
+        # Closed connections leave reference cycles (tasks, frames, protocol objects): free them
+        # first, or their memory would be freed after the trim and stay in the heap. One full
+        # collection per wave, on the loop (it holds the GIL wherever it runs).
+        gc.collect()
         # In a thread: trimming a large heap takes milliseconds, and the loop need not wait for it.
         threading.Thread(target=release_memory, name="realtime-malloc-trim", daemon=True).start()
 
