@@ -153,6 +153,7 @@ def process_stats(query) -> dict:
     """The process part of ``/stats``; ``query`` is a mapping of the flags in the module docstring."""
     collected = gc.collect() if query.get("gc") else None
     trimmed = malloc_trim() if query.get("trim") else None
+    rss = PROCESS.memory_info().rss  # before the censuses below, which allocate
     census = None
     if query.get("census"):
         counts = Counter(type(o).__name__ for o in gc.get_objects())
@@ -160,7 +161,7 @@ def process_stats(query) -> dict:
     diagnose = bool(query.get("pymalloc"))
     return {
         "tasks": len(asyncio.all_tasks()),
-        "rss": PROCESS.memory_info().rss,
+        "rss": rss,
         "gc_collected": collected,
         "allocated_blocks": sys.getallocatedblocks(),  # Python objects and buffers alive
         "census": census,
