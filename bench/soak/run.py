@@ -5,8 +5,8 @@ then everyone leaves. Does the server deliver, and does it give its memory and s
 
 Phases, every one bounded in count and time:
 
-1. start daphne (``bench/soak/app.py``) on a free loopback port, open-files limit raised for this
-   process and inherited by the server;
+1. start daphne (``bench/soak/app.py``, or with ``--app peer`` the hand-written ``peer_app.py``) on a
+   free loopback port, open-files limit raised for this process and inherited by the server;
 2. warm-up: a few WebSockets and SSE streams receive a few messages and leave; then the baseline
    (``/stats?gc=1``): RSS, asyncio task count;
 3. open ``--ws`` WebSockets and ``--sse`` SSE streams (bounded concurrency), wait until the server
@@ -14,7 +14,11 @@ Phases, every one bounded in count and time:
 4. broadcast ``--rate`` msg/s for ``--seconds`` seconds through an in-server publisher, counting
    what every client receives (sequence gaps, duplicates, latency on a sample of clients);
 5. disconnect everyone, wait (bounded) until the server holds no subscriber and its task count is
-   back to baseline, then RSS after ``gc.collect()`` and again after ``malloc_trim(0)``.
+   back to baseline, then RSS after ``gc.collect()`` and again after ``malloc_trim(0)``;
+6. ``--rounds``: everyone connects again and leaves (no broadcast): memory kept for reuse stays
+   flat, a leak grows.
+
+``bench/soak/README.md`` compares the committed runs.
 
 Writes ``bench/soak/results.md`` and ``results.json`` next to this file and prints the summary.
 The server is stopped by its PID in a ``finally``; its log goes to ``bench/soak/logs/`` (ignored).
