@@ -61,6 +61,15 @@ DATABASES = {
         "NAME": os.environ.get("DJANGO_SQLITE_PATH", BASE_DIR / "db.sqlite3"),
     }
 }
+if os.environ.get("POSTGRES_DB"):  # PostgreSQL instead (the tests use it to count connections)
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ["POSTGRES_DB"],
+        "HOST": os.environ.get("POSTGRES_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("POSTGRES_PORT", "5432"),
+        "USER": os.environ.get("POSTGRES_USER", "postgres"),
+        "PASSWORD": os.environ.get("POSTGRES_PASSWORD", ""),
+    }
 
 # One switch moves every Channel from one process to many.
 REDIS_URL = os.environ.get("REDIS_URL") or None
