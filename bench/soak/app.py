@@ -10,9 +10,7 @@
     daphne -b 127.0.0.1 -p PORT bench.soak.app:application
 """
 
-import asyncio
 import os
-import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.soak.settings")
 
@@ -23,13 +21,12 @@ django_http = get_asgi_application()  # django.setup() before realtime imports a
 from django.http import JsonResponse  # noqa: E402
 from django.urls import include, path  # noqa: E402
 
+from bench.soak import publisher  # noqa: E402
 from bench.soak.probes import process_stats  # noqa: E402
 from realtime import Channel, CoreApp, Router, SSEView, WebSocketView  # noqa: E402
 
 CHANNEL = Channel("soak")
 COUNTS = {"ws": 0, "sse": 0}
-PUBLISHER = {"published": 0, "delivered": 0, "target": 0, "running": False, "started": None, "finished": None}
-TASKS: set = set()  # strong references to publisher tasks (asyncio keeps weak ones)
 
 
 class SoakWS(WebSocketView):
@@ -58,30 +55,9 @@ class SoakSSE(SSEView):
             COUNTS["sse"] -= 1
 
 
-async def _publish(count: int, rate: float) -> None:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    PUBLISHER.update(target=PUBLISHER["target"] + count, running=True, started=time.time())
-    try:
-        for seq in range(count):
-            if rate > 0:
-                delay = start + seq / rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            PUBLISHER["delivered"] += await CHANNEL.publish({"seq": seq, "ts": time.time()})
-            PUBLISHER["published"] += 1
-            if rate <= 0:
-                await asyncio.sleep(0)
-    finally:
-        PUBLISHER.update(running=False, finished=time.time())
-
-
 async def publish(request):
-    count = int(request.GET.get("count", "1"))
-    rate = float(request.GET.get("rate", "0"))
-    task = asyncio.ensure_future(_publish(count, rate))
-    TASKS.add(task)
-    task.add_done_callback(TASKS.discard)
+    count, rate = int(request.GET.get("count", "1")), float(request.GET.get("rate", "0"))
+    publisher.start(count, rate, CHANNEL.publish)
     return JsonResponse({"ok": True, "count": count, "rate": rate})
 
 
@@ -95,7 +71,7 @@ async def stats(request):
             "channel_subscribers": CHANNEL.subscriber_count,
             "dropped_live": sum(getattr(s, "dropped", 0) for s in sinks),
             "queued_live": sum(s.queue.qsize() for s in sinks if hasattr(s, "queue")),
-            "publisher": PUBLISHER,
+            "publisher": publisher.STATE,
         }
     )
 

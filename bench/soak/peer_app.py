@@ -11,43 +11,30 @@ rather than ``realtime``.
 
 import asyncio
 import json
-import time
 from urllib.parse import parse_qs
 
+from bench.soak import publisher
 from bench.soak.probes import process_stats
 
 WEBSOCKETS: set = set()
 STREAMS: set = set()
-PUBLISHER = {"published": 0, "delivered": 0, "target": 0, "running": False, "started": None, "finished": None}
-TASKS: set = set()
 PING_INTERVAL = 15  # as the realtime app: WebSocketView.keepalive and SSEView.ping_interval
 
 
-async def _publish(count: int, rate: float) -> None:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    PUBLISHER.update(target=PUBLISHER["target"] + count, running=True, started=time.time())
-    try:
-        for seq in range(count):
-            if rate > 0:
-                delay = start + seq / rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            text = json.dumps({"seq": seq, "ts": time.time()}, separators=(",", ":"))
-            ws_event = {"type": "websocket.send", "text": text}
-            sse_event = {"type": "http.response.body", "body": f"data: {text}\n\n".encode(), "more_body": True}
-            for clients, event in ((WEBSOCKETS, ws_event), (STREAMS, sse_event)):
-                for send in list(clients):
-                    try:
-                        await send(event)
-                    except (OSError, RuntimeError):  # the client went away mid-broadcast
-                        clients.discard(send)
-            PUBLISHER["delivered"] += len(WEBSOCKETS) + len(STREAMS)
-            PUBLISHER["published"] += 1
-            if rate <= 0:
-                await asyncio.sleep(0)
-    finally:
-        PUBLISHER.update(running=False, finished=time.time())
+async def _publish_one(message: dict) -> int:
+    """Encode once, then one awaited send per client; returns the number of clients sent to."""
+    text = json.dumps(message, separators=(",", ":"))
+    ws_event = {"type": "websocket.send", "text": text}
+    sse_event = {"type": "http.response.body", "body": f"data: {text}\n\n".encode(), "more_body": True}
+    sent = 0
+    for clients, event in ((WEBSOCKETS, ws_event), (STREAMS, sse_event)):
+        for send in list(clients):
+            try:
+                await send(event)
+                sent += 1
+            except (OSError, RuntimeError):  # the client went away mid-broadcast
+                clients.discard(send)
+    return sent
 
 
 async def _json(send, body: dict) -> None:
@@ -78,9 +65,7 @@ async def _http(scope, receive, send) -> None:
     if path == "/sse":
         await _sse(receive, send)
     elif path == "/publish":
-        task = asyncio.ensure_future(_publish(int(flags.get("count", "1")), float(flags.get("rate", "0"))))
-        TASKS.add(task)
-        task.add_done_callback(TASKS.discard)
+        publisher.start(int(flags.get("count", "1")), float(flags.get("rate", "0")), _publish_one)
         await _json(send, {"ok": True})
     elif path == "/stats":
         await _json(send, {
@@ -90,7 +75,7 @@ async def _http(scope, receive, send) -> None:
             "channel_subscribers": len(WEBSOCKETS) + len(STREAMS),
             "dropped_live": 0,
             "queued_live": 0,
-            "publisher": PUBLISHER,
+            "publisher": publisher.STATE,
         })
     else:
         await send({"type": "http.response.start", "status": 404, "headers": []})
