@@ -15,6 +15,7 @@ from django.urls import Resolver404, URLResolver
 from django.urls.resolvers import RegexPattern
 
 from .daphne_compat import patch_daphne
+from .flow import SendGuard
 from .routing import AutoRouter, Router
 
 logger = logging.getLogger("realtime.app")
@@ -76,7 +77,9 @@ class CoreApp:
         if kind == "websocket":
             await self.websocket_app(scope, receive, send)
         elif kind == "http":
-            await self.http_app(scope, receive, send)
+            # Slow SSE clients are ended by the policy of realtime.flow; other responses pass through.
+            guard = SendGuard(scope, send, receive)
+            await self.http_app(scope, guard.receive, guard.send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
         else:

@@ -30,7 +30,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from .broker import broker_state
-from .encoding import SharedMessage
+from .encoding import SharedMessage, wire_safe
 from .history import MemoryHistory, RedisHistory, redis_url
 from .subscribers import Gap, SubscriberQueue, Subscription
 
@@ -100,7 +100,9 @@ class Channel:
 
         Subscribers in other processes are reached through the layer but not counted (the layer
         does not report them). Messages are shared, not copied: subscribers must not mutate them.
+        A message that is not strict JSON in UTF-8 raises ``UnencodableMessage`` and reaches no one.
         """
+        message = wire_safe(message)
         if self._redis() is not None:
             return await self._publish_to_stream(message)
         shared = SharedMessage(message) if type(message) is dict else message

@@ -10,8 +10,12 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     #: The server is going away (shutdown or restart). Reconnect with backoff.
     GOING_AWAY = 1001
+    #: A protocol error: a frame no WebSocket endpoint may send (unmasked, bad opcode, bad close code).
+    PROTOCOL_ERROR = 1002
     #: A frame of a type the view does not accept (binary on a json/text view, text on a bytes view).
     UNSUPPORTED_DATA = 1003
+    #: Never sent: the connection ended without a close frame (reported to ``on_disconnect``).
+    ABNORMAL = 1006
     #: A frame whose payload does not decode (malformed JSON, invalid UTF-8).
     INVALID_PAYLOAD = 1007
     #: A policy was violated (rate limit, missing subprotocol, forbidden origin). Do not retry at once.
@@ -26,6 +30,9 @@ class CloseCode(IntEnum):
     UNAUTHORIZED = 4001
     #: Authenticated (or anonymous) but not allowed. Do not reconnect with the same credentials.
     FORBIDDEN = 4003
+    #: The client did not read what it was sent for too long (``REALTIME["SLOW_CONSUMER_TIMEOUT"]``).
+    #: Reconnect, resuming from the last id received.
+    SLOW_CONSUMER = 4008
 
 
 class WebSocketException(Exception):

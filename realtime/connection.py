@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl
 
 from .closecodes import CloseCode
 from .daphne_compat import is_sendable
-from .encoding import dumps, loads, send_event
+from .encoding import check_text, dumps, loads, send_event
+from .flow import SendGuard
 
 
 class WebSocketState(Enum):
@@ -26,7 +27,11 @@ class WebSocketState(Enum):
 
 
 class WebSocketDisconnect(Exception):
-    """The connection is gone (the client left, or the server closed it)."""
+    """The connection is gone (the client left, or the server closed it); ``code`` says how.
+
+    Every ``send_*`` raises it once the connection is gone, also when the server only learns of
+    the departure from the send itself, and with the code the client closed with when known.
+    """
 
     def __init__(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         super().__init__(code)
@@ -59,7 +64,8 @@ class WebSocket:
 
     def __init__(self, scope: dict[str, Any], send: Any, receive: Any = None) -> None:
         self.scope = scope
-        self._send = send
+        #: The server's send behind the slow-consumer policy (realtime.flow).
+        self._send = SendGuard(scope, send).send
         self.client_state = WebSocketState.CONNECTING
         self.path_params: dict[str, Any] = dict(scope.get("url_route", {}).get("kwargs", {}))
         self.headers = parse_headers(scope)
@@ -94,13 +100,13 @@ class WebSocket:
         """Send one text frame."""
         if self.client_state is not WebSocketState.CONNECTED:
             raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
-        await self._send({"type": "websocket.send", "text": text})
+        await self._emit({"type": "websocket.send", "text": check_text(text)})
 
     async def send_bytes(self, data: bytes) -> None:
         """Send one binary frame."""
         if self.client_state is not WebSocketState.CONNECTED:
             raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
-        await self._send({"type": "websocket.send", "bytes": data})
+        await self._emit({"type": "websocket.send", "bytes": data})
 
     async def send_json(self, data: Any, mode: str = "text") -> None:
         """Send ``data`` as compact JSON, in a text frame (or a binary one with ``mode="binary"``)."""
@@ -112,11 +118,19 @@ class WebSocket:
         event = send_event(data)
         if self.client_state is not WebSocketState.CONNECTED:
             raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
-        await self._send(event)
+        await self._emit(event)
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send a raw ASGI message."""
-        await self._send(message)
+        await self._emit(message)
+
+    async def _emit(self, message: dict[str, Any]) -> None:
+        """The one place an ASGI send happens after accept: a departed client is a disconnect."""
+        try:
+            await self._send(message)
+        except OSError as error:  # ASGI servers raise an OSError for a connection that is gone
+            self._disconnected(getattr(error, "code", None) or CloseCode.ABNORMAL)
+            raise WebSocketDisconnect(self.close_code or CloseCode.ABNORMAL) from None
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection; a second call does nothing.
@@ -131,7 +145,10 @@ class WebSocket:
         self.client_state = WebSocketState.DISCONNECTED
         self.close_code = int(code)
         self._wake_receiver()
-        await self._send({"type": "websocket.close", "code": int(code), "reason": reason or ""})
+        try:
+            await self._send({"type": "websocket.close", "code": int(code), "reason": reason or ""})
+        except OSError:  # the client is already gone: the connection is closed either way
+            self._gone = True
 
     # -- receiving ----------------------------------------------------------------------------
 

@@ -56,6 +56,12 @@ def patch_daphne() -> bool:
 
     protocol.handle_reply = handle_reply
     protocol._realtime_patched = True
+    from daphne.http_protocol import WebRequest
+    from daphne.server import Server
+
+    from .daphne_flow import install
+
+    install(Server, protocol, WebRequest)
     _redact_access_log()
     _graceful_shutdown(protocol)
     return True

@@ -366,8 +366,12 @@ class WebSocketView(AsyncConsumer):
 
     def _beat(self, ws: WebSocket, loop: asyncio.AbstractEventLoop) -> None:
         if ws.client_state is WebSocketState.CONNECTED:
-            self._spawn(ws.send(HEARTBEATS[self.encoding]))
+            self._spawn(self._send_heartbeat(ws))
             self._heartbeat = loop.call_later(self.keepalive, self._beat, ws, loop)
+
+    async def _send_heartbeat(self, ws: WebSocket) -> None:
+        with contextlib.suppress(WebSocketDisconnect):  # the reader learns of the departure too
+            await ws.send(HEARTBEATS[self.encoding])
 
     def _start_stream(self, ws: WebSocket) -> None:
         items = self.stream(ws, **self.params)

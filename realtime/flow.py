@@ -1,0 +1,133 @@
+"""Backpressure and the slow-consumer policy, the same on every ASGI server.
+
+A client that does not read must never make the server hold its messages without bound. The
+server's ``send`` waits while the connection's write buffer is over its high-water mark (uvicorn
+does this itself; on daphne :mod:`realtime.daphne_flow` makes it so). While a send waits, a
+Channel subscriber's bounded queue fills and drops its oldest messages, counted and signalled as
+a ``Gap``. :class:`SendGuard` bounds the wait: a send that waits longer than
+``REALTIME["SLOW_CONSUMER_TIMEOUT"]`` seconds, or that the server refuses because the client
+owes more than ``REALTIME["SEND_BUFFER_LIMIT"]`` bytes, ends the connection as a slow consumer:
+
+- WebSocket: close code 4008 (``CloseCode.SLOW_CONSUMER``); the sender gets ``ClientDisconnected``.
+- SSE (``text/event-stream`` responses): a last ``event: error`` with ``{"code": "slow_consumer"}``,
+  then the response ends as if the client had left (the stream's generator is cancelled).
+
+Other HTTP responses pass through untouched: a slow download is not a slow consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .closecodes import CloseCode
+from .conf import setting
+from .sse_encoder import encode_event
+
+#: The last frame of an SSE stream whose client stopped reading.
+SLOW_CONSUMER_FRAME = encode_event(
+    {"code": "slow_consumer", "detail": "The client did not read fast enough; reconnect and resume"},
+    event="error",
+).encode()
+
+#: ASGI extension key: asks the server to drop the TCP connection soon after this message,
+#: whatever is still buffered (daphne honours it through realtime.daphne_flow).
+ABORT_KEY = "realtime.abort"
+
+
+class ClientDisconnected(OSError):
+    """A send reached a connection the client has left (ASGI asks servers to raise an OSError).
+
+    ``code`` is the client's close code when the server knows it (daphne does), else None.
+    """
+
+    def __init__(self, code: int | None = None, reason: str = "") -> None:
+        super().__init__(reason or f"the client has disconnected ({code})")
+        self.code = code
+
+
+class SlowConsumer(ClientDisconnected):
+    """The connection was ended because its client did not read what it was sent."""
+
+    def __init__(self, reason: str = "slow consumer") -> None:
+        super().__init__(int(CloseCode.SLOW_CONSUMER), reason)
+
+
+class SendGuard:
+    """Wraps one connection's ASGI ``send`` (and, for HTTP, ``receive``) with the policy above."""
+
+    __slots__ = ("_gone", "_receive", "_send", "_streaming", "timeout", "websocket")
+
+    def __init__(self, scope: dict[str, Any], send: Any, receive: Any = None) -> None:
+        self._send = send
+        self._receive = receive
+        self.websocket = scope.get("type") == "websocket"
+        self._streaming = self.websocket
+        self._gone: asyncio.Future[None] | None = None
+        timeout = setting("SLOW_CONSUMER_TIMEOUT")
+        self.timeout: float | None = float(timeout) if timeout else None
+
+    @property
+    def slow(self) -> bool:
+        """True once this connection was ended as a slow consumer."""
+        return self._gone is not None and self._gone.done()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.slow:
+            if self.websocket:
+                raise SlowConsumer()
+            return  # the response is over; Django is being told the client left
+        kind = message["type"]
+        if kind == "http.response.start":
+            self._streaming = _is_event_stream(message)
+        if not self._streaming or kind == "websocket.close":
+            await self._send(message)
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._send(message)
+        except TimeoutError:
+            await self._give_up(f"did not read for {self.timeout:g} s")
+        except SlowConsumer as error:
+            await self._give_up(str(error))
+
+    async def receive(self) -> dict[str, Any]:
+        """The server's next message, or ``http.disconnect`` once the client was given up on."""
+        if self._gone is None:
+            self._gone = asyncio.get_running_loop().create_future()
+        if self._gone.done():
+            return {"type": "http.disconnect"}
+        pending = asyncio.ensure_future(self._receive())
+        try:
+            await asyncio.wait((pending, self._gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not pending.done():
+                pending.cancel()
+        if pending.done() and not pending.cancelled():
+            return pending.result()
+        return {"type": "http.disconnect"}
+
+    async def _give_up(self, why: str) -> None:
+        if self._gone is None:
+            self._gone = asyncio.get_running_loop().create_future()
+        if not self._gone.done():
+            self._gone.set_result(None)
+        if self.websocket:
+            last = {"type": "websocket.close", "code": int(CloseCode.SLOW_CONSUMER), "reason": "slow_consumer",
+                    ABORT_KEY: True}
+        else:
+            last = {"type": "http.response.body", "body": SLOW_CONSUMER_FRAME, "more_body": False, ABORT_KEY: True}
+        try:
+            async with asyncio.timeout(1.0):
+                await self._send(last)
+        except (TimeoutError, OSError):
+            pass
+        if self.websocket:
+            raise SlowConsumer(f"slow consumer: {why}")
+
+
+def _is_event_stream(message: dict[str, Any]) -> bool:
+    for name, value in message.get("headers") or ():
+        if name.lower() == b"content-type":
+            return value.lower().startswith(b"text/event-stream")
+    return False

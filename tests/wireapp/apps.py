@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class WireAppConfig(AppConfig):
+    name = "tests.wireapp"
+    label = "wireapp"

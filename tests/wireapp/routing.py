@@ -1,0 +1,107 @@
+"""Endpoints for the wire-safety tests: fan-out to slow readers, poisoned messages, limits."""
+
+import asyncio
+import os
+
+from realtime import Channel, Gap, Router, SSEView, WebSocketView
+from realtime.encoding import UnencodableMessage
+
+fanout = Channel("wire-fanout", maxlen=500, history=50)
+#: Close codes seen by on_disconnect, by view name: the tests read them through /w/report.
+closed: dict[str, list[int]] = {}
+
+
+def rss_kib() -> int:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+class Recorded(WebSocketView):
+    async def on_disconnect(self, ws, code):
+        closed.setdefault(type(self).__name__, []).append(code)
+
+
+class Echo(Recorded):
+    async def on_receive(self, ws, data):
+        await ws.send_json({"echo": data})
+
+
+class Empty(WebSocketView):
+    async def on_connect(self, ws, **params):
+        await ws.send_text("")
+        await ws.send_bytes(b"")
+        await ws.send_text("done")
+
+
+class BytesBeat(WebSocketView):
+    encoding = "bytes"
+    keepalive = 1
+
+
+class Fanout(Recorded):
+    """Relays the channel; a Gap becomes {"gap": missed}."""
+
+    keepalive = 0
+
+    async def stream(self, ws, **params):
+        async for item in fanout.subscribe(gaps=True):
+            yield {"gap": item.missed} if isinstance(item, Gap) else item
+
+
+class FanoutEvents(SSEView):
+    ping_interval = 0
+
+    async def stream(self, request, **params):
+        async for event in self.follow(fanout, event="m"):
+            yield event
+
+
+POISON = {"surrogate": "\ud800", "nan": float("nan"), "inf": float("inf"), "object": object()}
+
+
+class Publish(WebSocketView):
+    """{"count", "size"}: publish that many messages; {"poison": kind}: publish a bad one."""
+
+    async def on_receive(self, ws, data):
+        if "poison" in data:
+            try:
+                await fanout.publish({"bad": POISON[data["poison"]]})
+            except UnencodableMessage as error:
+                await ws.send_json({"error": type(error).__name__, "detail": str(error)[:80]})
+            else:
+                await ws.send_json({"error": None})
+            return
+        payload = "x" * data.get("size", 10)
+        for n in range(data["count"]):
+            await fanout.publish({"n": n, "p": payload})
+            await asyncio.sleep(data.get("pause", 0.002))
+        await ws.send_json({"published": data["count"]})
+
+
+class Report(WebSocketView):
+    async def on_connect(self, ws, **params):
+        await ws.send_json({"closed": closed, "rss_kib": rss_kib(), "subscribers": fanout.subscriber_count})
+
+
+class Slow(Recorded):
+    """Never reads the client: for the inbound backpressure test."""
+
+    keepalive = 0
+
+    async def on_connect(self, ws, **params):
+        self.seen = 0
+
+    async def on_receive(self, ws, data):
+        self.seen += 1
+        await asyncio.sleep(0.05)
+
+
+router = Router(prefix="/w")
+router.register_websocket("/echo", Echo)
+router.register_websocket("/empty", Empty)
+router.register_websocket("/bytes-beat", BytesBeat)
+router.register_websocket("/fanout", Fanout)
+router.register_sse("/fanout-events", FanoutEvents)
+router.register_websocket("/publish", Publish)
+router.register_websocket("/report", Report)
+router.register_websocket("/slow", Slow)
