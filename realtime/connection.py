@@ -78,6 +78,7 @@ class WebSocket:
         #: Only for views that override ``_handle``: a reader task fills it (see WebSocketView).
         self._inbox: asyncio.Queue[Any] | None = None
         self._gone = False
+        self._reading = False
         #: Called once the handshake is accepted (the view starts its keepalive there).
         self.on_accept: Any = None
 
@@ -129,8 +130,27 @@ class WebSocket:
         try:
             await self._send(message)
         except OSError as error:  # ASGI servers raise an OSError for a connection that is gone
-            self._disconnected(getattr(error, "code", None) or CloseCode.ABNORMAL)
+            code = getattr(error, "code", None) or await self._departure_code()
+            self._disconnected(code)
             raise WebSocketDisconnect(self.close_code or CloseCode.ABNORMAL) from None
+
+    async def _departure_code(self) -> int:
+        """The client's close code, from the ``websocket.disconnect`` the server has queued.
+
+        Read only when no one else is reading (a hook called by the default flow): daphne puts the
+        code on its error, uvicorn only in the disconnect message.
+        """
+        if self._reading or self._inbox is not None or self._receive is None or self._gone:
+            return CloseCode.ABNORMAL
+        try:
+            async with asyncio.timeout(1.0):
+                while True:
+                    message = await self._receive()
+                    if message["type"] == "websocket.disconnect":
+                        self._gone = True
+                        return message.get("code", 1005)
+        except TimeoutError:
+            return CloseCode.ABNORMAL
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close the connection; a second call does nothing.
@@ -161,7 +181,11 @@ class WebSocket:
                 raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
             return message
         while not self._gone:
-            message = await self._receive()
+            self._reading = True
+            try:
+                message = await self._receive()
+            finally:
+                self._reading = False
             if message["type"] == "websocket.disconnect":
                 self._disconnected(message.get("code", 1005))
                 break

@@ -30,13 +30,12 @@ import logging
 from typing import Any
 
 from .conf import setting
-from .flow import ABORT_KEY, ClientDisconnected, SlowConsumer
+from .flow import ABORT_GRACE_SECONDS, ABORT_KEY, ClientDisconnected, SlowConsumer
 
 logger = logging.getLogger("realtime.flow")
 
-#: Seconds between checks of a paused reader's queue, and the grace before an aborted response is dropped.
+#: Seconds between checks of a paused reader's queue.
 POLL_SECONDS = 0.05
-ABORT_GRACE_SECONDS = 1.0
 
 
 class WriteGate:

@@ -10,7 +10,11 @@ owes more than ``REALTIME["SEND_BUFFER_LIMIT"]`` bytes, ends the connection as a
 
 - WebSocket: close code 4008 (``CloseCode.SLOW_CONSUMER``); the sender gets ``ClientDisconnected``.
 - SSE (``text/event-stream`` responses): a last ``event: error`` with ``{"code": "slow_consumer"}``,
-  then the response ends as if the client had left (the stream's generator is cancelled).
+  then the response ends as if the client had left (the stream's generator is cancelled). On
+  uvicorn, which waits for room *before* each write, that last frame is sent only if the client
+  reads again within a second.
+
+Either way the TCP connection is dropped ``ABORT_GRACE_SECONDS`` later, whatever it still buffers.
 
 Other HTTP responses pass through untouched: a slow download is not a slow consumer.
 """
@@ -33,6 +37,8 @@ SLOW_CONSUMER_FRAME = encode_event(
 #: ASGI extension key: asks the server to drop the TCP connection soon after this message,
 #: whatever is still buffered (daphne honours it through realtime.daphne_flow).
 ABORT_KEY = "realtime.abort"
+#: How long a slow consumer's last frame may take to flush before the connection is dropped.
+ABORT_GRACE_SECONDS = 1.0
 
 
 class ClientDisconnected(OSError):
@@ -122,8 +128,21 @@ class SendGuard:
                 await self._send(last)
         except (TimeoutError, OSError):
             pass
+        _abort_soon(self._send)
         if self.websocket:
             raise SlowConsumer(f"slow consumer: {why}")
+
+
+def _abort_soon(send: Any) -> None:
+    """uvicorn: drop the TCP connection shortly, whatever it still buffers (daphne does it on ABORT_KEY).
+
+    ASGI has no message for it; uvicorn's ``send`` is a method of its protocol object, whose
+    asyncio transport can ``abort()``. Any other server is left to its own timeouts.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    abort = getattr(transport, "abort", None)
+    if abort is not None and type(send.__self__).__module__.startswith("uvicorn."):
+        asyncio.get_running_loop().call_later(ABORT_GRACE_SECONDS, abort)
 
 
 def _is_event_stream(message: dict[str, Any]) -> bool:

@@ -86,12 +86,14 @@ class Daphne:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "project.asgi:application"]
+
     def start(self) -> Daphne:
         # A fresh log per server object; a restart of the same object appends to it.
         log = open(self.log_path, "ab" if self.process is not None else "wb")
         self.process = subprocess.Popen(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "project.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
         wait_for_port(self.port, process=self.process)
@@ -103,6 +105,14 @@ class Daphne:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class Uvicorn(Daphne):
+    """The same project on uvicorn (its websockets and h11 protocol implementations)."""
+
+    def command(self) -> list[str]:
+        return [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+                "--ws", "websockets", "--http", "h11", "project.asgi:application"]
 
 
 def prepare_database(tmp: Path, extra_env: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, int]]:
