@@ -6,6 +6,8 @@
 - ``event`` and ``id``: a CR, LF or NUL would end the field or be ignored by browsers, so they are
   **rejected** with ``ValueError`` rather than silently stripped.
 - ``retry``: a non-negative integer number of milliseconds.
+- Text that is not valid UTF-8 (a lone surrogate) and data that is not strict JSON (NaN,
+  infinities) raise ``UnencodableMessage`` (a ``ValueError``), as on every other send path.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .encoding import dumps
+from .encoding import check_text, dumps
 
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
@@ -75,6 +77,6 @@ def encode_item(item: Any) -> bytes:
     event_id = item.get("id")
     if event_id is not None and not isinstance(event_id, str):
         event_id = str(event_id) if isinstance(event_id, int) and not isinstance(event_id, bool) else event_id
-    return encode_event(
-        item["data"], item.get("event"), event_id, item.get("retry"), item.get("comment")
+    return check_text(
+        encode_event(item["data"], item.get("event"), event_id, item.get("retry"), item.get("comment"))
     ).encode("utf-8")

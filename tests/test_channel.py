@@ -221,3 +221,21 @@ async def _run_interleaving(ops, maxlen):
         if sub["active"]:
             sub["handle"].close() if sub["kind"] == "iterator" else await channel.unsubscribe_queue(sub["handle"])
     assert channel.subscriber_count == 0
+
+
+@pytest.mark.parametrize("poison", ["\ud800", float("nan"), float("-inf"), object(), {"k": b"bytes"}])
+async def test_a_publish_that_is_not_strict_json_raises_and_reaches_no_one(poison):
+    from realtime import UnencodableMessage
+
+    channel = Channel("poison-test", history=10)
+    queue = await channel.subscribe_queue()
+    try:
+        with pytest.raises(UnencodableMessage):
+            await channel.publish({"bad": poison})
+        assert queue.empty()
+        assert await channel.publish({"good": 1}) == 1
+        assert queue.get_nowait() == {"good": 1}
+        replay, _ = await channel._history_after("0")
+        assert [message for _, message in replay] == [{"good": 1}]
+    finally:
+        await channel.unsubscribe_queue(queue)

@@ -93,3 +93,15 @@ def test_any_payload_survives_encode_then_parse(payloads):
             assert event.data == payload.replace("\r\n", "\n").replace("\r", "\n")
         else:
             assert json.loads(event.data) == payload
+
+
+@pytest.mark.parametrize(
+    "item",
+    [{"data": "\ud800"}, {"data": {"x": "\udfff"}}, {"data": {"n": float("nan")}}, {"data": [float("inf")]},
+     {"data": "ok", "event": "e\ud800"}],
+)
+def test_items_that_are_not_strict_json_in_utf8_are_refused(item):
+    from realtime import UnencodableMessage
+
+    with pytest.raises(UnencodableMessage):
+        encode_item(item)
