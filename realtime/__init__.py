@@ -23,6 +23,7 @@ _EXPORTS = {
     "encode_event": "sse_encoder",
     "Channel": "channel",
     "Gap": "channel",
+    "BrokerUnavailable": "broker",
     "Permission": "permissions",
     "AllowAny": "permissions",
     "IsAuthenticated": "permissions",

@@ -179,7 +179,9 @@ async def test_delivery_resumes_by_itself_after_redis_restarts(cluster, redis_se
     assert (await receive(on_b))["n"] == 1
 
     redis_server.stop()
-    await publish_via(a, "live-ticks", {"symbol": "FLAP", "n": 2})  # lost for B: Redis is away
+    async with websockets.connect(f"{a.ws_url}/api/t/publish-or-report/live-ticks") as publisher:
+        await publisher.send(json.dumps({"symbol": "FLAP", "n": 2}))
+        assert (await receive(publisher, timeout=30))["error"] == "broker_unavailable"  # told, not lost silently
     redis_server.start()
 
     deadline = time.monotonic() + 20
