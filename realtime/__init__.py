@@ -24,6 +24,7 @@ _EXPORTS = {
     "Channel": "channel",
     "Gap": "channel",
     "UnencodableMessage": "encoding",
+    "BrokerUnavailable": "broker",
     "Permission": "permissions",
     "AllowAny": "permissions",
     "IsAuthenticated": "permissions",

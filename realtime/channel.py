@@ -14,6 +14,13 @@ History (``history=N``) keeps the last N messages with increasing ids: in memory
 ``"2"``...), or in a Redis Stream when ``REDIS_URL`` is set so that every process agrees on the
 ids. ``subscribe(last_id=...)`` replays what came after ``last_id`` then continues live, with no
 duplicate and no gap at the seam.
+
+When Redis is unreachable, ``publish`` (and ``publish_sync``) raises ``BrokerUnavailable`` and the
+message reaches **no** subscriber, not even this process's: a message is delivered everywhere or
+nowhere, so a publisher can retry (or answer 503) without some users having seen it. That is why a
+layer publish is sent to the broker *before* the local fan-out (local subscribers get it one Redis
+round trip later). A pooled connection gone stale because Redis restarted is reconnected and the
+command retried once, so the first publish after Redis returns reaches every process.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from .broker import broker_state
+from .broker import BrokerUnavailable, broker_state, reach
 from .encoding import SharedMessage, wire_safe
 from .history import MemoryHistory, RedisHistory, redis_url
 from .subscribers import Gap, SubscriberQueue, Subscription
@@ -41,7 +48,7 @@ PROCESS_ID = uuid.uuid4().hex
 MESSAGE_TYPE = "realtime.publish"
 _GROUP_SAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
-__all__ = ["Channel", "Gap", "group_name"]
+__all__ = ["BrokerUnavailable", "Channel", "Gap", "group_name"]
 
 
 def group_name(name: str) -> str:
@@ -83,8 +90,8 @@ class Channel:
         self._redis_history: dict[asyncio.AbstractEventLoop, RedisHistory] = {}
         #: Messages received from other processes that were not for this one (bad payloads).
         self.rejected = 0
-        #: Publishes that reached local subscribers but not the layer (broker unreachable).
-        self.layer_errors = 0
+        #: Publishes refused with BrokerUnavailable (Redis unreachable; nobody received them).
+        self.broker_errors = 0
         if name is not None:
             registry.setdefault(name, self)
 
@@ -100,30 +107,32 @@ class Channel:
 
         Subscribers in other processes are reached through the layer but not counted (the layer
         does not report them). Messages are shared, not copied: subscribers must not mutate them.
-        A message that is not strict JSON in UTF-8 raises ``UnencodableMessage`` and reaches no one.
+        Raises :class:`BrokerUnavailable` when Redis cannot be reached: then nobody got it. A
+        message that is not strict JSON in UTF-8 raises ``UnencodableMessage``: nobody gets it either.
         """
         message = wire_safe(message)
-        if self._redis() is not None:
-            return await self._publish_to_stream(message)
-        shared = SharedMessage(message) if type(message) is dict else message
-        message_id = await self._record(message)
-        if message_id is not None and type(shared) is SharedMessage:
-            shared.id = message_id
-        delivered = self._fanout(shared, message_id)
+        store = self._redis()
+        if store is not None:
+            return await self._publish_to_stream(store, message)
+        message_id = self._memory_history.append(message) if self._memory_history is not None else None
         layer = self._layer()
         if layer is not None:
+            event = {"type": MESSAGE_TYPE, "m": message, "i": message_id, "o": PROCESS_ID}
             try:
-                await layer.group_send(
-                    self.group, {"type": MESSAGE_TYPE, "m": message, "i": message_id, "o": PROCESS_ID}
-                )
-            except Exception as error:  # the broker is away: local subscribers still got it
-                self.layer_errors += 1
-                broker_state.failed("publish", error)
-            else:
-                broker_state.recovered()
-        return delivered
+                # channels-redis's pool comes from the project's CHANNEL_LAYERS, where redis-py's
+                # Retry is rarely configured: the one reconnect a stale connection needs is done here.
+                await reach("publish", self.name, lambda: layer.group_send(self.group, event), retry=True)
+            except BrokerUnavailable:
+                self.broker_errors += 1
+                if message_id is not None:
+                    self._memory_history.discard(message_id)
+                raise
+        shared = SharedMessage(message) if type(message) is dict else message
+        if message_id is not None and type(shared) is SharedMessage:
+            shared.id = message_id
+        return self._fanout(shared, message_id)
 
-    async def _publish_to_stream(self, message: Any) -> int:
+    async def _publish_to_stream(self, store: RedisHistory, message: Any) -> int:
         """History in Redis: the Stream is the one source of order for every process.
 
         Delivery, local included, comes from each process's stream reader, so every subscriber
@@ -132,12 +141,10 @@ class Channel:
         Returns the local subscribers that will receive it.
         """
         try:
-            await self._redis().append(message)
-        except Exception as error:  # Redis away: local subscribers still get it, without an id
-            broker_state.failed("history", error)
-            shared = SharedMessage(message) if type(message) is dict else message
-            return self._fanout(shared, None)
-        broker_state.recovered()
+            await reach("history", self.name, lambda: store.append(message))  # redis-py retries a stale connection
+        except BrokerUnavailable:
+            self.broker_errors += 1
+            raise
         return len(self._subscribers)
 
     def publish_sync(self, message: Any) -> int:
@@ -282,18 +289,6 @@ class Channel:
         if store is None:
             store = self._redis_history[loop] = RedisHistory(url, self.name, self.history)
         return store
-
-    async def _record(self, message: Any) -> str | None:
-        if not self.history:
-            return None
-        store = self._redis()
-        if store is not None:
-            try:
-                return await store.append(message)
-            except Exception as error:  # delivered live without an id; resuming clients get a reset
-                broker_state.failed("history", error)
-                return None
-        return self._memory_history.append(message)
 
     async def _history_after(self, last_id: str) -> tuple[deque[tuple[str, Any]], bool]:
         store = self._redis()

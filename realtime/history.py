@@ -4,6 +4,10 @@
 - :class:`RedisHistory`: a Redis Stream per channel (``XADD ... MAXLEN ~ N``), so every process
   hands out ids from one sequence. Ids are Redis stream ids (``"1732550000000-0"``).
 
+The Redis clients reconnect and retry a command once when its pooled connection turns out to be
+broken (redis-py's ``Retry`` on ``ConnectionError`` only: a timed-out ``XADD`` may have been applied,
+so it is not repeated), and every call is bounded by socket timeouts.
+
 ``after(last_id)`` returns what came after ``last_id`` and whether that is *everything* that
 came after it (``recovered``). A malformed or too-old id is "not recovered": the client must
 refetch its state instead of trusting the replay.
@@ -17,6 +21,11 @@ from collections import deque
 from typing import Any
 
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+#: Seconds a command (or a connection attempt) may take before Redis counts as unreachable.
+COMMAND_TIMEOUT = 5.0
+#: The blocking reader's socket timeout: longer than any ``block_ms`` it is given, so a Redis that
+#: vanished without closing the connection (a partition) is noticed instead of awaited forever.
+READER_TIMEOUT = 30.0
 
 
 def redis_url() -> str | None:
@@ -38,6 +47,11 @@ class MemoryHistory:
         self.entries.append((self.last, message))
         return str(self.last)
 
+    def discard(self, message_id: str) -> None:
+        """Forget an entry whose publish failed (nobody received it, so nobody may resume after it)."""
+        wanted = int(message_id)
+        self.entries = deque((e for e in self.entries if e[0] != wanted), maxlen=self.entries.maxlen)
+
     def after(self, last_id: str) -> tuple[list[tuple[str, Any]], bool]:
         if not last_id.isdigit() or len(last_id) > 20:
             return [(str(i), m) for i, m in self.entries], False
@@ -47,6 +61,20 @@ class MemoryHistory:
         oldest = self.entries[0][0] if self.entries else self.last + 1
         recovered = wanted + 1 >= oldest
         return [(str(i), m) for i, m in self.entries if i > wanted], recovered
+
+
+def client_options(socket_timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
+    """Connection options for redis-py clients: bounded waits, one reconnect on a broken connection."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": COMMAND_TIMEOUT,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "retry_on_error": [RedisConnectionError],
+    }
 
 
 def _parse_stream_id(value: str) -> tuple[int, int] | None:
@@ -60,9 +88,9 @@ class RedisHistory:
     def __init__(self, url: str, name: str, size: int) -> None:
         from redis import asyncio as aioredis
 
-        self.client = aioredis.Redis.from_url(url)
+        self.client = aioredis.Redis.from_url(url, **client_options())
         # Blocking reads get their own connection, so they never delay a publish.
-        self.reader = aioredis.Redis.from_url(url, socket_timeout=None)
+        self.reader = aioredis.Redis.from_url(url, **client_options(READER_TIMEOUT))
         self.key = f"realtime:history:{name}"
         self.size = size
 
@@ -77,7 +105,7 @@ class RedisHistory:
         return entries[0][0].decode() if entries else "0-0"
 
     async def read_after(self, last_id: str, block_ms: int) -> list[tuple[str, Any]]:
-        """Entries after ``last_id``, waiting up to ``block_ms`` for the next one."""
+        """Entries after ``last_id``, waiting up to ``block_ms`` (under ``READER_TIMEOUT``) for the next one."""
         response = await self.reader.xread({self.key: last_id}, block=block_ms, count=500)
         return [
             (entry_id.decode(), json.loads(fields[b"m"]))

@@ -4,6 +4,10 @@ Each process keeps the closers of its authenticated connections by user. A revoc
 published on a control Channel, so with ``REDIS_URL`` it reaches every process (one layer
 subscription per process, as for any Channel); each process then closes that user's WebSockets
 with 4001 and ends their SSE streams with an ``event: error``.
+
+While Redis is unreachable the publish raises ``BrokerUnavailable``; a revocation then still closes
+the user's connections in *this* process and logs a warning that the other processes were not told
+(logout and deactivation themselves succeed: they must not fail because Redis is away).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from .broker import BrokerUnavailable
 from .channel import Channel
 
 logger = logging.getLogger("realtime.revocation")
@@ -66,10 +71,22 @@ class Revocations:
                 logger.exception("A connection could not be closed on revocation")
 
     async def revoke(self, user_pk: Any, reason: str = "revoked") -> None:
-        await self.channel.publish({"action": "revoke", "user": str(user_pk), "reason": reason})
+        message = {"action": "revoke", "user": str(user_pk), "reason": reason}
+        try:
+            await self.channel.publish(message)
+        except BrokerUnavailable as error:
+            self._revoke_here_only(message, error)
 
     def revoke_sync(self, user_pk: Any, reason: str = "revoked") -> None:
-        self.channel.publish_sync({"action": "revoke", "user": str(user_pk), "reason": reason})
+        message = {"action": "revoke", "user": str(user_pk), "reason": reason}
+        try:
+            self.channel.publish_sync(message)
+        except BrokerUnavailable as error:
+            self._revoke_here_only(message, error)
+
+    def _revoke_here_only(self, message: dict[str, str], error: BrokerUnavailable) -> None:
+        logger.warning("Revocation of user %s reached this process only: %s", message["user"], error)
+        self.offer(message, None)
 
 
 revocations = Revocations()

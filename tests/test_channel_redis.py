@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import subprocess
 import textwrap
 import time
@@ -10,8 +11,10 @@ import httpx
 import pytest
 import redis
 import websockets
+from httpx_sse import aconnect_sse
 from websockets.exceptions import ConnectionClosed
 
+from realtime import BrokerUnavailable, Channel
 from realtime.channel import group_name
 from tests.servers import PYTHON, ROOT, Daphne, free_port, prepare_database, require, stop, wait_for_port, which
 from tests.sse_client import read_events, text_until
@@ -179,7 +182,9 @@ async def test_delivery_resumes_by_itself_after_redis_restarts(cluster, redis_se
     assert (await receive(on_b))["n"] == 1
 
     redis_server.stop()
-    await publish_via(a, "live-ticks", {"symbol": "FLAP", "n": 2})  # lost for B: Redis is away
+    async with websockets.connect(f"{a.ws_url}/api/t/publish-or-report/live-ticks") as publisher:
+        await publisher.send(json.dumps({"symbol": "FLAP", "n": 2}))
+        assert (await receive(publisher, timeout=30))["error"] == "broker_unavailable"  # told, not lost silently
     redis_server.start()
 
     deadline = time.monotonic() + 20
@@ -251,3 +256,224 @@ async def test_concurrent_publishers_in_two_processes_give_every_subscriber_one_
     assert on_a == on_b  # the same events in the same order on both processes
     ids = [tuple(map(int, event_id.split("-"))) for _, event_id, _ in on_a]
     assert ids == sorted(ids) and len(set(ids)) == 80  # strictly increasing: a resume point is exact
+
+
+# -- Redis faults: a publisher is told during an outage; the first publish afterwards reaches everyone --
+
+STREAM_ID = re.compile(r"^\d+-\d+$")
+
+OUTAGE_PUBLISHER = textwrap.dedent("""
+    import django
+    django.setup()
+    from realtime import BrokerUnavailable
+    from tests.liveapp.routing import history_channel, tick_channel
+
+    for channel in (tick_channel, history_channel):
+        try:
+            channel.publish_sync({"symbol": "OUT", "n": -1})
+            print("published", channel.name)
+        except BrokerUnavailable as error:
+            print("refused", channel.name, error.channel)
+""")
+
+
+async def follow(server, path, into):
+    """Append ``(event, id, data)`` of an SSE stream to ``into`` until cancelled (no read timeout)."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client, aconnect_sse(
+        client, "GET", f"{server.url}{path}"
+    ) as source:
+        async for event in source.aiter_sse():
+            into.append((event.event, event.id, json.loads(event.data)))
+
+
+async def until(condition, timeout, every=0.2):
+    """Wait until ``condition()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(every)
+
+
+async def receive_where(ws, predicate, timeout):
+    """The first message on ``ws`` that satisfies ``predicate`` (others are skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await ws.recv())
+            if predicate(message):
+                return message
+
+
+async def place_order(server, token):
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.post(f"{server.url}/api/trading/orders", json={"symbol": "R_100", "side": "buy",
+                                 "amount": "10"}, headers={"Authorization": f"Bearer {token}"})
+
+
+async def test_outage_is_reported_to_publishers_and_the_first_publish_after_it_reaches_the_other_process(
+    cluster, redis_server
+):
+    a, b, env = cluster
+    logs_before = len(a.log()), len(b.log())
+    token = await asyncio.to_thread(token_for, a, "plain")  # "subscriber" is deactivated by an earlier test
+    on_b = await websockets.connect(f"{b.ws_url}/api/t/channel-ticks/OUT")
+    events_on_b: list = []
+    follower = asyncio.create_task(follow(b, "/api/t/sse/resumable", events_on_b))
+    try:
+        # Both of A's pooled connections (layer and Stream) carry a publish that B receives ...
+        deadline, ws_warm = time.monotonic() + 30, False
+        while not (ws_warm and any(d == {"n": 0} for _, _, d in events_on_b)):
+            assert time.monotonic() < deadline and not follower.done(), "B never received the warm-up publish"
+            await publish_via(a, "live-ticks", {"symbol": "OUT", "n": 0})
+            await publish_via(a, "live-history", {"n": 0})
+            try:
+                ws_warm = ws_warm or bool(await receive_where(on_b, lambda m: m.get("n") == 0, timeout=1))
+            except TimeoutError:
+                pass
+            await asyncio.sleep(0.2)
+        warm_id = next(i for _, i, d in events_on_b if d == {"n": 0})
+
+        # ... then Redis goes away, and A stays silent on both (its connections go stale).
+        redis_server.stop()
+        refused = await place_order(a, token)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"].startswith("application/json")
+        assert refused.json()["code"] == "broker_unavailable" and refused.headers["Retry-After"]
+        sync = await asyncio.to_thread(subprocess.run, [PYTHON, "-c", OUTAGE_PUBLISHER], cwd=ROOT, env=env,
+                                       capture_output=True, text=True, timeout=60)
+        assert sync.returncode == 0, sync.stderr
+        assert sync.stdout.split("\n")[:2] == ["refused live-ticks live-ticks", "refused live-history live-history"]
+        command = await asyncio.to_thread(subprocess.run, [PYTHON, "manage.py", "publish", "live-history", '{"n": -1}'],
+                                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert command.returncode == 1 and "Redis is unreachable" in command.stderr, command.stderr
+
+        redis_server.start()  # the same port, empty (no persistence)
+        group_channel = f"asgi__group__{group_name('live-ticks')}"
+        await until(lambda: dict(redis_server.client().pubsub_numsub(group_channel))[group_channel.encode()] >= 1,
+                    30)  # B's layer subscription is back: what A publishes now must reach it
+
+        # The first publish from A after the restart, on each path, reaches B.
+        await publish_via(a, "live-ticks", {"symbol": "OUT", "n": 1})
+        assert await receive_where(on_b, lambda m: m.get("n") != 0, timeout=15) == {"symbol": "OUT", "n": 1}
+        await publish_via(a, "live-history", {"n": 1})
+        await until(lambda: any(d != {"n": 0} for _, _, d in events_on_b) or follower.done(), 30)
+        after = [(e, i, d) for e, i, d in events_on_b if d != {"n": 0}]
+        assert [(e, d) for e, _, d in after] == [("entry", {"n": 1})]
+        new_id = after[0][1]
+        assert STREAM_ID.match(new_id) and tuple(map(int, new_id.split("-"))) > tuple(map(int, warm_id.split("-")))
+        stored = redis_server.client().xrange("realtime:history:live-history")
+        assert [entry_id.decode() for entry_id, _ in stored] == [new_id]  # in the history, once
+
+        placed = await place_order(a, token)
+        assert placed.status_code == 201, placed.text
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        await on_b.close()
+        if redis_server.process.poll() is not None:
+            redis_server.start()
+    new_logs = a.log()[logs_before[0]:] + b.log()[logs_before[1]:]
+    assert "Traceback" not in new_logs
+    assert "Redis unreachable" in new_logs
+
+
+# -- the same in one process, against a Redis of the test's own ---------------------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path, settings):
+    """A redis-server for one test, with the settings pointing the layer and the history at it."""
+    require(which("redis-server") is not None, "redis-server")
+    server = RedisServer(tmp_path).start()
+    settings.REDIS_URL = server.url
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [server.url]}}
+    }
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def restart(server):
+    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(server.start)
+
+
+async def test_first_publish_after_a_restart_goes_out_on_a_reconnected_connection(own_redis):
+    from channels.layers import get_channel_layer
+    from redis import asyncio as aioredis
+
+    live, history = Channel("unit-restart-live"), Channel("unit-restart-history", history=10)
+    await live.publish({"n": 0})  # both pooled connections are now in use ...
+    await history.publish({"n": 0})
+    await restart(own_redis)  # ... and stale
+
+    observer = aioredis.Redis.from_url(own_redis.url).pubsub()
+    await observer.subscribe(f"asgi__group__{live.group}")
+    try:
+        await live.publish({"n": 1})
+        async with asyncio.timeout(10):
+            while (message := await observer.get_message(ignore_subscribe_messages=True, timeout=1)) is None:
+                pass
+        assert get_channel_layer().deserialize(message["data"])["m"] == {"n": 1}
+    finally:
+        await observer.aclose()
+    await history.publish({"n": 1})
+    stored = await aioredis.Redis.from_url(own_redis.url).xrange("realtime:history:unit-restart-history")
+    assert [json.loads(fields[b"m"]) for _, fields in stored] == [{"n": 1}]
+    assert live.broker_errors == history.broker_errors == 0
+
+
+async def test_publish_while_redis_is_down_raises_and_reaches_no_subscriber(own_redis, caplog):
+    live, history = Channel("unit-down-live"), Channel("unit-down-history", history=10)
+    await live.publish({"n": 0})
+    await history.publish({"n": 0})  # the broker is up: its state says so
+    queues = [await live.subscribe_queue(), await history.subscribe_queue()]
+    caplog.clear()
+    await asyncio.to_thread(own_redis.stop)
+    try:
+        for channel in (live, history):
+            with pytest.raises(BrokerUnavailable) as refused:
+                await channel.publish({"n": 1})
+            assert refused.value.channel == channel.name and "published to nobody" in str(refused.value)
+            with pytest.raises(BrokerUnavailable):
+                await asyncio.to_thread(channel.publish_sync, {"n": 2})  # from a worker thread
+            assert channel.broker_errors == 2
+        await asyncio.sleep(0.3)
+        assert [q.qsize() for q in queues] == [0, 0]  # not even the local subscribers got it
+        unreachable = [r for r in caplog.records if r.name == "realtime.broker" and "unreachable" in r.message]
+        assert len(unreachable) == 1  # one line for the state change, not one per failure
+
+        await asyncio.to_thread(own_redis.start)
+        assert await live.publish({"n": 3}) == 1
+        assert (await asyncio.wait_for(queues[0].get(), 10)) == {"n": 3}
+        await history.publish({"n": 3})
+        assert (await asyncio.wait_for(queues[1].get(), 15)) == {"n": 3}  # the Stream reader found Redis again
+        assert [r.message for r in caplog.records if "reachable again" in r.message][:1]
+    finally:
+        await live.unsubscribe_queue(queues[0])
+        await history.unsubscribe_queue(queues[1])
+
+
+async def test_memory_history_keeps_no_entry_for_a_refused_publish(own_redis, settings):
+    settings.REDIS_URL = None  # the history in this process; the layer still on Redis
+    channel = Channel("unit-memory-history", history=10)
+    assert await channel.publish({"n": 1}) == 0
+    await asyncio.to_thread(own_redis.stop)
+    with pytest.raises(BrokerUnavailable):
+        await channel.publish({"n": 2})
+    assert channel._memory_history.after("0") == ([("1", {"n": 1})], True)
+
+
+async def test_a_revocation_during_an_outage_still_closes_this_process_connections(own_redis):
+    from realtime.revocation import Revocations
+
+    revocations, closed = Revocations(), []
+    unregister = revocations.register(42, lambda: closed.append("ws"))
+    try:
+        await asyncio.to_thread(own_redis.stop)
+        await revocations.revoke(42, "logout")
+        await asyncio.to_thread(revocations.revoke_sync, 42, "user_deactivated")
+        assert closed == ["ws", "ws"]
+    finally:
+        unregister()

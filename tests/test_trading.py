@@ -191,3 +191,23 @@ async def test_trade_events_are_the_owners_only_and_resume_after_last_event_id(l
 
         resumed = await asyncio.wait_for(events(2, last_event_id=seen[0]["id"]), 10)
         assert [json.loads(f["data"])["trade_id"] for f in resumed] == [placed[2]["trade_id"], placed[3]["trade_id"]]
+
+
+# -- the price lookup while Redis is away ---------------------------------------------------------
+
+
+def test_the_price_lookup_reports_an_unreachable_redis_as_broker_unavailable(settings):
+    from realtime import BrokerUnavailable
+    from tests.servers import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with pytest.raises(BrokerUnavailable, match="price lookup"):
+        market.current_price("R_100")
+
+
+async def test_the_price_lookup_refuses_to_block_the_event_loop(settings):
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    settings.REDIS_URL = "redis://127.0.0.1:6379/7"
+    with pytest.raises(SynchronousOnlyOperation):
+        market.current_price("R_100")

@@ -22,7 +22,11 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
+from django.utils.asyncio import async_unsafe
+
+from realtime.broker import BrokerUnavailable, is_unreachable
 from realtime.history import redis_url
 
 from .channels import ticks
@@ -189,14 +193,34 @@ class MarketSimulator:
 simulator = MarketSimulator()
 
 
-def current_price(symbol: str) -> float:
-    """The latest simulated price of ``symbol``, as every process sees it (sync: for views)."""
-    url = redis_url()
-    if url is not None:
-        import redis
+_price_clients: dict[str, Any] = {}
 
-        stored = redis.Redis.from_url(url, socket_timeout=2).hget(PRICES_KEY, symbol)
-        if stored is not None:
-            return float(stored)
-        return SYMBOLS[symbol].start
-    return simulator.prices[symbol]
+
+def _price_client(url: str) -> Any:
+    """A pooled sync client per URL: bounded waits, one reconnect on a stale connection."""
+    client = _price_clients.get(url)
+    if client is None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        client = _price_clients[url] = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, retry=retry, retry_on_error=[redis.ConnectionError]
+        )
+    return client
+
+
+@async_unsafe("current_price() blocks on Redis: call it from sync code (Django runs sync views in a thread).")
+def current_price(symbol: str) -> float:
+    """The latest simulated price of ``symbol``, as every process sees it; BrokerUnavailable if Redis is away."""
+    url = redis_url()
+    if url is None:
+        return simulator.prices[symbol]
+    try:
+        stored = _price_client(url).hget(PRICES_KEY, symbol)
+    except Exception as error:
+        if not is_unreachable(error):
+            raise
+        raise BrokerUnavailable(f"Redis is unreachable (price lookup failed: {error})") from error
+    return float(stored) if stored is not None else SYMBOLS[symbol].start

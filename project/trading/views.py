@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from realtime import IsAuthenticated, IsOwner, SSEView, WebSocketException, WebSocketView
+from realtime import BrokerUnavailable, IsAuthenticated, IsOwner, SSEView, WebSocketException, WebSocketView
 
 from .channels import ticks, trades
 from .market import SYMBOLS, simulator
@@ -17,6 +17,8 @@ from .trades import InvalidOrder, place_trade
 
 #: Close code for a tick stream of a symbol that does not exist (the client should not retry).
 UNKNOWN_SYMBOL = 4004
+#: Seconds a client should wait before placing an order again while the market is unavailable.
+RETRY_AFTER = 5
 
 
 class TickStreamWS(WebSocketView):
@@ -54,7 +56,11 @@ class TradeEventsSSE(SSEView):
 
 
 class OrderView(APIView):
-    """``POST /api/trading/orders`` ``{"symbol": "R_100", "side": "buy", "amount": "10"}`` with a Bearer JWT."""
+    """``POST /api/trading/orders`` ``{"symbol": "R_100", "side": "buy", "amount": "10"}`` with a Bearer JWT.
+
+    201 with the trade once it is published to every process; 503 with a JSON error (and no trade)
+    while Redis is unreachable. A sync view: Django runs it in a thread, off the event loop.
+    """
 
     authentication_classes = [JWTAuthentication]
     permission_classes = [DRFIsAuthenticated]
@@ -64,6 +70,12 @@ class OrderView(APIView):
             trade = place_trade(request.user, request.data)
         except InvalidOrder as error:
             return Response(error.errors, status=status.HTTP_400_BAD_REQUEST)
+        except BrokerUnavailable:
+            return Response(
+                {"detail": "The market is unavailable; the order was not placed. Try again shortly.",
+                 "code": "broker_unavailable"},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER)},
+            )
         return Response(trade, status=status.HTTP_201_CREATED)
 
 

@@ -7,6 +7,7 @@ import time
 
 from project.demo.routing import EchoWS
 from realtime import (
+    BrokerUnavailable,
     Channel,
     HasRole,
     IsAdmin,
@@ -326,6 +327,18 @@ class Publish(WebSocketView):
         await ws.send_json({"delivered": delivered})
 
 
+class PublishOrReport(WebSocketView):
+    """Publishes each received message to the named Channel and answers what the publisher learnt."""
+
+    async def on_receive(self, ws, data):
+        try:
+            delivered = await Channel.named(self.params["name"]).publish(data)
+        except BrokerUnavailable as error:
+            await ws.send_json({"error": "broker_unavailable", "detail": str(error)})
+        else:
+            await ws.send_json({"delivered": delivered})
+
+
 # --- leak probe -----------------------------------------------------------------------------------
 
 
@@ -384,3 +397,4 @@ router.register_sse("/sse/orm", UsesTheORM)
 router.register_sse("/sse/fails", Fails)
 router.register_sse("/sse/resumable", Resumable)
 router.register_websocket("/publish/{name}", Publish)
+router.register_websocket("/publish-or-report/{name}", PublishOrReport)

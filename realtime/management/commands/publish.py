@@ -1,9 +1,13 @@
-"""python manage.py publish <channel> '<json>': publish one message from the command line."""
+"""python manage.py publish <channel> '<json>': publish one message from the command line.
+
+Exits with status 1 and says so on stderr when Redis is unreachable (the message was published to nobody).
+"""
 
 import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from realtime.broker import BrokerUnavailable
 from realtime.channel import Channel
 from realtime.routing import AutoRouter
 
@@ -27,5 +31,8 @@ class Command(BaseCommand):
                 "No cross-process channel layer is configured (set REDIS_URL): "
                 "the message reaches subscribers of this command's process only."
             )
-        delivered = target.publish_sync(payload)
+        try:
+            delivered = target.publish_sync(payload)
+        except BrokerUnavailable as error:
+            raise CommandError(f"Not published: {error}") from None
         self.stdout.write(f"Published to {channel!r} ({delivered} local subscriber(s)).")

@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from project.trading.trades import InvalidOrder, place_trade
+from realtime import BrokerUnavailable
 
 
 class Command(BaseCommand):
@@ -26,4 +27,6 @@ class Command(BaseCommand):
             trade = place_trade(user, {"symbol": symbol, "side": side, "amount": amount})
         except InvalidOrder as error:
             raise CommandError(json.dumps(error.errors)) from None
+        except BrokerUnavailable as error:
+            raise CommandError(f"The trade was not placed: {error}") from None
         self.stdout.write(json.dumps(trade))
