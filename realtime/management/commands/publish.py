@@ -1,4 +1,4 @@
-"""python manage.py publish <channel> '<json>': publish one message from the command line."""
+"""python manage.py publish <channel> '<json>': publish one message to the running servers."""
 
 import json
 
@@ -7,25 +7,23 @@ from django.core.management.base import BaseCommand, CommandError
 from realtime.channel import Channel
 from realtime.routing import AutoRouter
 
+from ._layer import require_cross_process
+
 
 class Command(BaseCommand):
-    help = "Publish a JSON message to a named Channel, in every process when REDIS_URL is set."
+    help = "Publish a JSON message to a named Channel in every server process (needs a cross-process layer)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser) -> None:
         parser.add_argument("channel", help="The Channel's name, e.g. ticks")
         parser.add_argument("message", help='The message as JSON, e.g. \'{"symbol": "R_100"}\'')
 
-    def handle(self, channel: str, message: str, **options):
+    def handle(self, channel: str, message: str, **options) -> None:
         try:
             payload = json.loads(message)
         except ValueError as error:
             raise CommandError(f"The message is not valid JSON: {error}") from None
         AutoRouter().autodiscover()  # imports each app's routing.py, where channels are declared
         target = Channel.named(channel)
-        if target._layer() is None:
-            self.stderr.write(
-                "No cross-process channel layer is configured (set REDIS_URL): "
-                "the message reaches subscribers of this command's process only."
-            )
-        delivered = target.publish_sync(payload)
-        self.stdout.write(f"Published to {channel!r} ({delivered} local subscriber(s)).")
+        require_cross_process(target)
+        target.publish_sync(payload)
+        self.stdout.write(f"Published to {channel!r}.")
