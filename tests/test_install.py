@@ -69,6 +69,7 @@ def test_readme_install_section_marks_every_step_and_avoids_the_demos_routes():
     for step in steps[1:]:
         compile(step.code, step.target, "exec")
     assert CLONE in steps[0].code
+    assert f"django_realtime_endpoints-{realtime.__version__}-py3-none-any.whl" in steps[0].code
     routing = steps[2].code
     assert 'Router(prefix="/myapp"' in routing
     for prefix in ("/chat", "/events", "/trading"):  # the demo's routers, served under /api too
