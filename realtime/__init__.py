@@ -6,6 +6,8 @@ Names are imported lazily, so ``import realtime`` needs neither settings nor the
 from importlib import import_module
 from typing import Any
 
+__version__ = "0.2.0"
+
 _EXPORTS = {
     "CoreApp": "app",
     "Router": "routing",

@@ -141,18 +141,37 @@ class And(Permission):
         ) and await check_object_permission(self.second, request, view, obj)
 
 
+def _either(first: Any, second: Any) -> str:
+    """``"Role 'editor' required or administrator access required"``: what would have allowed."""
+    messages = []
+    for permission in (first, second):
+        message = str(getattr(permission, "message", Permission.message))
+        if message not in messages:
+            messages.append(message)
+    return " or ".join([messages[0], *(_lower_first(message) for message in messages[1:])])
+
+
+def _lower_first(message: str) -> str:
+    word = message.split(" ", 1)[0]
+    return message if word.isupper() else message[:1].lower() + message[1:]
+
+
 class Or(Permission):
-    """Either may allow; the second is not evaluated when the first allows."""
+    """Either may allow; the second is not evaluated when the first allows.
+
+    A denial names both alternatives, not only the last one tried.
+    """
 
     def __init__(self, first: Permission, second: Permission) -> None:
         self.first, self.second = first, second
-        self.message = getattr(second, "message", Permission.message)
+        self.message = _either(first, second)
         self.code = getattr(second, "code", Permission.code)
 
     async def has_permission(self, request: Any, view: Any = None) -> bool:
-        return await check_permission(self.first, request, view) or await check_permission(
-            self.second, request, view
-        )
+        if await check_permission(self.first, request, view) or await check_permission(self.second, request, view):
+            return True
+        self.message = _either(self.first, self.second)  # an `&` operand now names the part that denied
+        return False
 
     async def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
         # As in DRF: an operand grants object access only if it granted access to the endpoint too.

@@ -45,7 +45,7 @@ def join_paths(*parts: str) -> str:
 
 @dataclass(frozen=True)
 class Route:
-    """One endpoint: its full path template, protocol and view."""
+    """One endpoint: its full path template, protocol, view and tags (shown by ``manage.py realtime_routes``)."""
 
     path: str
     view: Any
@@ -74,21 +74,23 @@ class Router:
         if prefix and not prefix.startswith("/"):
             raise ValueError(f"Router prefix must start with '/': {prefix!r}")
         self.prefix = prefix.rstrip("/")
-        self.tags = tuple(tags or ())
+        self.tags = merge_tags(tags)
         self._routes: list[Route] = []
         self._children: list[tuple[str, Router]] = []
 
-    def register_websocket(self, path: str, view: Any, name: str | None = None) -> None:
+    def register_websocket(
+        self, path: str, view: Any, name: str | None = None, tags: Iterable[str] | None = None
+    ) -> None:
         """Serve ``view`` (a WebSocketView or any Channels consumer) at ``path``."""
         if not (hasattr(view, "as_asgi") or callable(view)):
             raise TypeError(f"register_websocket() needs a WebSocketView subclass, got {view!r}")
-        self._routes.append(Route(path, view, "websocket", name, self.tags))
+        self._routes.append(Route(path, view, "websocket", name, merge_tags(self.tags, tags)))
 
-    def register_sse(self, path: str, view: Any, name: str | None = None) -> None:
+    def register_sse(self, path: str, view: Any, name: str | None = None, tags: Iterable[str] | None = None) -> None:
         """Serve ``view`` (an SSEView, or an async function view returning sse_response) at ``path``."""
         if not (hasattr(view, "as_view") or callable(view)):
             raise TypeError(f"register_sse() needs an SSEView subclass or a view function, got {view!r}")
-        self._routes.append(Route(path, view, "sse", name, self.tags))
+        self._routes.append(Route(path, view, "sse", name, merge_tags(self.tags, tags)))
 
     def get(self, path: str, name: str | None = None) -> Callable[[Any], Any]:
         """Decorator form for function views, as in the specification's ``@router.get("/events")``.
@@ -116,7 +118,8 @@ class Router:
         ]
         for extra, child in self._children:
             for r in child.routes:
-                routes.append(Route(join_paths(self.prefix, extra, r.path), r.view, r.kind, r.name, r.tags))
+                tags = merge_tags(self.tags, r.tags)  # an including router's tags apply to its children
+                routes.append(Route(join_paths(self.prefix, extra, r.path), r.view, r.kind, r.name, tags))
         _check_duplicates(routes)
         return routes
 
@@ -132,6 +135,14 @@ class Router:
     @staticmethod
     def _pattern(route: Route) -> URLPattern:
         return path(route.django_path(), route.asgi_or_view(), name=route.name)
+
+
+def merge_tags(*groups: Iterable[str] | None) -> tuple[str, ...]:
+    """The tags of every group, in order, each once: a router's, then its route's own."""
+    for group in groups:
+        if isinstance(group, str):
+            raise TypeError(f"tags must be a list of str, e.g. tags=[{group!r}], not the str {group!r}")
+    return tuple(dict.fromkeys(tag for group in groups if group for tag in group))
 
 
 def _check_duplicates(routes: list[Route]) -> None:

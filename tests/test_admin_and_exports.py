@@ -1,6 +1,8 @@
 """The admin shows and edits user roles; the package exports what the specification names."""
 
 import importlib
+import re
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -34,6 +36,21 @@ def test_admin_user_list_shows_roles_and_the_user_page_edits_them(client):
     assert list(editor.groups.values_list("name", flat=True)) == ["reviewer"]
 
 
+@pytest.mark.django_db
+def test_user_list_filters_by_groups_once_and_shows_superusers_holding_every_role(client):
+    admin = User.objects.create_superuser("boss", password="pw-123456")
+    User.objects.create_user("plain", password="pw-123456")
+    Group.objects.create(name="editor")  # the filter shows only when there is a group to pick
+    client.force_login(admin)
+
+    html = client.get("/admin/auth/user/").content.decode()
+
+    assert html.count("By groups") == 1
+    cells = dict(re.findall(r'<a href="/admin/auth/user/\d+/change/">(\w+)</a>.*?<td class="field-roles">(.*?)</td>',
+                            html, re.S))
+    assert cells == {"boss": "all (superuser)", "plain": "—"}
+
+
 def test_all_matches_what_the_package_exports():
     for name in realtime.__all__:
         assert getattr(realtime, name) is not None, name
@@ -44,3 +61,10 @@ def test_all_matches_what_the_package_exports():
     assert importlib.import_module("realtime.broker").BrokerUnavailable is realtime.BrokerUnavailable
     with pytest.raises(AttributeError):
         realtime.NotAThing  # noqa: B018
+
+
+def test_version_is_single_sourced_and_has_a_changelog_entry():
+    root = Path(__file__).resolve().parent.parent
+    assert re.fullmatch(r"\d+\.\d+\.\d+", realtime.__version__)
+    assert 'version = { attr = "realtime.__version__" }' in (root / "pyproject.toml").read_text()
+    assert f"## [{realtime.__version__}]" in (root / "CHANGELOG.md").read_text()

@@ -72,6 +72,22 @@ async def test_and_reports_the_message_of_the_permission_that_denied():
     assert permission.message == IsAdmin.message
 
 
+async def test_or_names_every_alternative_when_it_denies():
+    permission = HasRole("editor") | IsAdmin
+    assert permission.message == "Role 'editor' required or administrator access required"
+    assert not await check_permission(permission, request_for(None), None)
+    assert permission.message == "Role 'editor' required or administrator access required"
+    three = IsAdmin | HasRole("editor") | HasRole("reviewer")
+    assert three.message == "Administrator access required or role 'editor' required or role 'reviewer' required"
+    assert (IsAdmin | IsAdmin).message == IsAdmin.message
+
+
+async def test_or_of_an_and_names_the_part_of_the_and_that_denied():
+    permission = (IsAuthenticated & IsAdmin) | HasRole("editor")
+    assert not await check_permission(permission, request_for(None), None)
+    assert permission.message == "Authentication required or role 'editor' required"
+
+
 def test_get_permissions_accepts_classes_and_instances_and_rejects_others():
     role = HasRole("editor")
     permissions = get_permissions([IsAuthenticated, role])

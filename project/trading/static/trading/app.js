@@ -1,5 +1,5 @@
 // The demo page: log in, watch ticks, place trades, see your own trade events live.
-import { Auth, LiveSocket, ResumableEvents } from "./client.js";
+import { Auth, LiveSocket, ResumableEvents } from "../realtime/client.js";
 
 const $ = (selector) => document.querySelector(selector);
 const MAX_TICKS = 12;

@@ -1,4 +1,4 @@
-// realtime trading client: JWT login with refresh, a WebSocket and an EventSource that reconnect
+// realtime client: JWT login with refresh, a WebSocket and an EventSource that reconnect
 // by themselves with jittered exponential backoff, and an event stream that resumes after the
 // last event it saw (Last-Event-ID), so a server restart neither loses nor repeats an event.
 // A plain ES module: no build step, no dependency.
