@@ -11,6 +11,7 @@ REALTIME = {
     "MAX_SSE_STREAMS_PER_USER": None, # concurrent SSE streams per authenticated user, per process
     "EXPIRE_WITH_TOKEN": True,        # close 4001 / end the stream when the access token expires
     "RELEASE_MEMORY": True,           # malloc_trim after most connections have gone (realtime.memory)
+    "STRICT_TOKENS": False,           # False: refused tokens close 4003 + reason; True: 4001/401 everywhere
 }
 ```
 """
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SSE_STREAMS_PER_USER": None,
     "EXPIRE_WITH_TOKEN": True,
     "RELEASE_MEMORY": True,
+    "STRICT_TOKENS": False,
 }
 
 
