@@ -34,6 +34,8 @@ _EXPORTS = {
     "HasRole": "permissions",
     "IsOwner": "permissions",
     "AuthenticationFailed": "auth",
+    "revoke_user": "revocation",
+    "arevoke_user": "revocation",
 }
 
 __all__ = sorted(name for name in _EXPORTS if not name.startswith("_"))

@@ -16,7 +16,7 @@ from django.urls.resolvers import RegexPattern
 
 from .daphne_compat import patch_daphne
 from .flow import SendGuard
-from .routing import AutoRouter, Router
+from .routing import AutoRouter, Router, websocket_urlpatterns
 
 logger = logging.getLogger("realtime.app")
 
@@ -25,7 +25,7 @@ class WebSocketRouter:
     """Resolves a WebSocket path against the declared routes, with Django's converters."""
 
     def __init__(self, routers: Iterable[Router]) -> None:
-        patterns = [p for router in routers for p in router.websocket_urlpatterns()]
+        patterns = websocket_urlpatterns(routers)  # ordered by specificity across every router
         self.resolver = URLResolver(RegexPattern(r"^/"), patterns)
         self.resolver.url_patterns  # noqa: B018 - fail at start-up, not at the first connection
 

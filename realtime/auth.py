@@ -2,8 +2,14 @@
 
 headers and query → raw token → validated token → user. Validation is simplejwt's (signature,
 expiry, token type, algorithm); nothing here re-implements JWT. Each failure raises
-:class:`AuthenticationFailed` with a stable ``code``; the WebSocket edge maps it to close code 4001,
-the SSE edge to HTTP 401.
+:class:`AuthenticationFailed` with a stable ``code`` (``token_expired``, ``token_not_valid``,
+``user_inactive``, ``user_not_found``, ``bad_authorization_header``, ...) and a plain ``detail``.
+
+The edges decide what a refusal means (``REALTIME["STRICT_TOKENS"]``): by default, as in the
+specification, a refused token counts as no token, so a public endpoint serves the client as
+anonymous and a protected one closes the WebSocket with 4003 (SSE: 401) whose reason starts with
+the code (``"token_expired: Token is expired"``). With ``STRICT_TOKENS`` every refusal is an error:
+WebSocket 4001, SSE 401, on every endpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from channels.db import database_sync_to_async
 TOKEN_QUERY_PARAM = "token"
 
 
+#: The longest close reason the WebSocket protocol allows, in UTF-8 bytes.
+MAX_REASON_BYTES = 123
+
+
 class AuthenticationFailed(Exception):
     """Credentials were presented and refused. ``code`` is stable; ``detail`` is for humans."""
 
@@ -25,6 +35,15 @@ class AuthenticationFailed(Exception):
         super().__init__(detail)
         self.detail = detail
         self.code = code
+
+    def close_reason(self) -> str:
+        """``"<code>: <detail>"``, cut to the 123 bytes a close frame can carry."""
+        return truncate_reason(f"{self.code}: {self.detail}")
+
+
+def truncate_reason(reason: str) -> str:
+    """``reason`` cut to MAX_REASON_BYTES of UTF-8, never inside a character."""
+    return reason.encode("utf-8")[:MAX_REASON_BYTES].decode("utf-8", "ignore")
 
 
 class TokenAuthenticator:
@@ -52,35 +71,40 @@ class TokenAuthenticator:
         return token or None
 
     def get_validated_token(self, raw_token: str) -> Any:
-        """simplejwt's validation: signature, expiry, token type. Raises AuthenticationFailed."""
-        from rest_framework_simplejwt.authentication import JWTAuthentication
-        from rest_framework_simplejwt.exceptions import InvalidToken
+        """simplejwt's validation: signature, expiry, token type. Raises AuthenticationFailed.
+
+        Each of simplejwt's ``AUTH_TOKEN_CLASSES`` is tried, as its ``JWTAuthentication`` does; a
+        token whose only fault is its age is ``token_expired`` (the signature was checked first),
+        anything else ``token_not_valid``.
+        """
+        from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
+        from rest_framework_simplejwt.settings import api_settings
 
         if len(raw_token) > 8192:
             raise AuthenticationFailed("Token is too long", "token_not_valid")
-        try:
-            return JWTAuthentication().get_validated_token(raw_token.encode("utf-8", "replace"))
-        except InvalidToken as error:
-            detail = error.detail
-            messages = detail.get("messages") if isinstance(detail, dict) else None
-            reason = str(messages[0]["message"]) if messages else "Token is invalid"
-            raise AuthenticationFailed(reason, "token_not_valid") from None
+        encoded = raw_token.encode("utf-8", "replace")
+        refusals: list[tuple[str, str]] = []
+        for token_class in api_settings.AUTH_TOKEN_CLASSES:
+            try:
+                return token_class(encoded)
+            except ExpiredTokenError as error:
+                refusals.append(("token_expired", str(error.args[0]) if error.args else "Token is expired"))
+            except TokenError as error:
+                refusals.append(("token_not_valid", str(error.args[0]) if error.args else "Token is invalid"))
+        expired = [refusal for refusal in refusals if refusal[0] == "token_expired"]
+        code, detail = (expired or refusals or [("token_not_valid", "Token is invalid")])[0]
+        raise AuthenticationFailed(detail, code)
 
     def get_user(self, validated_token: Any) -> Any:
         """Load the user (sync; called through ``database_sync_to_async``). Refuses inactive users."""
         from rest_framework_simplejwt.authentication import JWTAuthentication
         from rest_framework_simplejwt.exceptions import AuthenticationFailed as JWTFailed
-        from rest_framework_simplejwt.exceptions import InvalidToken
 
         try:
             return JWTAuthentication().get_user(validated_token)
-        except (JWTFailed, InvalidToken) as error:
-            code = getattr(error, "default_code", "authentication_failed")
-            detail = error.detail
-            codes = error.get_codes()
-            if isinstance(codes, str):
-                code = codes
-            raise AuthenticationFailed(str(detail if isinstance(detail, str) else error), code) from None
+        except JWTFailed as error:  # InvalidToken included; its detail is a dict of ErrorDetails
+            code, detail = _code_and_detail(error)
+            raise AuthenticationFailed(detail, code) from None
 
     async def authenticate(
         self, headers: Mapping[str, str], query: Mapping[str, str]
@@ -92,3 +116,15 @@ class TokenAuthenticator:
         validated = self.get_validated_token(raw_token)
         user = await database_sync_to_async(self.get_user)(validated)
         return user, validated
+
+
+def _code_and_detail(error: Any) -> tuple[str, str]:
+    """Plain ``(code, text)`` of a simplejwt error, whose ``detail`` is ``{"detail": ..., "code": ...}``."""
+    detail = getattr(error, "detail", None)
+    code = getattr(error, "default_code", "authentication_failed")
+    if isinstance(detail, dict):
+        text = detail.get("detail", "")
+        code = detail.get("code", code)
+    else:
+        text = detail if detail is not None else str(error)
+    return str(code), str(text)

@@ -26,13 +26,22 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     #: The server is restarting. Reconnect with backoff.
     SERVICE_RESTART = 1012
-    #: Credentials were presented but are invalid or have expired. Refresh the token, then reconnect.
+    #: Only with ``REALTIME["STRICT_TOKENS"]``: a token was refused, expired or revoked. Refresh, reconnect.
     UNAUTHORIZED = 4001
-    #: Authenticated (or anonymous) but not allowed. Do not reconnect with the same credentials.
+    #: Not allowed. The reason says why: a credential code (``token_expired: ...``, ``token_not_valid: ...``,
+    #: ``session_revoked``: refresh the token, then reconnect; ``user_inactive: ...``: do not), or a
+    #: permission's message (do not reconnect with the same credentials).
     FORBIDDEN = 4003
     #: The client did not read what it was sent for too long (``REALTIME["SLOW_CONSUMER_TIMEOUT"]``).
     #: Reconnect, resuming from the last id received.
     SLOW_CONSUMER = 4008
+
+
+def refused_credentials_code() -> CloseCode:
+    """The close code for a refused, expired or revoked token: 4003, or 4001 with ``STRICT_TOKENS``."""
+    from .conf import setting
+
+    return CloseCode.UNAUTHORIZED if setting("STRICT_TOKENS") else CloseCode.FORBIDDEN
 
 
 class WebSocketException(Exception):

@@ -11,6 +11,7 @@ REALTIME = {
     "MAX_SSE_STREAMS_PER_USER": None, # concurrent SSE streams per authenticated user, per process
     "EXPIRE_WITH_TOKEN": True,        # close 4001 / end the stream when the access token expires
     "RELEASE_MEMORY": True,           # malloc_trim after most connections have gone (realtime.memory)
+    "STRICT_TOKENS": False,           # False: refused tokens close 4003 + reason; True: 4001/401 everywhere
     "SEND_BUFFER_SIZE": 65536,        # bytes owed to a client before sends wait (daphne; uvicorn: its own 64 KiB)
     "SLOW_CONSUMER_TIMEOUT": 10,      # seconds a send may wait before the client is a slow consumer (4008)
     "SEND_BUFFER_LIMIT": 4194304,     # bytes owed beyond which a client is a slow consumer at once (daphne)
@@ -33,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SSE_STREAMS_PER_USER": None,
     "EXPIRE_WITH_TOKEN": True,
     "RELEASE_MEMORY": True,
+    "STRICT_TOKENS": False,
     "SEND_BUFFER_SIZE": 64 * 1024,
     "SLOW_CONSUMER_TIMEOUT": 10,
     "SEND_BUFFER_LIMIT": 4 * 1024 * 1024,

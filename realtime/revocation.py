@@ -1,13 +1,17 @@
-"""Closing a user's open connections in every process: deactivation and logout.
+"""Closing a user's open connections in every process: deactivation, logout, ``revoke_user``.
 
 Each process keeps the closers of its authenticated connections by user. A revocation is
 published on a control Channel, so with ``REDIS_URL`` it reaches every process (one layer
 subscription per process, as for any Channel); each process then closes that user's WebSockets
-with 4001 and ends their SSE streams with an ``event: error``.
+(4003 ``session_revoked``; 4001 with ``STRICT_TOKENS``) and ends their SSE streams with
+``event: error`` ``session_revoked``.
 
 While Redis is unreachable the publish raises ``BrokerUnavailable``; a revocation then still closes
 the user's connections in *this* process and logs a warning that the other processes were not told
 (logout and deactivation themselves succeed: they must not fail because Redis is away).
+
+Saving a user with ``is_active = False`` revokes through ``post_save``. ``QuerySet.update()`` and
+raw SQL send no signal, so they close nothing: call :func:`revoke_user` for each user.
 """
 
 from __future__ import annotations
@@ -90,6 +94,21 @@ class Revocations:
 
 
 revocations = Revocations()
+
+
+def revoke_user(user_pk: Any, reason: str = "revoked") -> None:
+    """Close the user's WebSockets and SSE streams in this process and, over a shared layer, in all."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        revocations.revoke_sync(user_pk, reason)
+        return
+    raise RuntimeError("revoke_user() was called from async code: use 'await realtime.arevoke_user(pk)'")
+
+
+async def arevoke_user(user_pk: Any, reason: str = "revoked") -> None:
+    """``revoke_user`` for async code."""
+    await revocations.revoke(user_pk, reason)
 
 
 def close_soon(coroutine_function: Callable[[], Any]) -> Closer:

@@ -8,12 +8,18 @@ sync.
 
 Paths take the specification's ``{param}`` (a string), ``{param:int}``, and Django's own
 ``<int:param>`` converters; parameters reach the hooks as keyword arguments, converted.
+
+Where Django's URL resolver lets the first matching pattern win, routes here are ordered by
+specificity (``realtime.specificity``): ``/ws/moderation`` is served by its own view even when it is
+registered after ``/ws/{room}``, and two routes that overlap with neither more specific are refused
+at start-up (:class:`RouteConflictError`), as Go's ServeMux does.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,19 +27,15 @@ from typing import Any
 
 from django.urls import URLPattern, path
 
+from .specificity import Pattern, Relation, common_example, compare
+
 _BRACES = re.compile(r"\{(\w+)(?::(\w+))?\}")
-_ANGLES = re.compile(r"<(?:(\w+):)?(\w+)>")
 
 
 def to_django_path(template: str) -> str:
     """``/ws/{room}`` → ``ws/<room>``; ``/items/{id:int}`` → ``items/<int:id>``; ``<int:id>`` kept."""
     converted = _BRACES.sub(lambda m: f"<{m[2]}:{m[1]}>" if m[2] else f"<{m[1]}>", template)
     return converted.lstrip("/")
-
-
-def _shape(template: str) -> str:
-    """A path with its parameters blanked, so ``/a/{x}`` and ``/a/<int:y>`` count as the same path."""
-    return _ANGLES.sub("<>", to_django_path(template)).rstrip("/")
 
 
 def join_paths(*parts: str) -> str:
@@ -63,7 +65,11 @@ class Route:
         return self.view.as_view() if hasattr(self.view, "as_view") else self.view
 
 
-class DuplicateRouteError(ValueError):
+class RouteConflictError(ValueError):
+    """Two endpoints of the same protocol match some of the same paths and neither is more specific."""
+
+
+class DuplicateRouteError(RouteConflictError):
     """Two endpoints of the same protocol were declared on the same path."""
 
 
@@ -120,8 +126,7 @@ class Router:
             for r in child.routes:
                 tags = merge_tags(self.tags, r.tags)  # an including router's tags apply to its children
                 routes.append(Route(join_paths(self.prefix, extra, r.path), r.view, r.kind, r.name, tags))
-        _check_duplicates(routes)
-        return routes
+        return order_by_specificity(routes)
 
     def websocket_urlpatterns(self) -> list[URLPattern]:
         """Django URL patterns for the WebSocket routes (served by CoreApp)."""
@@ -145,21 +150,64 @@ def merge_tags(*groups: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tag for group in groups if group for tag in group))
 
 
-def _check_duplicates(routes: list[Route]) -> None:
-    seen: dict[tuple[str, str], Route] = {}
-    for route in routes:
-        key = (route.kind, _shape(route.path))
-        if key in seen:
-            first = seen[key]
+def order_by_specificity(routes: list[Route]) -> list[Route]:
+    """The routes with every one before those it is more specific than, else in declaration order.
+
+    Raises DuplicateRouteError for two routes of one protocol on the same path, and
+    RouteConflictError for two that overlap with neither more specific.
+    """
+    from django.urls.converters import get_converters
+
+    regexes = {name: converter.regex for name, converter in get_converters().items()}
+    patterns = [Pattern.parse(route.django_path()) for route in routes]
+    after: list[set[int]] = [set() for _ in routes]  # after[i]: the routes i must follow
+    for i, j in itertools.combinations(range(len(routes)), 2):
+        if routes[i].kind != routes[j].kind:
+            continue
+        relation = compare(patterns[i], patterns[j], regexes)
+        if relation is Relation.NARROWER:
+            after[j].add(i)
+        elif relation is Relation.WIDER:
+            after[i].add(j)
+        elif relation is Relation.SAME:
+            first, second = routes[i], routes[j]
             raise DuplicateRouteError(
-                f"Two {route.kind} endpoints on {route.path!r}: "
-                f"{_name(first.view)} and {_name(route.view)}. Give one of them another path."
+                f"Two {second.kind} endpoints on {second.path!r}: {_name(first.view)} (at {first.path!r}) "
+                f"and {_name(second.view)}. Give one of them another path."
             )
-        seen[key] = route
+        elif relation is Relation.CONFLICT:
+            raise RouteConflictError(_conflict(routes[i], routes[j], patterns[i], patterns[j]))
+    ordered: list[Route] = []
+    placed: set[int] = set()
+    while len(ordered) < len(routes):
+        index = next(i for i in range(len(routes)) if i not in placed and after[i] <= placed)
+        placed.add(index)
+        ordered.append(routes[index])
+    return ordered
+
+
+def _conflict(first: Route, second: Route, p: Pattern, q: Pattern) -> str:
+    example = common_example(p, q)
+    both = f"both match {example!r}" if example else "they may match the same paths"
+    return (
+        f"The {first.kind} endpoints {first.path!r} ({_name(first.view)}) and {second.path!r} "
+        f"({_name(second.view)}) overlap and neither is more specific: {both}. Make one of them "
+        "narrower in every segment (a static segment, or a stricter converter) or give it another path."
+    )
+
+
+def websocket_urlpatterns(routers: Iterable[Router]) -> list[URLPattern]:
+    """The WebSocket URL patterns of several routers, ordered by specificity across all of them."""
+    combined = Router()
+    for router in routers:
+        combined.include_router(router)
+    return combined.websocket_urlpatterns()
 
 
 def _name(view: Any) -> str:
-    return getattr(view, "__qualname__", repr(view))
+    """``package.module.ViewClass``: where the view is declared."""
+    target = view if hasattr(view, "__qualname__") else type(view)
+    return f"{getattr(target, '__module__', '?')}.{target.__qualname__}"
 
 
 class AutoRouter(Router):

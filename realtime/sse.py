@@ -204,7 +204,9 @@ def sse_error(status: int, code: str, detail: str, headers: Mapping[str, str] | 
 class SSEView(View):
     """Base class for SSE endpoints: override ``stream(request, **params)`` as an async generator."""
 
-    #: Checked before streaming; a denial answers 403 (401 without valid credentials).
+    #: Checked before streaming; a denial answers 403 (401 without valid credentials). A refused token
+    #: counts as none (served as anonymous where allowed; else 401 with the refusal's code), unless
+    #: ``REALTIME["STRICT_TOKENS"]``, where it answers 401 on every endpoint.
     permission_classes: ClassVar[list[Any]] = []
     #: Seconds between ``: ping`` comments; 0 disables them.
     ping_interval: ClassVar[float] = 15
@@ -223,13 +225,20 @@ class SSEView(View):
     async def get(self, request: HttpRequest, **params: Any) -> HttpResponse:
         self.params = params
         self.last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or None
+        self.auth_error: AuthenticationFailed | None = None
         try:
             self.user = await self.authenticate(request)
         except AuthenticationFailed as error:
-            return sse_error(401, error.code, error.detail, {"WWW-Authenticate": 'Bearer realm="api"'})
+            if setting("STRICT_TOKENS"):
+                return sse_error(401, error.code, error.detail, {"WWW-Authenticate": 'Bearer realm="api"'})
+            logger.info("Refused a token (%s); going on as anonymous", error.code)
+            self.auth_error, self.user = error, None
         request.user = self.user if self.user is not None else _anonymous()
         denied = await first_denial(get_permissions(self.permission_classes), request, self)
         if denied is not None:
+            if self.auth_error is not None:
+                error = self.auth_error
+                return sse_error(401, error.code, error.detail, {"WWW-Authenticate": 'Bearer realm="api"'})
             status = 403 if is_authenticated(self.user) else 401
             return sse_error(status, getattr(denied, "code", "permission_denied"), str(denied.message))
         events = self.stream(request, **params)

@@ -10,7 +10,7 @@ per-message dispatch loop, deliberately:
 - No per-connection channel-layer channel is created: fan-out goes through :class:`realtime.Channel`,
   one layer subscription per process and channel.
 
-Flow: subprotocol check → authentication (4001 on bad credentials) → permissions (4003) →
+Flow: subprotocol check → authentication → permissions (4003; a refused token: 4003 ``token_...``) →
 ``accept`` → ``on_connect`` → ``on_receive`` per message (and ``stream()`` items pushed) →
 ``on_disconnect`` exactly once.
 """
@@ -29,7 +29,7 @@ from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 
 from .auth import AuthenticationFailed, TokenAuthenticator
-from .closecodes import CloseCode, WebSocketException
+from .closecodes import CloseCode, WebSocketException, refused_credentials_code
 from .conf import setting
 from .connection import WebSocket, WebSocketDisconnect, WebSocketState
 from .encoding import loads
@@ -54,8 +54,8 @@ HEARTBEATS: dict[str, dict[str, Any]] = {
 async def _authenticate_ws(ws: WebSocket, view: Any = None) -> Any:
     """The user behind the connection's token, or None (anonymous or refused credentials).
 
-    Kept for the specification's push-only pattern; the default flow tells a refused token
-    (close 4001) apart from no token at all.
+    For the specification's push-only pattern: a refused token counts as none, and is kept in
+    ``ws.auth_error`` so that ``_check_ws_permissions`` can name it in the denial's reason.
     """
     authenticator = getattr(view, "authenticator_class", TokenAuthenticator)()
     try:
@@ -72,11 +72,18 @@ async def _authenticate_ws(ws: WebSocket, view: Any = None) -> Any:
 async def _check_ws_permissions(
     permission_classes: Any, ws: WebSocket, user: Any, view: Any = None
 ) -> str | None:
-    """The denial reason of the first permission that refuses, or None when all allow."""
+    """The denial reason of the first permission that refuses, or None when all allow.
+
+    When the client's token was refused, the reason is the refusal's (``"token_expired: ..."``):
+    the client should refresh its token rather than give up.
+    """
     ws.user = user
     denied = await first_denial(get_permissions(permission_classes), ws, view)
     if denied is None:
         return None
+    refusal = getattr(ws, "auth_error", None)
+    if refusal is not None:
+        return refusal.close_reason()
     return str(getattr(denied, "message", "Permission denied"))
 
 
@@ -97,7 +104,7 @@ class WebSocketView(AsyncConsumer):
     #: Inbound rate limits; None: one MessageRateThrottle at ``REALTIME["MESSAGE_RATE"]``.
     throttle_classes: ClassVar[list[type] | None] = None
     #: A json message ``{"type": "realtime.refresh", "token": "<access token>"}`` replaces the
-    #: connection's token in-band (same user only), so it is not closed with 4001 at expiry.
+    #: connection's token in-band (same user only), so it is not closed when the old one expires.
     refresh_message_type: ClassVar[str] = "realtime.refresh"
     #: How tokens are found and validated.
     authenticator_class: ClassVar[type[TokenAuthenticator]] = TokenAuthenticator
@@ -258,10 +265,16 @@ class WebSocketView(AsyncConsumer):
         """Subprotocol, credentials, permissions. A refusal is accepted then closed, so clients see the code."""
         if self.subprotocol and self.subprotocol not in (self.scope.get("subprotocols") or ()):
             return await self._refuse(ws, CloseCode.POLICY_VIOLATION, f"Subprotocol {self.subprotocol!r} required")
+        ws.auth_error = None
         try:
             result = await self.authenticator_class().authenticate(ws.headers, ws.query_params)
         except AuthenticationFailed as error:
-            return await self._refuse(ws, CloseCode.UNAUTHORIZED, f"{error.code}: {error.detail}")
+            if setting("STRICT_TOKENS"):
+                return await self._refuse(ws, CloseCode.UNAUTHORIZED, error.close_reason())
+            # The specification's behaviour: a refused token counts as none. A public endpoint
+            # serves the client as anonymous; a protected one names the refusal when it denies.
+            logger.info("Refused a token (%s); going on as anonymous", error.code)
+            ws.auth_error, result = error, None
         if result is not None:
             ws.user, ws.auth_token = result
             self.user = ws.user
@@ -271,7 +284,7 @@ class WebSocketView(AsyncConsumer):
         if not self._within_caps(ws):
             return await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Too many connections")
         if self.user is not None and getattr(self.user, "pk", None) is not None:
-            closer = close_soon(lambda: ws.close(CloseCode.UNAUTHORIZED, "session_revoked"))
+            closer = close_soon(lambda: ws.close(refused_credentials_code(), "session_revoked"))
             self._releases.append(revocations.register(self.user.pk, closer))
         return True
 
@@ -295,7 +308,7 @@ class WebSocketView(AsyncConsumer):
     # -- credentials that expire on open connections ------------------------------------------
 
     def _watch_expiry(self, ws: WebSocket, token: Any) -> None:
-        """Close with 4001 when the access token expires, unless it is refreshed in-band first."""
+        """Close (4003, or 4001 with STRICT_TOKENS) when the token expires, unless refreshed in-band first."""
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -306,10 +319,10 @@ class WebSocketView(AsyncConsumer):
 
     async def _expire(self, ws: WebSocket, expires: float) -> None:
         await asyncio.sleep(max(0.0, expires - time.time()))
-        await ws.close(CloseCode.UNAUTHORIZED, "token_expired: refresh the token and reconnect")
+        await ws.close(refused_credentials_code(), "token_expired: refresh the token and reconnect")
 
     async def _refresh(self, ws: WebSocket, raw_token: Any) -> None:
-        """Swap the connection's token for a fresh one of the same user; 4001 when refused."""
+        """Swap the connection's token for a fresh one of the same user; closes as at expiry when refused."""
         authenticator = self.authenticator_class()
         try:
             if not isinstance(raw_token, str):
@@ -317,9 +330,9 @@ class WebSocketView(AsyncConsumer):
             validated = authenticator.get_validated_token(raw_token)
             user = await database_sync_to_async(authenticator.get_user)(validated)
         except AuthenticationFailed as error:
-            raise WebSocketException(CloseCode.UNAUTHORIZED, f"{error.code}: {error.detail}") from None
+            raise WebSocketException(refused_credentials_code(), error.close_reason()) from None
         if self.user is None or user.pk != self.user.pk:
-            raise WebSocketException(CloseCode.UNAUTHORIZED, "The token belongs to another user")
+            raise WebSocketException(refused_credentials_code(), "user_mismatch: the token belongs to another user")
         ws.auth_token = validated
         self._watch_expiry(ws, validated)
         await ws.send_json({"type": self.refresh_message_type, "ok": True, "exp": validated.get("exp")})

@@ -239,7 +239,7 @@ async def test_deactivating_a_user_closes_their_connections_in_every_process_wit
         async with asyncio.timeout(2):
             rest = "".join([chunk async for chunk in body])
         assert time.monotonic() - published < 2, time.monotonic() - started
-    assert codes == [(4001, "session_revoked")] * 2
+    assert codes == [(4003, "session_revoked")] * 2
     assert '"code":"session_revoked"' in rest
 
 

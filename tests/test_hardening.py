@@ -126,15 +126,15 @@ def test_tokens_are_redacted_from_access_log_paths():
 # -- on a real daphne ---------------------------------------------------------------------------
 
 
-async def test_websocket_closes_4001_when_its_token_expires(live):
+async def test_websocket_closes_4003_token_expired_when_its_token_expires(live):
     token = forged(live.users["plain"], lifetime=timedelta(seconds=2))
     async with websockets.connect(f"{live.ws}/api/t/private?token={token}") as ws:
         with pytest.raises(ConnectionClosed) as closed:
             async with asyncio.timeout(6):
                 while True:
                     await ws.recv()
-    assert closed.value.rcvd.code == 4001
-    assert closed.value.rcvd.reason.startswith("token_expired")
+    assert closed.value.rcvd.code == 4003  # 4001 under STRICT_TOKENS: tests/test_auth_live.py
+    assert closed.value.rcvd.reason.startswith("token_expired: ")
 
 
 async def test_in_band_refresh_keeps_the_connection_open(live):
@@ -148,12 +148,13 @@ async def test_in_band_refresh_keeps_the_connection_open(live):
         assert json.loads(await ws.recv())["msg"] == "still here"
 
 
-async def test_refresh_with_another_users_token_closes_4001(live):
+async def test_refresh_with_another_users_token_closes_4003_user_mismatch(live):
     async with websockets.connect(f"{live.ws}/api/t/private?token={live.token('plain')}") as ws:
         await ws.send(json.dumps({"type": "realtime.refresh", "token": live.token("staff")}))
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
-    assert closed.value.rcvd.code == 4001
+    assert closed.value.rcvd.code == 4003
+    assert closed.value.rcvd.reason.startswith("user_mismatch: ")
 
 
 async def test_sse_stream_ends_with_an_error_event_when_its_token_expires(live):
@@ -294,7 +295,7 @@ async def test_logout_closes_the_users_websockets_and_sse_streams(live):
         with pytest.raises(ConnectionClosed) as closed:
             async with asyncio.timeout(2):
                 await ws.recv()
-        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "session_revoked")
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4003, "session_revoked")
         async with asyncio.timeout(2):
             rest = "".join([chunk async for chunk in body])
         assert rest.endswith(

@@ -80,36 +80,52 @@ async def test_anonymous_client_is_closed_with_4003(live):
     assert reason == "Authentication required"
 
 
-@pytest.mark.parametrize(
-    "make_token",
-    [
-        pytest.param(lambda ids: forged(ids["plain"], lifetime=-timedelta(seconds=5)), id="expired"),
-        pytest.param(lambda ids: forged(ids["plain"])[:-3] + "abc", id="tampered"),
-        pytest.param(
-            lambda ids: jwt.encode({"user_id": str(ids["staff"]), "token_type": "access", "exp": 9999999999,
-                                    "jti": "x"}, key=None, algorithm="none"),
-            id="alg-none",
-        ),
-        pytest.param(
-            lambda ids: jwt.encode({"user_id": str(ids["staff"]), "token_type": "access", "exp": 9999999999,
-                                    "jti": "x"}, key="another-secret-key-of-sufficient-length!", algorithm="HS256"),
-            id="wrong-key",
-        ),
-        pytest.param(lambda ids: "not.a.token", id="garbage"),
-        pytest.param(lambda ids: forged(ids["inactive"]), id="inactive-user"),
-        pytest.param(lambda ids: forged(999999), id="unknown-user"),
-    ],
-)
-async def test_refused_credentials_close_with_4001(live, make_token):
-    code, reason = await close_of(f"{live.ws}/api/t/hello/1?token={make_token(live.users)}")
-    assert code == 4001, reason
+REFUSED_TOKENS = [
+    pytest.param(lambda ids: forged(ids["plain"], lifetime=-timedelta(seconds=5)), "token_expired", id="expired"),
+    pytest.param(lambda ids: forged(ids["plain"])[:-3] + "abc", "token_not_valid", id="tampered"),
+    pytest.param(
+        lambda ids: jwt.encode({"user_id": str(ids["staff"]), "token_type": "access", "exp": 9999999999,
+                                "jti": "x"}, key=None, algorithm="none"),
+        "token_not_valid",
+        id="alg-none",
+    ),
+    pytest.param(
+        lambda ids: jwt.encode({"user_id": str(ids["staff"]), "token_type": "access", "exp": 9999999999,
+                                "jti": "x"}, key="another-secret-key-of-sufficient-length!", algorithm="HS256"),
+        "token_not_valid",
+        id="wrong-key",
+    ),
+    pytest.param(lambda ids: "not.a.token", "token_not_valid", id="garbage"),
+    pytest.param(lambda ids: forged(ids["inactive"]), "user_inactive", id="inactive-user"),
+    pytest.param(lambda ids: forged(999999), "user_not_found", id="unknown-user"),
+]
+
+
+@pytest.mark.parametrize(("make_token", "reason_code"), REFUSED_TOKENS)
+async def test_refused_credentials_on_a_protected_endpoint_close_with_4003_and_a_reason_code(
+    live, make_token, reason_code
+):
+    code, reason = await close_of(f"{live.ws}/api/t/private?token={make_token(live.users)}")
+    assert code == 4003, reason
+    assert reason.split(": ")[0] == reason_code, reason
+
+
+@pytest.mark.parametrize(("make_token", "reason_code"), REFUSED_TOKENS)
+async def test_refused_credentials_on_a_public_endpoint_are_served_as_anonymous(live, make_token, reason_code):
+    data = await first_json(f"{live.ws}/api/t/hello/1?token={make_token(live.users)}")
+    assert data == {"user": None, "params": {"number": 1}}
+
+
+async def test_inactive_users_token_closes_with_a_clean_reason(live):
+    code, reason = await close_of(f"{live.ws}/api/t/private?token={forged(live.users['inactive'])}")
+    assert (code, reason) == (4003, "user_inactive: User is inactive")
 
 
 async def test_refresh_token_is_not_an_access_token(live):
     refresh = live.tokens("plain")["refresh"]
     code, reason = await close_of(f"{live.ws}/api/t/private?token={refresh}")
-    assert code == 4001
-    assert "token_not_valid" in reason
+    assert code == 4003
+    assert reason.startswith("token_not_valid: ")
 
 
 async def test_forged_token_with_the_real_key_is_accepted(live):

@@ -398,3 +398,22 @@ router.register_sse("/sse/fails", Fails)
 router.register_sse("/sse/resumable", Resumable)
 router.register_websocket("/publish/{name}", Publish)
 router.register_websocket("/publish-or-report/{name}", PublishOrReport)
+
+
+# --- route specificity: a protected static route registered after a public parameter ---------------
+
+
+class PublicRoom(WebSocketView):
+    async def on_connect(self, ws, **params):
+        await ws.send_json({"view": "room", "room": params["room"]})
+
+
+class Moderation(WebSocketView):
+    permission_classes = [IsAuthenticated]
+
+    async def on_connect(self, ws, **params):
+        await ws.send_json({"view": "moderation", "user": self.user.username})
+
+
+router.register_websocket("/rooms/{room}", PublicRoom)
+router.register_websocket("/rooms/moderation", Moderation)  # after the parameter, on purpose

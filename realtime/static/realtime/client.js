@@ -112,6 +112,14 @@ function wsUrl(path) {
 /** Close codes after which reconnecting cannot help. */
 const FINAL_CLOSE_CODES = new Set([1000, 1003, 1007, 1008, 1009, 4003, 4004]);
 
+/** A 4003 whose reason starts with one of these codes refused the token, not the user: refresh and retry. */
+const REFRESH_REASON = /^(token_expired|token_not_valid|session_revoked|user_mismatch)\b/;
+
+/** Whether the server refused the token (4003 with a credential reason, or 4001 under STRICT_TOKENS). */
+function tokenRefused(event) {
+  return event.code === 4001 || (event.code === 4003 && REFRESH_REASON.test(event.reason || ""));
+}
+
 /** What both streams share: reconnect after a jittered backoff until closed. */
 class Reconnecting {
   _retry(why) {
@@ -167,11 +175,12 @@ export class LiveSocket extends Reconnecting {
     ws.onclose = async (event) => {
       clearTimeout(this._dog);
       if (this.ws !== ws || this.stopped) return;
-      if (FINAL_CLOSE_CODES.has(event.code)) {
+      const refused = tokenRefused(event);
+      if (FINAL_CLOSE_CODES.has(event.code) && !refused) {
         this.onstatus("closed", `closed by the server (${event.code}${event.reason ? `: ${event.reason}` : ""})`);
         return;
       }
-      if (event.code === 4001 && this.onunauthorized) await this.onunauthorized().catch(() => {});
+      if (refused && this.onunauthorized) await this.onunauthorized().catch(() => {});
       this._retry(`connection lost (${event.code})`);
     };
   }
