@@ -384,3 +384,5 @@ router.register_sse("/sse/orm", UsesTheORM)
 router.register_sse("/sse/fails", Fails)
 router.register_sse("/sse/resumable", Resumable)
 router.register_websocket("/publish/{name}", Publish)
+# A WebSocket route with no /ws/ segment: nginx must proxy it by its Upgrade header (tests/test_edge.py).
+router.register_websocket("/ws-news", EchoWS)
