@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -30,6 +29,14 @@ def require_stack() -> str:
     nginx = which("nginx")
     require(nginx is not None, "nginx")
     return nginx
+
+
+def secret_key(state_dir: Path) -> str:
+    """The key scripts/secret-key creates (once) and keeps in ``state_dir``, as run-prod uses it."""
+    result = subprocess.run([PYTHON, str(ROOT / "scripts" / "secret-key")], env={**os.environ,
+                            "REALTIME_STATE_DIR": str(state_dir)}, check=True, capture_output=True, text=True,
+                            timeout=30)
+    return result.stdout.strip()
 
 
 class ProdDaphne(Daphne):
@@ -129,7 +136,8 @@ class Stack:
             "REDIS_URL": self.redis_url,
             "CHANNEL_LAYER_PREFIX": f"test-{name}-{os.getpid()}",
             "DJANGO_DEBUG": "0",  # as in production: nginx serves the static files
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),  # DEBUG off refuses to start without one
+            # DEBUG off refuses to start without a key: made and kept as `make run-prod` does.
+            "DJANGO_SECRET_KEY": secret_key(tmp / "state"),
             "PYTHONUNBUFFERED": "1",
         }
         self.a = ProdDaphne(self.env, output_dir / f"{name}-daphne-a.log")
