@@ -29,9 +29,8 @@ function decodeJwt(token) {
 
 /** Access and refresh tokens from /api/auth/token/, kept in sessionStorage (this tab only). */
 export class Auth {
-  constructor({ tokenUrl = "/api/auth/token/", refreshUrl = "/api/auth/token/refresh/", logoutUrl = "/api/auth/logout/",
-                key = "realtime.tokens" } = {}) {
-    Object.assign(this, { tokenUrl, refreshUrl, logoutUrl, key });
+  constructor({ tokenUrl = "/api/auth/token/", refreshUrl = "/api/auth/token/refresh/", key = "realtime.tokens" } = {}) {
+    Object.assign(this, { tokenUrl, refreshUrl, key });
     this.tokens = JSON.parse(sessionStorage.getItem(key) || "null");
     this.onlogout = null;
     this._refreshing = null;
@@ -55,16 +54,6 @@ export class Auth {
     this._store({ access: body.access, refresh: body.refresh });
   }
   logout() {
-    const tokens = this.tokens;
-    if (tokens && tokens.refresh) {
-      // Revoke on the server too: the refresh token is blacklisted and the user's streams are closed.
-      fetch(this.logoutUrl, {
-        method: "POST",
-        keepalive: true,
-        headers: { Authorization: `Bearer ${tokens.access}`, "Content-Type": "application/json" },
-        body: JSON.stringify({ refresh: tokens.refresh }),
-      }).catch(() => {});
-    }
     this._store(null);
     if (this.onlogout) this.onlogout();
   }
