@@ -5,10 +5,23 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-insecure-key-change-me-in-production-0123456789")
+#: Public, so anyone can sign tokens with it: only ever used with DEBUG on (``make run``).
+DEMO_SECRET_KEY = "demo-only-insecure-key-change-me-in-production-0123456789"
+
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or (DEMO_SECRET_KEY if DEBUG else "")
+if not DEBUG and SECRET_KEY in ("", DEMO_SECRET_KEY):
+    # Raised while the settings load, so daphne, manage.py and any WSGI/ASGI server all stop here
+    # (daphne runs no system checks). The demo key signs JWTs: with it anyone can forge an admin.
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (the demo key is public: anyone could forge "
+        "tokens with it). Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'; "
+        "scripts/run-prod creates and keeps one for you."
+    )
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
 
 INSTALLED_APPS = [
@@ -20,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",  # logout and rotation revoke refresh tokens
     "channels",
     "realtime",
     "project.demo",
@@ -84,16 +98,29 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Login throttles (realtime.throttling, on /api/auth/token/) count in Django's cache: the default
+# LocMemCache is per process, so each daphne counts on its own; with REDIS_URL they share Redis.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_THROTTLE_RATES": {
+        "login_username": "10/min",  # attempts per username, whatever the address
+        "login_address": "30/min",  # attempts per client address, whatever the username
+    },
 }
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=int(os.environ.get("JWT_ACCESS_MINUTES", "15"))),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=1),
+    # Each refresh returns a new refresh token and blacklists the one used: a stolen refresh token
+    # works once at most, and logout (which blacklists the caller's) ends the session.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
 }
 
 AUTH_PASSWORD_VALIDATORS = [

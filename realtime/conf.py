@@ -2,13 +2,13 @@
 
 ```python
 REALTIME = {
-    "ALLOWED_ORIGINS": None,          # None: derived from ALLOWED_HOSTS; ["*"] allows any
+    "ALLOWED_ORIGINS": None,          # more origins beside the request's own and CSRF_TRUSTED_ORIGINS; ["*"]: any
     "ALLOW_MISSING_ORIGIN": True,     # non-browser clients send no Origin; browsers always do
     "MESSAGE_RATE": "100/s",          # default per-connection inbound rate; None disables
     "MAX_MESSAGE_SIZE": 1048576,      # bytes (characters for text frames); over it: close 1009
-    "MAX_CONNECTIONS_PER_USER": None, # WebSockets per authenticated user, per process
-    "MAX_CONNECTIONS_PER_IP": None,   # WebSockets per client address, per process
-    "MAX_SSE_STREAMS_PER_USER": None, # concurrent SSE streams per authenticated user, per process
+    "MAX_CONNECTIONS_PER_USER": 50,   # WebSockets per authenticated user, per process; None: no cap
+    "MAX_CONNECTIONS_PER_IP": 200,    # WebSockets per client address, per process; None: no cap
+    "MAX_SSE_STREAMS_PER_USER": 20,   # concurrent SSE streams per authenticated user, per process
     "EXPIRE_WITH_TOKEN": True,        # close 4001 / end the stream when the access token expires
     "RELEASE_MEMORY": True,           # malloc_trim after most connections have gone (realtime.memory)
     "STRICT_TOKENS": False,           # False: refused tokens close 4003 + reason; True: 4001/401 everywhere
@@ -29,9 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_MISSING_ORIGIN": True,
     "MESSAGE_RATE": "100/s",
     "MAX_MESSAGE_SIZE": 1024 * 1024,
-    "MAX_CONNECTIONS_PER_USER": None,
-    "MAX_CONNECTIONS_PER_IP": None,
-    "MAX_SSE_STREAMS_PER_USER": None,
+    "MAX_CONNECTIONS_PER_USER": 50,
+    "MAX_CONNECTIONS_PER_IP": 200,
+    "MAX_SSE_STREAMS_PER_USER": 20,
     "EXPIRE_WITH_TOKEN": True,
     "RELEASE_MEMORY": True,
     "STRICT_TOKENS": False,

@@ -104,12 +104,27 @@ def _graceful_shutdown(websocket_protocol: type) -> None:
     Server.kill_all_applications = kill_all_applications
 
 
-_SECRET_PARAMS = re.compile(r"([?&](?:token|access_token|access)=)[^&#\s]*", re.IGNORECASE)
+#: Query parameters whose values are never logged, compared on the *decoded* name (``%74oken``
+#: reaches the application as ``token``, so it must be redacted too).
+SECRET_PARAMS = frozenset({"token", "access_token", "access", "refresh", "refresh_token"})
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s]*)(=?)([^&;#\s]*)")
 
 
 def redact(path: str) -> str:
-    """``/events?token=abc&x=1`` → ``/events?token=[redacted]&x=1``."""
-    return _SECRET_PARAMS.sub(r"\1[redacted]", path)
+    """``/events?token=abc&x=1`` → ``/events?token=[redacted]&x=1``; ``?%74oken=abc`` too."""
+    from urllib.parse import unquote_plus
+
+    head, mark, query = path.partition("?")
+    if not mark:
+        return path
+
+    def hide(match: re.Match[str]) -> str:
+        name = unquote_plus(match[2]).strip().lower()
+        if match[3] and name in SECRET_PARAMS:
+            return f"{match[1]}{match[2]}=[redacted]"
+        return match[0]
+
+    return head + _QUERY_PARAM.sub(hide, "?" + query)
 
 
 def _redact_access_log() -> None:

@@ -1,38 +1,123 @@
 """Origin checks and per-process connection caps.
 
-Origins are validated with Channels' own ``OriginValidator`` matching (scheme, host, port,
-``.example.com`` wildcards), against ``REALTIME["ALLOWED_ORIGINS"]`` or, by default, the project's
-``ALLOWED_HOSTS``. A request with no ``Origin`` header is allowed by default: browsers always send
-one, so a missing Origin means a non-browser client, which cross-site WebSocket hijacking cannot
-involve. Set ``ALLOW_MISSING_ORIGIN`` to False to refuse them.
+A WebSocket's ``Origin`` is compared by scheme, host and port, as Django's CSRF check does:
+
+- the connection's own origin (its ``Host`` header, when ``ALLOWED_HOSTS`` accepts it, with the
+  connection's scheme: ``wss``, or ``SECURE_PROXY_SSL_HEADER`` behind a TLS proxy, means https);
+- every entry of ``CSRF_TRUSTED_ORIGINS`` and of ``REALTIME["ALLOWED_ORIGINS"]``:
+  ``"https://app.example.com"``, ``"http://localhost:3000"``, ``"https://*.example.com"``
+  (subdomains), or ``"*"`` for any origin. An entry without a scheme is refused.
+
+So ``make run`` (127.0.0.1:8000 or localhost:8000) and nginx on 127.0.0.1:8080 work without
+configuration, while ``http://127.0.0.1:9999`` or ``https://localhost`` are refused there. A request
+with no ``Origin`` header is allowed by default: browsers always send one, so a missing Origin means
+a non-browser client, which cross-site WebSocket hijacking cannot involve. Set
+``ALLOW_MISSING_ORIGIN`` to False to refuse them.
+
+Where we differ from Channels' ``OriginValidator``: its patterns match any scheme and port
+(``"localhost"`` accepts ``https://localhost:9999``), and it has no same-origin default.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
-from urllib.parse import urlparse
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
 
-from channels.security.websocket import OriginValidator
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import setting
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
-def origin_allowed(headers: Mapping[str, str]) -> bool:
-    """Whether a WebSocket handshake's Origin may connect."""
+Origin = tuple[str, str, int]
+
+
+def parse_origin(value: str) -> Origin | None:
+    """``"https://Example.com"`` → ``("https", "example.com", 443)``; None when it is no http(s) origin."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path or parts.query or parts.username:
+        return None
+    return scheme, parts.hostname.lower(), port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def _scheme(headers: Mapping[str, str], scheme: str | None) -> str:
+    """http or https: the connection's scheme, or what ``SECURE_PROXY_SSL_HEADER`` says, as Django does."""
+    from django.conf import settings
+
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if proxy:
+        name, secure_value = proxy
+        header = name.removeprefix("HTTP_").replace("_", "-").lower()
+        value = headers.get(header)
+        if value is not None:
+            return "https" if value.split(",", 1)[0].strip() == secure_value else "http"
+    return "https" if scheme in ("wss", "https") else "http"
+
+
+def own_origin(headers: Mapping[str, str], scheme: str | None = None) -> Origin | None:
+    """The origin the request was addressed to (scheme, Host), or None when ``ALLOWED_HOSTS`` refuses the Host."""
+    from django.conf import settings
+    from django.http.request import split_domain_port, validate_host
+
+    host = headers.get("x-forwarded-host") if settings.USE_X_FORWARDED_HOST else None
+    host = (host or headers.get("host") or "").split(",")[0].strip()
+    domain, _ = split_domain_port(host)
+    allowed_hosts = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed_hosts:
+        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
+    if not domain or not validate_host(domain, allowed_hosts):
+        return None
+    return parse_origin(f"{_scheme(headers, scheme)}://{host}")
+
+
+def _matches(origin: Origin, entry: str) -> bool:
+    """Whether ``origin`` is ``entry`` (an origin, with ``*.`` for any subdomain) or ``entry`` is ``*``."""
+    if entry == "*":
+        return True
+    if "://" not in entry:
+        raise ImproperlyConfigured(
+            f"Allowed origins need a scheme, like CSRF_TRUSTED_ORIGINS: 'https://{entry.lstrip('.')}', not {entry!r}"
+        )
+    wildcard = "://*." in entry
+    expected = parse_origin(entry.replace("://*.", "://", 1))
+    if expected is None:
+        raise ImproperlyConfigured(f"Not an origin (scheme://host[:port]): {entry!r}")
+    scheme, host, port = origin
+    if (scheme, port) != (expected[0], expected[2]):
+        return False
+    return host == expected[1] or (wildcard and host.endswith("." + expected[1]))
+
+
+def allowed_origins() -> list[str]:
+    """The configured origins: ``CSRF_TRUSTED_ORIGINS`` then ``REALTIME["ALLOWED_ORIGINS"]``."""
+    from django.conf import settings
+
+    configured: Iterable[str] = setting("ALLOWED_ORIGINS") or ()
+    if isinstance(configured, str):
+        raise ImproperlyConfigured(f"REALTIME['ALLOWED_ORIGINS'] is a list of origins, not {configured!r}")
+    return [*settings.CSRF_TRUSTED_ORIGINS, *configured]
+
+
+def origin_allowed(headers: Mapping[str, str], scheme: str | None = None) -> bool:
+    """Whether a WebSocket handshake's Origin may connect (``scheme``: the ASGI scope's, ws or wss)."""
     origin = headers.get("origin")
     if origin is None:
         return bool(setting("ALLOW_MISSING_ORIGIN"))
-    allowed = setting("ALLOWED_ORIGINS")
-    if allowed is None:
-        from django.conf import settings
-
-        allowed = list(settings.ALLOWED_HOSTS) or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-    try:
-        parsed = urlparse(origin)
-    except ValueError:
+    entries = allowed_origins()
+    if "*" in entries:
+        return True
+    parsed = parse_origin(origin)
+    if parsed is None:  # "null" (sandboxed frames, file:), or garbage
         return False
-    return OriginValidator(None, allowed).valid_origin(parsed)
+    if parsed == own_origin(headers, scheme):
+        return True
+    return any(_matches(parsed, entry) for entry in entries)
 
 
 class ConnectionCounter:

@@ -157,7 +157,7 @@ class WebSocketView(AsyncConsumer):
         overridden = type(self)._handle is not WebSocketView._handle
         open_connections.opened()
         try:
-            if not origin_allowed(ws.headers):
+            if not origin_allowed(ws.headers, ws.scope.get("scheme")):
                 logger.info("Refused a WebSocket from origin %r", ws.headers.get("origin"))
                 await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Origin not allowed")
             elif overridden:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.servers import PYTHON, ROOT, Daphne, free_port, redis_available, require, stop, wait_for_port, which
+from tests.servers import BIN, PYTHON, ROOT, Daphne, free_port, redis_available, require, stop, wait_for_port, which
 
 REDIS = "redis://127.0.0.1:6379"
 PASSWORDS = {"admin": "admin-pass-123", "editor": "editor-pass-123", "alice": "alice-pass-123"}
@@ -31,15 +31,39 @@ def require_stack() -> str:
     return nginx
 
 
+def secret_key(state_dir: Path) -> str:
+    """The key scripts/secret-key creates (once) and keeps in ``state_dir``, as run-prod uses it."""
+    result = subprocess.run([PYTHON, str(ROOT / "scripts" / "secret-key")], env={**os.environ,
+                            "REALTIME_STATE_DIR": str(state_dir)}, check=True, capture_output=True, text=True,
+                            timeout=30)
+    return result.stdout.strip()
+
+
+class ProdDaphne(Daphne):
+    """daphne started by scripts/daphne-prod, with the flags `make run-prod` uses (``--proxy-headers``...)."""
+
+    def start(self) -> ProdDaphne:
+        log = open(self.log_path, "ab" if self.process is not None else "wb")
+        self.process = subprocess.Popen(
+            [str(ROOT / "scripts" / "daphne-prod"), "-b", "127.0.0.1", "-p", str(self.port)],
+            cwd=ROOT, env={**self.env, "DAPHNE": str(BIN / "daphne")}, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_for_port(self.port, process=self.process)
+        return self
+
+
 class Nginx:
     """nginx rendered from the top-level nginx.conf template, in the foreground, on loopback."""
 
-    def __init__(self, binary: str, run_dir: Path, backends: list[int], static_root: Path) -> None:
+    def __init__(self, binary: str, run_dir: Path, backends: list[int], static_root: Path,
+                 header_timeout: str = "10s") -> None:
         self.binary = binary
         self.run_dir = run_dir
         self.port = free_port()
         self.backends = backends
         self.static_root = static_root
+        self.header_timeout = header_timeout
         self.process: subprocess.Popen | None = None
 
     @property
@@ -55,6 +79,7 @@ class Nginx:
         for port in self.backends:
             args += ["--backend", f"127.0.0.1:{port}"]
         args += ["--static-root", str(self.static_root), "--run-dir", str(self.run_dir)]
+        args += ["--header-timeout", self.header_timeout]
         conf = subprocess.run(args, check=True, capture_output=True, text=True, timeout=30).stdout.strip()
         with open(self.run_dir / "stderr.log", "wb") as stderr:
             self.process = subprocess.Popen(
@@ -87,9 +112,13 @@ class Nginx:
 
 
 class Stack:
-    """Redis database ``db`` (flushed), two daphne (``a``, ``b``) with ``REDIS_URL``, nginx in front."""
+    """Redis database ``db`` (flushed), two daphne (``a``, ``b``) with ``REDIS_URL``, nginx in front.
 
-    def __init__(self, name: str, db: int, tmp: Path, output_dir: Path) -> None:
+    ``settings`` is the Django settings module; ``header_timeout`` nginx's client_header_timeout.
+    """
+
+    def __init__(self, name: str, db: int, tmp: Path, output_dir: Path, settings: str = "tests.trading_settings",
+                 header_timeout: str = "10s") -> None:
         self.name = name
         self.redis_url = f"{REDIS}/{db}"
         self.tmp = tmp
@@ -101,17 +130,20 @@ class Stack:
         self.static_root = self.run_dir / "static"
         self.env = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.trading_settings",
+            "DJANGO_SETTINGS_MODULE": settings,
             "DJANGO_SQLITE_PATH": str(tmp / "db.sqlite3"),
             "DJANGO_STATIC_ROOT": str(self.static_root),
             "REDIS_URL": self.redis_url,
             "CHANNEL_LAYER_PREFIX": f"test-{name}-{os.getpid()}",
             "DJANGO_DEBUG": "0",  # as in production: nginx serves the static files
+            # DEBUG off refuses to start without a key: made and kept as `make run-prod` does.
+            "DJANGO_SECRET_KEY": secret_key(tmp / "state"),
             "PYTHONUNBUFFERED": "1",
         }
-        self.a = Daphne(self.env, output_dir / f"{name}-daphne-a.log")
-        self.b = Daphne(self.env, output_dir / f"{name}-daphne-b.log")
-        self.nginx = Nginx(self.nginx_binary, self.run_dir, [self.a.port, self.b.port], self.static_root)
+        self.a = ProdDaphne(self.env, output_dir / f"{name}-daphne-a.log")
+        self.b = ProdDaphne(self.env, output_dir / f"{name}-daphne-b.log")
+        self.nginx = Nginx(self.nginx_binary, self.run_dir, [self.a.port, self.b.port], self.static_root,
+                           header_timeout)
         #: Every token handed out, so tests can prove none of them reached a log file.
         self.tokens: list[str] = []
         self.user_ids: dict[str, int] = {}

@@ -41,14 +41,14 @@ async def close_code(communicator):
     [
         (None, True),
         ("http://127.0.0.1:8000", True),
-        ("https://localhost", True),
+        ("https://localhost", False),  # scheme and port count (tests/test_secure_defaults.py has the table)
         ("http://evil.example", False),
         ("null", False),
         ("http://127.0.0.1.evil.example", False),
     ],
 )
-def test_origin_policy_follows_allowed_hosts(origin, allowed):
-    headers = {} if origin is None else {"origin": origin}
+def test_origin_policy_is_the_same_origin_by_default(origin, allowed):
+    headers = {"host": "127.0.0.1:8000"} if origin is None else {"host": "127.0.0.1:8000", "origin": origin}
     assert origin_allowed(headers) is allowed
 
 

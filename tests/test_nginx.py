@@ -11,6 +11,7 @@ import json
 import re
 
 import httpx
+import jwt
 import pytest
 import websockets
 
@@ -211,3 +212,13 @@ async def test_access_and_error_logs_never_record_a_token(stack):
         assert issued.split(".")[2] not in logs  # not even the signature
     assert "token=" not in logs
     assert "?" not in stack.nginx.access_log()
+
+
+def test_a_token_forged_with_the_public_demo_key_is_refused(stack):
+    """DEBUG is off here, as in `make run-prod`: the key is the random one scripts/secret-key keeps."""
+    demo_key = "demo-only-insecure-key-change-me-in-production-0123456789"  # public: it is in the repository
+    claims = jwt.decode(stack.token("alice"), options={"verify_signature": False})
+    forged = jwt.encode({**claims, "user_id": str(stack.user_ids["admin"])}, demo_key, algorithm="HS256")
+    response = httpx.get(f"{stack.url}/api/trading/me", headers={"Authorization": f"Bearer {forged}"}, timeout=10)
+    assert response.status_code == 401
+    assert stack.get("/api/trading/me", "admin").json()["id"] == stack.user_ids["admin"]

@@ -28,3 +28,6 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Every load-generator client connects from 127.0.0.1: the default per-address cap would refuse them.
+REALTIME = {"MAX_CONNECTIONS_PER_IP": None, "MAX_CONNECTIONS_PER_USER": None, "MAX_SSE_STREAMS_PER_USER": None}

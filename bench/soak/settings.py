@@ -15,5 +15,7 @@ USE_TZ = True
 LOGGING_CONFIG = None
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# No inbound throttle; clients of the soak never send, but nothing should be refused either.
-REALTIME = {"MESSAGE_RATE": None}
+# No inbound throttle; clients of the soak never send, but nothing should be refused either: every
+# client connects from 127.0.0.1, so the per-address and per-user caps are off too.
+REALTIME = {"MESSAGE_RATE": None, "MAX_CONNECTIONS_PER_IP": None, "MAX_CONNECTIONS_PER_USER": None,
+            "MAX_SSE_STREAMS_PER_USER": None}

@@ -417,3 +417,5 @@ class Moderation(WebSocketView):
 
 router.register_websocket("/rooms/{room}", PublicRoom)
 router.register_websocket("/rooms/moderation", Moderation)  # after the parameter, on purpose
+# A WebSocket route with no /ws/ segment: nginx must proxy it by its Upgrade header (tests/test_edge.py).
+router.register_websocket("/ws-news", EchoWS)
