@@ -9,7 +9,7 @@ REALTIME = {
     "MAX_CONNECTIONS_PER_USER": 50,   # WebSockets per authenticated user, per process; None: no cap
     "MAX_CONNECTIONS_PER_IP": 200,    # WebSockets per client address, per process; None: no cap
     "MAX_SSE_STREAMS_PER_USER": 20,   # concurrent SSE streams per authenticated user, per process
-    "EXPIRE_WITH_TOKEN": True,        # close 4001 / end the stream when the access token expires
+    "EXPIRE_WITH_TOKEN": True,        # close 4003 token_expired / end the stream when the token expires
     "RELEASE_MEMORY": True,           # malloc_trim after most connections have gone (realtime.memory)
     "STRICT_TOKENS": False,           # False: refused tokens close 4003 + reason; True: 4001/401 everywhere
     "SEND_BUFFER_SIZE": 65536,        # bytes owed to a client before sends wait (daphne; uvicorn: its own 64 KiB)
