@@ -214,6 +214,10 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def _minus(a, b):
+    return a - b if a is not None and b is not None else None
+
+
 def ratios(rows: dict, names: list[str], k: int) -> dict:
     med = {key: row["median"] for key, row in rows.items()}
     out = {"with_vs_without": {n: _ratio(med[(n, k)]["deliveries_per_s"], med[(n, 0)]["deliveries_per_s"])
@@ -223,6 +227,10 @@ def ratios(rows: dict, names: list[str], k: int) -> dict:
         out["ours_vs_peer"] = {
             "reader_deliveries_per_s": _ratio(ours["deliveries_per_s"], peer["deliveries_per_s"]),
             "rss_growth": _ratio(ours["rss_growth_mib"], peer["rss_growth_mib"]),
+            # What the never-readers add: growth with them minus growth of the same server without.
+            "rss_growth_from_never_readers": _ratio(_minus(ours["rss_growth_mib"], med[(OURS, 0)]["rss_growth_mib"]),
+                                                    _minus(peer["rss_growth_mib"],
+                                                           med[(ASGI_DAPHNE, 0)]["rss_growth_mib"])),
         }
     return out
 
@@ -286,7 +294,9 @@ def markdown(report: dict) -> str:
         o = r["ours_vs_peer"]
         lines.append(f"- {OURS} ÷ {ASGI_DAPHNE}, with never-readers: reader deliveries/s "
                      f"**{fmt(o['reader_deliveries_per_s'], '{:.2f}')}**, RSS growth "
-                     f"**{fmt(o['rss_growth'], '{:.2f}')}**")
+                     f"**{fmt(o['rss_growth'], '{:.2f}')}**; RSS growth the never-readers add (growth "
+                     f"with K={a['k']} − growth with K=0, each server) "
+                     f"**{fmt(o.get('rss_growth_from_never_readers'), '{:.2f}')}**")
     per_run = [f"{row['server']} K={row['k']}: " + ", ".join(
         fmt(x.get("deliveries_per_s"), "{:,.0f}") for x in row["runs"]) for row in report["rows"]]
     lines += ["", "Reader deliveries/s per run: " + "; ".join(per_run) + ".", ""]
@@ -317,6 +327,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.render_only:
         report = json.loads((out / "slow-consumer.json").read_text())
+        rows = {(row["server"], row["k"]): row for row in report["rows"]}
+        names = list(dict.fromkeys(row["server"] for row in report["rows"]))
+        report["ratios"] = ratios(rows, names, report["args"]["k"])
+        (out / "slow-consumer.json").write_text(json.dumps(report, indent=1) + "\n")
     else:
         report = run_all(args)
         (out / "slow-consumer.json").write_text(json.dumps(report, indent=1) + "\n")
