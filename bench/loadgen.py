@@ -333,6 +333,7 @@ async def run(args) -> dict:
         cpu_s0, cpu_c0, cpu_a0 = cpu_of(sprocs), cpu_of([me]), cpu_of(aprocs)
         redis0 = redis_commandstats(args.redis_stats) if args.redis_stats else None
         t0 = time.time()
+        result["publish_t0"] = t0  # wall clock, for a caller timing its own events against it
         await aget(f"{urls[0]}/publish?count={args.m}&rate={args.rate}&size={args.size}")
         hard = time.monotonic() + args.timeout
         last_n, last_change = 0, time.monotonic()

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/run.py [--quick] [--runs 3] [--only NAME] [--scenario KEY]
 
-Adding a server = one ``ServerSpec`` entry in ``SERVERS`` (see bench/README.md).
+Adding a server = one ``ServerSpec`` entry in ``SERVERS`` (see bench/README.md). The
+slow-consumer scenario, ``bench/slow_consumer.py``, runs entries of ``SERVERS`` with these helpers.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Not the demo project's settings: no database, no middleware, no admin, so the rows measure the
 ``realtime`` package and the ASGI server, nothing else. ``REDIS_URL`` set (the two-process
 scenario) switches every named Channel to ``channels_redis``' pub/sub layer, exactly as the
-project's own settings do.
+project's own settings do. ``BENCH_SLOW_CONSUMER_TIMEOUT`` (seconds) sets
+``REALTIME["SLOW_CONSUMER_TIMEOUT"]``, so ``bench/slow_consumer.py`` fits a run in seconds; unset,
+the package default applies.
 """
 
 import os
@@ -31,3 +33,5 @@ else:
 
 # Every load-generator client connects from 127.0.0.1: the default per-address cap would refuse them.
 REALTIME = {"MAX_CONNECTIONS_PER_IP": None, "MAX_CONNECTIONS_PER_USER": None, "MAX_SSE_STREAMS_PER_USER": None}
+if os.environ.get("BENCH_SLOW_CONSUMER_TIMEOUT"):
+    REALTIME["SLOW_CONSUMER_TIMEOUT"] = float(os.environ["BENCH_SLOW_CONSUMER_TIMEOUT"])
