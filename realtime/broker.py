@@ -29,9 +29,12 @@ class BrokerState:
     def __init__(self) -> None:
         self.up = True
         self.failures = 0
+        #: Every failed operation since start (``failures`` restarts at each recovery).
+        self.errors_total = 0
 
     def failed(self, operation: str, error: BaseException) -> None:
         self.failures += 1
+        self.errors_total += 1
         if self.up:
             self.up = False
             logger.error(

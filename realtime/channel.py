@@ -39,6 +39,7 @@ from asgiref.sync import async_to_sync
 from .broker import BrokerUnavailable, broker_state, reach
 from .encoding import SharedMessage, wire_safe
 from .history import MemoryHistory, RedisHistory, redis_url
+from .ops.connections import adopt
 from .subscribers import Gap, SubscriberQueue, Subscription
 
 logger = logging.getLogger("realtime.channel")
@@ -92,6 +93,9 @@ class Channel:
         self.rejected = 0
         #: Publishes refused with BrokerUnavailable (Redis unreachable; nobody received them).
         self.broker_errors = 0
+        #: For realtime.ops: publish calls here; messages fanned out here (any process's) and the
+        #: subscribers they reached; messages dropped by subscribers that have gone.
+        self.published = self.messages = self.deliveries = self.dropped_gone = 0
         if name is not None:
             registry.setdefault(name, self)
 
@@ -111,6 +115,7 @@ class Channel:
         message that is not strict JSON in UTF-8 raises ``UnencodableMessage``: nobody gets it either.
         """
         message = wire_safe(message)
+        self.published += 1
         store = self._redis()
         if store is not None:
             return await self._publish_to_stream(store, message)
@@ -188,6 +193,8 @@ class Channel:
             except Exception:
                 logger.warning("Removing a subscriber of %r that could not take a message", self.name)
                 self._remove(subscriber)
+        self.messages += 1
+        self.deliveries += delivered
         return delivered
 
     def _add(self, subscriber: Hashable) -> None:
@@ -196,6 +203,7 @@ class Channel:
             self._loop = loop
             self._bridge = None  # a bridge belongs to one loop
         self._subscribers[subscriber] = None
+        adopt(self, subscriber)
         if self._bridge is None:
             store = self._redis()
             if store is not None:
@@ -204,7 +212,8 @@ class Channel:
                 self._bridge = loop.create_task(self._run_bridge())
 
     def _remove(self, subscriber: Hashable) -> None:
-        self._subscribers.pop(subscriber, None)
+        if self._subscribers.pop(subscriber, 0) is None:  # it was subscribed: keep what it dropped
+            self.dropped_gone += getattr(subscriber, "dropped", 0)
         if not self._subscribers and self._bridge is not None:
             self._bridge.cancel()
             self._bridge = None

@@ -79,6 +79,9 @@ class WebSocket:
         self._inbox: asyncio.Queue[Any] | None = None
         self._gone = False
         self._reading = False
+        #: Frames sent and received (realtime.ops), and who closed first: "server" or "client".
+        self.sent = self.received = 0
+        self.closed_by: str | None = None
         #: Called once the handshake is accepted (the view starts its keepalive there).
         self.on_accept: Any = None
 
@@ -133,6 +136,7 @@ class WebSocket:
             code = getattr(error, "code", None) or await self._departure_code()
             self._disconnected(code)
             raise WebSocketDisconnect(self.close_code or CloseCode.ABNORMAL) from None
+        self.sent += 1
 
     async def _departure_code(self) -> int:
         """The client's close code, from the ``websocket.disconnect`` the server has queued.
@@ -164,6 +168,7 @@ class WebSocket:
             return
         self.client_state = WebSocketState.DISCONNECTED
         self.close_code = int(code)
+        self.closed_by = "server"
         self._wake_receiver()
         try:
             await self._send({"type": "websocket.close", "code": int(code), "reason": reason or ""})
@@ -179,6 +184,7 @@ class WebSocket:
             if message is _DISCONNECTED:
                 self._inbox.put_nowait(_DISCONNECTED)  # every later receive() sees it too
                 raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
+            self.received += 1
             return message
         while not self._gone:
             self._reading = True
@@ -190,6 +196,7 @@ class WebSocket:
                 self._disconnected(message.get("code", 1005))
                 break
             if self.client_state is WebSocketState.CONNECTED:
+                self.received += 1
                 return message
             # the server has closed: frames still in flight are not for anyone
         raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
@@ -221,6 +228,7 @@ class WebSocket:
         """The client has gone: record its code unless the server closed first."""
         if self.close_code is None:
             self.close_code = code
+            self.closed_by = "client"
         self.client_state = WebSocketState.DISCONNECTED
         self._gone = True
         self._wake_receiver()

@@ -16,6 +16,7 @@ by :func:`loads` (the view closes with 1007).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -50,7 +51,7 @@ def _encode(data: Any) -> str:
 class SharedMessage(dict):
     """A published dict, shared by all subscribers, that caches its own JSON text."""
 
-    __slots__ = ("_event", "_json", "_sse", "id")
+    __slots__ = ("_event", "_json", "_sse", "id", "published_at")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -60,6 +61,8 @@ class SharedMessage(dict):
         #: The SSE frame ``data: <json>`` of a ``{"data": message}`` event, also built once.
         self._sse: bytes | None = None
         self.id: str | None = None
+        #: ``time.perf_counter()`` when published in this process (realtime.ops measures latency from it).
+        self.published_at: float | None = None
 
 
 def dumps(data: Any) -> str:
@@ -81,6 +84,7 @@ def wire_safe(message: Any) -> Any:
     if type(message) is dict:
         shared = SharedMessage(message)
         dumps(shared)
+        shared.published_at = time.perf_counter()
         return shared
     if type(message) is str:
         return check_text(message)

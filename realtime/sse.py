@@ -25,6 +25,8 @@ from .auth import AuthenticationFailed, TokenAuthenticator
 from .conf import setting
 from .encoding import SharedMessage
 from .memory import open_connections
+from .ops.connections import sse_user, track_sse
+from .ops.stats import stats
 from .permissions import first_denial, get_permissions, is_authenticated
 from .revocation import revocations
 from .security import sse_users
@@ -83,6 +85,7 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float | None) -> As
             queue.get_nowait()
         queue.put_nowait(SHUTDOWN)
 
+    record = track_sse()  # before the pump's context is copied: its subscriptions are the stream's
     producer = asyncio.get_running_loop().create_task(pump(), context=shared_thread_context())
     forget_shutdown = lifecycle.on_shutdown(end_for_shutdown)
     open_connections.opened()
@@ -100,10 +103,12 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float | None) -> As
                 frame = queue.get_nowait()
             if frame is _END:
                 return
+            record.sent += 1
             yield frame
             if frame is SHUTDOWN or frame is FAILED:
                 return
     finally:
+        record.close()
         open_connections.closed()
         forget_shutdown()
         producer.cancel()
@@ -194,6 +199,7 @@ def sse_response(
 def sse_error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> HttpResponse:
     """A refusal that EventSource understands: a non-200 status (it stops retrying) with one
     ``event: error`` frame whose data is JSON ``{"code", "detail"}`` for fetch clients."""
+    stats.refuse("sse", status)
     body = encode_event({"code": code, "detail": detail}, event="error")
     response = HttpResponse(body.encode("utf-8"), status=status)
     for name, value in {**SSE_HEADERS, **(headers or {})}.items():
@@ -234,6 +240,7 @@ class SSEView(View):
             logger.info("Refused a token (%s); going on as anonymous", error.code)
             self.auth_error, self.user = error, None
         request.user = self.user if self.user is not None else _anonymous()
+        sse_user(self.user)
         denied = await first_denial(get_permissions(self.permission_classes), request, self)
         if denied is not None:
             if self.auth_error is not None:

@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .ops.stats import stats
+
 if TYPE_CHECKING:
     from .channel import Channel
 
@@ -29,6 +31,9 @@ class Gap:
     """
 
     missed: int | None
+
+    def __post_init__(self) -> None:
+        stats.gap(self.missed)
 
 
 class SubscriberQueue(asyncio.Queue):
@@ -213,6 +218,7 @@ class Subscription:
             self._replay = replay
             self._replayed_ids = {message_id for message_id, _ in replay}
             self.recovered = recovered
+            stats.resumed(len(replay), recovered)
 
     def close(self) -> None:
         """Unsubscribe; idempotent."""

@@ -34,6 +34,7 @@ from .conf import setting
 from .connection import WebSocket, WebSocketDisconnect, WebSocketState
 from .encoding import loads
 from .memory import open_connections
+from .ops.connections import track_websocket
 from .permissions import first_denial, get_permissions
 from .revocation import close_soon, revocations
 from .security import origin_allowed, websocket_addresses, websocket_users
@@ -156,6 +157,7 @@ class WebSocketView(AsyncConsumer):
             return
         overridden = type(self)._handle is not WebSocketView._handle
         open_connections.opened()
+        record = track_websocket(self, ws)
         try:
             if not origin_allowed(ws.headers, ws.scope.get("scheme")):
                 logger.info("Refused a WebSocket from origin %r", ws.headers.get("origin"))
@@ -187,6 +189,7 @@ class WebSocketView(AsyncConsumer):
             for release in self._releases:
                 release()
             open_connections.closed()
+            record.close()
 
     async def _read(self, ws: WebSocket, receive: Any) -> None:
         """For overridden ``_handle``: pump client messages into the inbox until the client leaves."""
@@ -338,6 +341,7 @@ class WebSocketView(AsyncConsumer):
         await ws.send_json({"type": self.refresh_message_type, "ok": True, "exp": validated.get("exp")})
 
     async def _refuse(self, ws: WebSocket, code: int, reason: str) -> bool:
+        ws.refused = True  # counted as a refused handshake (realtime.ops)
         offered = self.scope.get("subprotocols") or ()
         await ws.accept(subprotocol=self.subprotocol if self.subprotocol in offered else None)
         await ws.close(code, reason)
