@@ -16,6 +16,9 @@ from django.urls.resolvers import RegexPattern
 
 from .daphne_compat import patch_daphne
 from .flow import SendGuard
+from .ops import fleet, prometheus
+from .ops.connections import HttpContext, current_http
+from .ops.stats import stats
 from .routing import AutoRouter, Router, websocket_urlpatterns
 
 logger = logging.getLogger("realtime.app")
@@ -35,7 +38,8 @@ class WebSocketRouter:
         except Resolver404:
             await self.refuse(scope, receive, send)
             return
-        scope = dict(scope, url_route={"args": match.args, "kwargs": match.kwargs})
+        # The route pattern labels the endpoint in realtime.ops (never the concrete path).
+        scope = dict(scope, url_route={"args": match.args, "kwargs": match.kwargs, "route": match.route})
         await match.func(scope, receive, send)
 
     @staticmethod
@@ -45,6 +49,7 @@ class WebSocketRouter:
         if message["type"] != "websocket.connect":
             return
         logger.info("No WebSocket endpoint at %s", scope["path"])
+        stats.refuse("websocket", 404)
         if "websocket.http.response" in scope.get("extensions", {}) or {}:
             await send({"type": "websocket.http.response.start", "status": 404, "headers": []})
             await send({"type": "websocket.http.response.body", "body": b"No WebSocket endpoint here"})
@@ -64,6 +69,7 @@ class CoreApp:
         # Set Django up before anything imports models (the routers' views may).
         http_app = http_app or get_asgi_application()
         patch_daphne()
+        prometheus.serve_metrics_port()
         if routers is None:
             discovered = AutoRouter()
             discovered.autodiscover()
@@ -74,11 +80,14 @@ class CoreApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
+        if not fleet.started:
+            fleet.start()
         if kind == "websocket":
             await self.websocket_app(scope, receive, send)
         elif kind == "http":
             # Slow SSE clients are ended by the policy of realtime.flow; other responses pass through.
             guard = SendGuard(scope, send, receive)
+            current_http.set(HttpContext(scope, guard))
             await self.http_app(scope, guard.receive, guard.send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
