@@ -33,3 +33,40 @@ class RealtimeUserAdmin(UserAdmin):
 if admin.site.is_registered(User) and isinstance(admin.site._registry[User], UserAdmin):
     admin.site.unregister(User)
     admin.site.register(User, RealtimeUserAdmin)
+
+
+def _install_realtime_page(site: admin.AdminSite) -> None:
+    """Add the live Realtime page (``/admin/realtime/``) to ``site``'s URLs and index, once."""
+    if getattr(site, "_realtime_page", False):
+        return
+    from django.urls import path, reverse
+
+    from .ops.views import FleetEvents, MetricsView, realtime_page
+
+    get_urls, get_app_list = site.get_urls, site.get_app_list
+
+    def urls() -> list[Any]:
+        return [
+            path("realtime/", site.admin_view(realtime_page), name="realtime"),
+            path("realtime/events", FleetEvents.as_view(), name="realtime-events"),  # SSEView checks IsAdmin
+            path("realtime/metrics", MetricsView.as_view(), name="realtime-metrics"),
+            *get_urls(),
+        ]
+
+    def app_list(request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
+        apps = get_app_list(request, app_label)
+        if app_label in (None, "realtime") and request.user.is_active and request.user.is_staff:
+            url = reverse("admin:realtime", current_app=site.name)
+            apps.append({
+                "name": "Real-time", "app_label": "realtime", "app_url": url, "has_module_perms": True,
+                "models": [{"name": "Realtime", "object_name": "Realtime", "admin_url": url, "view_only": True,
+                            "perms": {"view": True}}],
+            })
+        return apps
+
+    site.get_urls = urls
+    site.get_app_list = app_list
+    site._realtime_page = True
+
+
+_install_realtime_page(admin.site)
