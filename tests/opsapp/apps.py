@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class OpsAppConfig(AppConfig):
+    name = "tests.opsapp"
+    label = "opsapp"
