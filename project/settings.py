@@ -98,6 +98,10 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Prometheus metrics for a scraper on this machine, one port per daphne process (scripts/run-prod sets
+# 9101, 9102); staff also read them at /admin/realtime/metrics.
+REALTIME = {"METRICS_PORT": int(os.environ["REALTIME_METRICS_PORT"])} if os.environ.get("REALTIME_METRICS_PORT") else {}
+
 # Login throttles (realtime.throttling, on /api/auth/token/) count in Django's cache: the default
 # LocMemCache is per process, so each daphne counts on its own; with REDIS_URL they share Redis.
 if REDIS_URL:

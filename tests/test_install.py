@@ -197,6 +197,8 @@ def test_the_wheel_holds_the_app_alone_with_its_static_files_and_runtime_depende
     assert runtime == {"django", "channels", "daphne", "djangorestframework", "djangorestframework-simplejwt"}
     extras = {re.split(r"[<>=!; ]", line, maxsplit=1)[0].lower() for line in requires if 'extra == "redis"' in line}
     assert extras == {"channels-redis", "redis"}
+    metrics = {re.split(r"[<>=!; ]", line, maxsplit=1)[0].lower() for line in requires if 'extra == "metrics"' in line}
+    assert metrics == {"prometheus-client"}
 
     found = json.loads(installed.python("-c", (
         "import importlib.metadata as m, importlib.util as u, json, realtime; "
