@@ -205,3 +205,20 @@ async def test_the_log_line_of_a_slow_consumer_close(ops):
     slow.close()
     assert lines[0]["closed_by"] == "server"
     assert lines[0]["dropped"] > 0 and lines[0]["messages_out"] > 0
+
+
+async def test_refused_handshakes_and_sse_requests_are_counted_by_code_and_status(ops):
+    before = scrape(ops)
+    async with websockets.connect(f"{ops.ws_url}/api/t/admin-only") as ws:  # no token: 4003
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd.code == 4003
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{ops.url}/api/t/sse/notifications")).status_code == 401
+    after = scrape(ops)
+    for protocol, code in (("websocket", "4003"), ("sse", "401")):
+        assert value(after, "realtime_handshakes_refused_total", protocol=protocol, code=code) == value(
+            before, "realtime_handshakes_refused_total", protocol=protocol, code=code) + 1
+    # A refusal is not a connection: nothing was opened or logged for /api/t/admin-only.
+    assert value(after, "realtime_connections_total", endpoint="/api/t/admin-only", protocol="websocket") == 0
+    assert not [line for line in connection_ends(ops) if line["endpoint"] == "/api/t/admin-only"]
