@@ -222,3 +222,20 @@ async def test_refused_handshakes_and_sse_requests_are_counted_by_code_and_statu
     # A refusal is not a connection: nothing was opened or logged for /api/t/admin-only.
     assert value(after, "realtime_connections_total", endpoint="/api/t/admin-only", protocol="websocket") == 0
     assert not [line for line in connection_ends(ops) if line["endpoint"] == "/api/t/admin-only"]
+
+
+async def test_the_log_line_of_an_sse_stream_the_client_left(ops):
+    endpoint = "/api/w/fanout-events"
+    seen = len(ends_at(ops, endpoint, 0))
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", f"{ops.url}{endpoint}") as stream:
+            await asyncio.sleep(0.3)  # the stream subscribes once its headers are out
+            await publish(ops, 3)
+            body = b""
+            async for chunk in stream.aiter_bytes():
+                body += chunk
+                if body.count(b"event: m") >= 3:
+                    break
+    [line] = wait_for(lambda: ends_at(ops, endpoint, seen))
+    assert (line["protocol"], line["code"], line["closed_by"]) == ("sse", "disconnect", "client")
+    assert line["messages_out"] >= 3 and line["dropped"] == 0
