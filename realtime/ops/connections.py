@@ -22,6 +22,7 @@ from typing import Any
 
 from ..conf import setting
 from ..encoding import SharedMessage
+from ..lifecycle import shutting_down
 from .stats import stats
 
 logger = logging.getLogger("realtime.connections")
@@ -151,6 +152,8 @@ def _websocket_end(ws: Any, slow: bool) -> tuple[str, str]:
     if slow:
         return "4008", "server"
     code = ws.close_code
+    if code == 1001 and shutting_down():  # daphne (patched) closed every socket itself, on SIGTERM
+        return "1001", "server"
     return (str(code) if code is not None else "1006"), (getattr(ws, "closed_by", None) or "client")
 
 
