@@ -59,11 +59,13 @@ def open_rooms(a: Daphne, b: Daphne) -> list:
     return sockets
 
 
-def wait_for_processes(env: dict[str, str], pids: set[int], timeout: float = 15.0) -> dict:
+def wait_for_processes(env: dict[str, str], open_by_pid: dict[int, int], timeout: float = 20.0) -> dict:
+    """realtime_status --json once every process shows the open connections expected (or at the deadline)."""
     deadline = time.monotonic() + timeout
     while True:
         found = json.loads(status(env, "--json"))
-        if {p["process"]["pid"] for p in found["processes"]} >= pids or time.monotonic() > deadline:
+        seen = {p["process"]["pid"]: p["open"] for p in found["processes"]}
+        if seen == open_by_pid or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
 
@@ -73,7 +75,7 @@ def test_realtime_status_shows_both_processes_through_redis(fleet):
 
     sockets = open_rooms(a, b)
     try:
-        found = wait_for_processes(env, {a.process.pid, b.process.pid})
+        found = wait_for_processes(env, {a.process.pid: 2, b.process.pid: 2})
         text = status(env)
     finally:
         for ws in sockets:
@@ -121,15 +123,13 @@ def test_the_admin_page_shows_every_process_live_over_sse(fleet, output_dir):
                 page.wait_for_selector("body[data-processes='2']", timeout=20000)
                 pids = page.eval_on_selector_all("#processes tbody tr", "rows => rows.map(r => r.cells[1].textContent)")
                 assert sorted(pids) == sorted([str(a.process.pid), str(b.process.pid)])
-                endpoint = page.eval_on_selector_all(
-                    "#endpoints tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
-                assert ["/api/ops/room/<name>", "websocket", "4"] in [row[:3] for row in endpoint]
+                room_open = ("(n) => [...document.querySelectorAll('#endpoints tbody tr')].some(r =>"
+                             " r.cells[0].textContent === '/api/ops/room/<name>' && r.cells[1].textContent === "
+                             "'websocket' && r.cells[2].textContent === String(n))")
+                page.wait_for_function(room_open, arg=4, timeout=15000)  # open across both processes
                 # It updates by itself: a socket that leaves B is gone from the page without a reload.
                 sockets.pop().close()
-                page.wait_for_function(
-                    "() => [...document.querySelectorAll('#endpoints tbody tr')].some(r =>"
-                    " r.cells[0].textContent === '/api/ops/room/<name>' && r.cells[2].textContent === '3')",
-                    timeout=15000)
+                page.wait_for_function(room_open, arg=3, timeout=15000)
                 page.wait_for_selector("#channels tbody tr", timeout=5000)
                 page.screenshot(path=str(output_dir / "admin-realtime.png"), full_page=True)
             finally:
