@@ -39,6 +39,7 @@ class EventStreamParser:
     _event: str = ""
     _id: str | None = None
     _started: bool = False
+    _after_cr: bool = False
 
     def feed(self, chunk: bytes) -> list[Event]:
         """Parse ``chunk``; return the events it completed, in order."""
@@ -58,12 +59,16 @@ class EventStreamParser:
         return events
 
     def _next_line(self) -> tuple[str, str | None]:
+        if not self._buffer:
+            return "", None
+        if self._after_cr and self._buffer.startswith("\n"):
+            self._buffer = self._buffer[1:]  # the LF of a CRLF whose CR ended the previous chunk
+        self._after_cr = False
         for index, char in enumerate(self._buffer):
             if char == "\n" or char == "\r":
-                if char == "\r" and index + 1 == len(self._buffer):
-                    return "", None  # a lone CR at the end may be the first half of CRLF
                 size = 2 if self._buffer[index : index + 2] == "\r\n" else 1
                 line, self._buffer = self._buffer[:index], self._buffer[index + size :]
+                self._after_cr = size == 1 and char == "\r"
                 return line, char
         return "", None
 

@@ -165,6 +165,8 @@ class SSEClient:
         self._open = False
         try:
             communicator = self._communicator()
+            if communicator.future.cancelled():  # a receive timed out, and the communicator cancelled it
+                return
             await communicator.send_input({"type": "http.disconnect"})
             await communicator.wait(self.timeout)
         finally:

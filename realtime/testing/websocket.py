@@ -182,6 +182,8 @@ class WebSocketClient:
         self._open = False
         try:
             communicator = self._communicator()
+            if communicator.future.cancelled():  # a receive timed out, and the communicator cancelled it
+                return
             await communicator.send_input({"type": "websocket.disconnect", "code": code})
             await communicator.wait(self.timeout)
         finally:
