@@ -395,6 +395,19 @@ class Committed(TransactionTestCase):
             self.assertEqual(await ws.receive(), {"user": "", "msg": "hi"})
 
 
+def test_the_kits_names_all_resolve_and_the_plugin_imports_none_of_them():
+    import realtime.testing
+
+    for name in realtime.testing.__all__:
+        assert getattr(realtime.testing, name) is not None, name
+    code = (
+        "import sys, realtime.testing.pytest_plugin; "
+        "print(sorted(m for m in sys.modules if m.startswith(('realtime', 'channels'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "['realtime', 'realtime.testing', 'realtime.testing.pytest_plugin']"
+
+
 # --- the README example, as written ------------------------------------------------------------------
 
 

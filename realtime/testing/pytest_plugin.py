@@ -15,15 +15,30 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import pytest_asyncio
 
-from .capture import Capture
-from .sse import SSEClient
-from .tokens import token_for
-from .websocket import WebSocketClient
+try:
+    import pytest_asyncio
+except ImportError:  # loaded by the entry point in every pytest run: never break one that lacks it
+    pytest_asyncio = None
+
+if TYPE_CHECKING:
+    from .capture import Capture
+    from .sse import SSEClient
+    from .websocket import WebSocketClient
+
+
+def _async_fixture(function: Any) -> Any:
+    if pytest_asyncio is not None:
+        return pytest_asyncio.fixture(function)
+
+    @pytest.fixture(name=function.__name__)
+    def missing() -> None:
+        pytest.fail(f"The {function.__name__} fixture needs pytest-asyncio: pip install pytest-asyncio")
+
+    return missing
 
 
 class RealtimeTestWarning(UserWarning):
@@ -45,11 +60,13 @@ def _check_database(request: pytest.FixtureRequest) -> None:
         )
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def realtime_websocket(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Callable[..., Awaitable[WebSocketClient]]]:
     """``ws = await realtime_websocket("/api/chat/ws/lobby", token=...)``: a connected WebSocketClient."""
+    from .websocket import WebSocketClient
+
     _check_database(request)
     clients: list[WebSocketClient] = []
 
@@ -64,9 +81,11 @@ async def realtime_websocket(
         await client.close()
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def realtime_sse(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Awaitable[SSEClient]]]:
     """``stream = await realtime_sse("/api/events/system", token=...)``: a connected SSEClient."""
+    from .sse import SSEClient
+
     _check_database(request)
     clients: list[SSEClient] = []
 
@@ -84,6 +103,8 @@ async def realtime_sse(request: pytest.FixtureRequest) -> AsyncIterator[Callable
 @pytest.fixture
 def realtime_capture() -> Iterator[Callable[..., Capture]]:
     """``published = realtime_capture(channel)``: a Capture, open until the test ends."""
+    from .capture import Capture
+
     captures: list[Capture] = []
 
     def open_capture(channel: Any = None) -> Capture:
@@ -99,4 +120,6 @@ def realtime_capture() -> Iterator[Callable[..., Capture]]:
 @pytest.fixture
 def realtime_token() -> Callable[..., str]:
     """``realtime_token(user)``: :func:`realtime.testing.token_for` as a fixture."""
+    from .tokens import token_for
+
     return token_for
