@@ -3,6 +3,7 @@ accepted by the official AsyncAPI parser (``@asyncapi/parser``, run by Node from
 
 import fcntl
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -178,3 +179,17 @@ def test_the_management_command_writes_the_document(tmp_path, capsys):
     assert written["servers"]["websocket"]["protocol"] == "wss"
     call_command("realtime_asyncapi")
     assert json.loads(capsys.readouterr().out) == build_document()
+
+
+def test_the_readmes_message_examples_snippet_does_what_it_says():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n### The AsyncAPI document\n", 1)[1].split("\n## ", 1)[0]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    namespace = {"WebSocketView": WebSocketView}
+    exec(snippet, namespace)
+    readme_router = Router()
+    readme_router.register_websocket("/echo", namespace["EchoWS"])
+    messages = build_document([readme_router])["channels"]["ws_echo"]["messages"]
+    assert messages["clientMessage"]["examples"] == [{"payload": {"hello": "world"}}]
+    assert messages["serverMessage"]["examples"] == [{"payload": {"echo": {"hello": "world"}}}]
+    assert "path(\"api/asyncapi.json\", realtime.asyncapi.asyncapi_view)" in section

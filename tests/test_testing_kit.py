@@ -349,9 +349,15 @@ async def test_fixtures_hand_out_connected_clients_and_close_them(realtime_webso
 
 
 def test_fixtures_left_nothing_open():
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
     from realtime.testing.application import quiet_connections
 
     assert quiet_connections.depth == 0
+    for signal in (request_started, request_finished):  # put back on both signals
+        assert signal.disconnect(close_old_connections)
+        signal.connect(close_old_connections)
     assert tick_channel.subscriber_count == 0
     assert not hasattr(Channel.publish, "__wrapped__")
 
@@ -417,10 +423,9 @@ def readme_files() -> dict[str, str]:
     section = readme.split("\n## Testing your endpoints\n", 1)[1].split("\n## ", 1)[0]
     files = {}
     for block in re.findall(r"```python\n(.*?)```", section, re.S):
-        first = block.splitlines()[0]
-        match = re.fullmatch(r"# (\S+\.py)", first)
-        assert match, f"each example block starts with '# <path>.py', not {first!r}"
-        files[match[1]] = block
+        match = re.fullmatch(r"# (\S+\.py)", block.splitlines()[0])
+        if match:  # a file of the example; other blocks are snippets
+            files[match[1]] = block
     return files
 
 
