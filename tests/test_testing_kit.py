@@ -362,6 +362,18 @@ def test_fixtures_left_nothing_open():
     assert not hasattr(Channel.publish, "__wrapped__")
 
 
+def test_connections_kept_takes_close_old_connections_off_the_request_signals_meanwhile():
+    from django.core.signals import request_started
+    from django.db import close_old_connections
+
+    from realtime.testing import connections_kept
+
+    with connections_kept(), connections_kept():
+        assert not request_started.disconnect(close_old_connections)
+    assert request_started.disconnect(close_old_connections)
+    request_started.connect(close_old_connections)
+
+
 @pytest.mark.django_db
 async def test_fixtures_warn_an_async_test_on_a_rolled_back_transaction(recwarn, realtime_websocket):
     warned = [w for w in recwarn if issubclass(w.category, RealtimeTestWarning)]
