@@ -9,6 +9,9 @@ import pytest
 from tests.liveapp.management.commands.seed_test_users import PASSWORD
 from tests.servers import Daphne, prepare_database
 
+# The fixtures of realtime.testing; an installed distribution loads them by its pytest11 entry point.
+pytest_plugins = ["realtime.testing.pytest_plugin"]
+
 
 @dataclass
 class Live:
