@@ -8,6 +8,7 @@ publishing through ``Channel.publish``. Default class attributes (keepalive 30 s
     daphne -b 127.0.0.1 -p PORT bench.peers.realtime_app:application
     uvicorn --host 127.0.0.1 --port PORT bench.peers.realtime_app:application
     REDIS_URL=redis://127.0.0.1:6379/0 daphne ...   # several processes through Redis
+    BENCH_RELAY=1 daphne ...                         # /ws as ``relay = CHANNEL`` (the direct path)
 """
 
 import os
@@ -33,6 +34,12 @@ class FanoutWS(WebSocketView):
             yield message
 
 
+class FanoutRelay(WebSocketView):
+    """The declarative form, served by the direct delivery path (``BENCH_RELAY=1``)."""
+
+    relay = CHANNEL
+
+
 class FanoutSSE(SSEView):
     # daphne (Twisted) sends the response headers with the first body bytes, so a stream's
     # headers leave at its first event or ping: at the default 15 s, 1,000 clients connecting
@@ -54,7 +61,7 @@ async def stats(request):
 
 
 router = Router()
-router.register_websocket("/ws", FanoutWS)
+router.register_websocket("/ws", FanoutRelay if os.environ.get("BENCH_RELAY") else FanoutWS)
 router.register_sse("/sse", FanoutSSE)
 
 urlpatterns = [path("publish", publish), path("stats", stats), path("", include(router.urls))]
