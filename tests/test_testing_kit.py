@@ -225,10 +225,10 @@ async def test_denials_are_asserted_by_close_code(kit_app):
     expired = await WebSocketClient("/kit/members", app=kit_app).connect(
         token=token_for(user, lifetime=timedelta(seconds=-1))
     )
-    await expired.assert_closed(4001, re.compile("token_not_valid"))
+    await expired.assert_closed(4003, re.compile("^token_expired"))
     await expired.close()
     forged = await WebSocketClient("/kit/members", app=kit_app).connect(token=token_for(user)[:-2] + "xx")
-    await forged.assert_closed(4001)
+    await forged.assert_closed(4003, re.compile("^token_not_valid"))
     await forged.close()
 
 
