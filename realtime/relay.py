@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 class RelaySink:
     """One socket's subscription to its view's ``relay`` channel."""
 
-    __slots__ = ("__weakref__", "_drain", "dropped", "encoding", "items", "maxlen", "reported", "transform",
-                 "view", "writer", "ws")
+    __slots__ = ("__weakref__", "_drain", "_waiter", "dropped", "encoding", "items", "maxlen", "reported",
+                 "transform", "view", "writer", "ws")
 
     def __init__(self, view: WebSocketView, ws: WebSocket, writer: Any, maxlen: int) -> None:
         self.view = view
@@ -48,6 +48,8 @@ class RelaySink:
         self.dropped = 0
         self.reported = 0
         self._drain: asyncio.Task[None] | None = None
+        #: Where the drain task parks between messages when there is no direct writer (uvicorn).
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, message: Any, message_id: str | None) -> None:
         """Called by the Channel for each published message, in the publisher's loop turn."""
@@ -65,7 +67,12 @@ class RelaySink:
             items.popleft()
             self.dropped += 1
         items.append(message)
-        if self._drain is None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self._drain is None:
             self._drain = self.view._spawn(self._send_queued())
 
     def _frame(self, message: Any) -> bytes:
@@ -83,18 +90,27 @@ class RelaySink:
     async def _send_queued(self) -> None:
         ws = self.ws
         send = {"json": ws.send_json, "text": ws.send_text, "bytes": ws.send_bytes}[self.encoding]
+        items = self.items
         try:
-            while self.items:
-                if self.dropped > self.reported:
-                    missed, self.reported = self.dropped - self.reported, self.dropped
-                    notice = self.view.relay_gap(missed)
-                    if notice is not None:
-                        await send(notice)
-                await send(self.items.popleft())
+            while True:
+                while items:
+                    if self.dropped > self.reported:
+                        missed, self.reported = self.dropped - self.reported, self.dropped
+                        notice = self.view.relay_gap(missed)
+                        if notice is not None:
+                            await send(notice)
+                    await send(items.popleft())
+                if self.writer is not None:
+                    return  # the direct path takes over again
+                # No direct path on this server: park until the next message rather than end,
+                # so a publish costs one wake-up per socket, not a new task.
+                self._waiter = asyncio.get_running_loop().create_future()
+                await self._waiter
         except WebSocketDisconnect:
             self.items.clear()
         finally:
             self._drain = None
+            self._waiter = None
 
 
 def _identity_hook() -> Any:
