@@ -412,10 +412,12 @@ class WebSocketView(AsyncConsumer):
             self._spawn(self._push(ws, items))
 
     def _start_relay(self, ws: WebSocket, channel: Any) -> None:
-        from .daphne_flow import writer_for
+        from . import daphne_flow, uvicorn_flow
         from .relay import RelaySink
 
-        sink = RelaySink(self, ws, writer_for(ws._server_send), channel.maxlen)
+        send = ws._server_send
+        writer = daphne_flow.writer_for(send) or uvicorn_flow.writer_for(send)
+        sink = RelaySink(self, ws, writer, channel.maxlen)
         channel._add(sink)
         # Unsubscribed as soon as the connection ends (before its tasks are cancelled), and again
         # on exit in case it never started: a sink must not spawn a task for a closed socket.
