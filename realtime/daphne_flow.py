@@ -122,6 +122,36 @@ def writer_for(send: Any) -> DirectWriter | None:
     return DirectWriter(protocol, gate)
 
 
+class ResponseWriter:
+    """Writes ready-made SSE frames to one daphne streaming response (chunked by Twisted)."""
+
+    __slots__ = ("gate", "request")
+
+    def __init__(self, request: Any, gate: WriteGate) -> None:
+        self.request = request
+        self.gate = gate
+
+    def ready(self) -> bool:
+        gate, request = self.gate, self.request
+        return not gate.paused and not gate.stopped and not request.finished and request.channel is not None
+
+    def write(self, data: bytes) -> None:
+        from twisted.web import http
+
+        http.Request.write(self.request, data)
+
+
+def http_writer_for(send: Any) -> ResponseWriter | None:
+    """A ResponseWriter for the streaming response behind daphne's ASGI ``send``, or None."""
+    if not isinstance(send, functools.partial) or len(send.args) != 1:
+        return None
+    request = send.args[0]
+    gate = getattr(request, "_realtime_gate", None)
+    if not isinstance(gate, WriteGate) or not hasattr(request, "finished"):
+        return None
+    return ResponseWriter(request, gate)
+
+
 def supported() -> bool:
     """True for the daphne and Twisted this module was written against."""
     import daphne

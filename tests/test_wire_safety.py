@@ -78,8 +78,9 @@ async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get
     assert after - rss_before < 15, f"{after - rss_before:.1f} MiB still held after the slow clients left"
 
 
-async def test_a_slow_sse_follower_is_dropped_with_event_error_slow_consumer(wire):
-    sock = never_reading_sse(wire.port)
+@pytest.mark.parametrize("path", ["fanout-events", "relay-events"], ids=["follow", "relay"])
+async def test_a_slow_sse_follower_is_dropped_with_event_error_slow_consumer(wire, path):
+    sock = never_reading_sse(wire.port, path)
     await asyncio.sleep(0.3)
     async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
         await publisher.send(json.dumps({"count": 600, "size": 10240, "pause": 0}))

@@ -71,6 +71,14 @@ class FanoutEvents(SSEView):
             yield event
 
 
+class RelayEvents(SSEView):
+    """follow(fanout, event="m") by the direct delivery path."""
+
+    ping_interval = 0
+    relay = fanout
+    relay_event = "m"
+
+
 POISON = {"surrogate": "\ud800", "nan": float("nan"), "inf": float("inf"), "object": object()}
 
 
@@ -119,6 +127,7 @@ router.register_websocket("/fanout", Fanout)
 router.register_websocket("/relay", Relay)
 router.register_websocket("/even-relay", EvenRelay)
 router.register_sse("/fanout-events", FanoutEvents)
+router.register_sse("/relay-events", RelayEvents)
 router.register_websocket("/publish", Publish)
 router.register_websocket("/report", Report)
 router.register_websocket("/slow", Slow)
