@@ -108,6 +108,12 @@ SERVERS: list[ServerSpec] = [
                compare_to=[DJANGO_STREAMING, SSE_STARLETTE]),
     ServerSpec("realtime SSE (uvicorn)", "sse", uvicorn(OURS), ours=True,
                compare_to=[SSE_STARLETTE, DJANGO_STREAMING]),
+    ServerSpec("realtime SSE relay (daphne)", "sse", daphne(OURS), env={"BENCH_RELAY": "1"}, ours=True,
+               compare_to=[DJANGO_STREAMING, "realtime SSE (daphne)"],
+               notes="relay = CHANNEL: frames built once per publish, written to each response"),
+    ServerSpec("realtime SSE relay (uvicorn)", "sse", uvicorn(OURS), env={"BENCH_RELAY": "1"}, ours=True,
+               compare_to=[SSE_STARLETTE, "realtime SSE (uvicorn)"],
+               notes="relay = CHANNEL on uvicorn: one queue drained by the response, no direct write"),
 ]
 
 

@@ -51,6 +51,13 @@ class FanoutSSE(SSEView):
             yield {"data": message}
 
 
+class FanoutSSERelay(SSEView):
+    """The declarative form, served by the direct delivery path (``BENCH_RELAY=1``)."""
+
+    ping_interval = 1
+    relay = CHANNEL
+
+
 async def publish(request):
     spawn(publish_loop(*publish_params(request.META.get("QUERY_STRING", "")), CHANNEL.publish))
     return JsonResponse({"ok": True})
@@ -62,7 +69,7 @@ async def stats(request):
 
 router = Router()
 router.register_websocket("/ws", FanoutRelay if os.environ.get("BENCH_RELAY") else FanoutWS)
-router.register_sse("/sse", FanoutSSE)
+router.register_sse("/sse", FanoutSSERelay if os.environ.get("BENCH_RELAY") else FanoutSSE)
 
 urlpatterns = [path("publish", publish), path("stats", stats), path("", include(router.urls))]
 
