@@ -25,6 +25,7 @@ from typing import Any
 from ..channel import PROCESS_ID, Channel, registry
 from ..conf import setting
 from ..history import client_options, redis_url
+from .topic import release_channel
 
 logger = logging.getLogger("realtime.presence")
 
@@ -41,10 +42,12 @@ def companion(name: str) -> Channel:
 
 async def announce(op: str, name: str, member: dict[str, Any]) -> None:
     """Publish a ``join`` or ``leave`` frame to every process's subscribers of ``name``."""
+    channel = companion(name)
     try:
-        await companion(name).publish({"op": op, "channel": name, "member": member})
+        await channel.publish({"op": op, "channel": name, "member": member})
     except Exception:
         logger.exception("Could not announce %s on %r", op, name)
+    release_channel(channel)
 
 
 def member(user_id: Any, info: Any, connections: int) -> dict[str, Any]:

@@ -148,7 +148,7 @@ class Topic:
         return cls.allow_publish or cls.on_publish is not Topic.on_publish
 
     @classmethod
-    def channel(cls, name: str | None = None, **params: Any) -> Channel:
+    def channel(cls, name: str | None = None, /, **params: Any) -> Channel:
         """The process's Channel for ``name`` (or the name built from ``params``), made with the topic's settings."""
         name = name if name is not None else cls.channel_name_for(**params)
         channel = registry.get(name)
@@ -157,12 +157,12 @@ class Topic:
         return channel
 
     @classmethod
-    async def publish(cls, data: Any, name: str | None = None, **params: Any) -> str | None:
+    async def publish(cls, data: Any, name: str | None = None, /, **params: Any) -> str | None:
         """Publish from the server (views, tasks): ``await Room.publish({"text": "hi"}, id=42)``; returns the id."""
         return (await cls.channel(name, **params).publish_with_id(data))[1]
 
     @classmethod
-    async def members(cls, name: str | None = None, **params: Any) -> list[dict[str, Any]]:
+    async def members(cls, name: str | None = None, /, **params: Any) -> list[dict[str, Any]]:
         """Who is in a channel, across processes: ``await Room.members(id=42)``."""
         from .presence import presence_store
 
