@@ -50,7 +50,7 @@ def _encode(data: Any) -> str:
 class SharedMessage(dict):
     """A published dict, shared by all subscribers, that caches its own JSON text."""
 
-    __slots__ = ("_event", "_frame", "_json", "_sse", "_sse_relay", "id")
+    __slots__ = ("_envelope", "_event", "_frame", "_json", "_sse", "_sse_relay", "id")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,6 +63,8 @@ class SharedMessage(dict):
         self._frame: bytes | None = None
         #: ``(event, frame)``: the SSE frame with this message's id, for SSE relay views.
         self._sse_relay: tuple[str | None, bytes] | None = None
+        #: The ``websocket.send`` event of its multi-channel ``{"op": "message", ...}`` frame (realtime.topics).
+        self._envelope: dict[str, Any] | None = None
         self.id: str | None = None
 
 
