@@ -128,7 +128,8 @@ export class FakeServer {
           if (!payload) return error("token_not_valid");
           if (payload.exp * 1000 < Date.now()) return error("token_expired");
           conn.user = payload.user_id;
-          return ok({ v: 1, user: conn.user, exp: payload.exp });
+          conn.channels.add(`user:${conn.user}`); // as TopicSocket.auto_subscribe does
+          return ok({ v: 1, user: conn.user, exp: payload.exp, channels: [`user:${conn.user}`] });
         }
         case "refresh": {
           const payload = decode(frame.token);

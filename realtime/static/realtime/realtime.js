@@ -128,6 +128,13 @@ export class Subscription {
       data = await this.client._request(frame);
     } catch (error) {
       if (this.state === "closed" || error.code === "disconnected") return; // rejoined after reconnecting
+      if (error.code === "already_subscribed" && this.client.serverChannels.includes(this.channel)) {
+        // The server subscribed this connection itself (connect's `channels`): its messages flow already.
+        this.state = "joined";
+        this._settle.resolve({ channel: this.channel, recovered: !resuming, last_id: null });
+        if (this.wantsPresence) await this._syncPresence();
+        return;
+      }
       this._close();
       this._settle.reject(error);
       this._call("onError", error);
@@ -257,6 +264,12 @@ export class Realtime {
     this.state = null;
     /** The user id the server authenticated (null: anonymous), from the last `connect` reply. */
     this.user = null;
+    /**
+     * Channels the server subscribed this connection to by itself (`connect`'s `channels`, e.g.
+     * "user:5"). Their messages reach a Subscription once `subscribe()` is called for them (the
+     * server's `already_subscribed` then counts as joined); they are not recovered after a reconnect.
+     */
+    this.serverChannels = [];
     /** @type {Map<string, Subscription>} */
     this.subscriptions = new Map();
     this.attempt = 0;
@@ -384,6 +397,7 @@ export class Realtime {
     }
     if (ws !== this.ws || this.state === "closed") return;
     this.user = data.user ?? null;
+    this.serverChannels = Array.isArray(data.channels) ? data.channels : [];
     this.attempt = 0;
     this._setState("open", "");
     this._scheduleRefresh(data.exp);

@@ -146,6 +146,22 @@ describe("against the fake server", () => {
     }
   });
 
+  test("a channel the server subscribed by itself is joined by subscribe() and delivers", async () => {
+    const rt = client(server, { token: fakeToken(9) });
+    const seen = [];
+    try {
+      await rt.ping();
+      assert.deepEqual(rt.serverChannels, ["user:9"]);
+      const mine = rt.subscribe("user:9", { onMessage: (data) => seen.push(data) });
+      await mine.ready;
+      assert.equal(mine.state, "joined");
+      server.publish("user:9", "for you");
+      await until(() => seen.length === 1, "the message of the server-made subscription");
+    } finally {
+      rt.close();
+    }
+  });
+
   test("a repeated message id is dropped and counted", async () => {
     const rt = client(server, { token: fakeToken(4) });
     const seen = [];
