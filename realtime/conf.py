@@ -16,6 +16,8 @@ REALTIME = {
     "SLOW_CONSUMER_TIMEOUT": 10,      # seconds a send may wait before the client is a slow consumer (4008)
     "SEND_BUFFER_LIMIT": 4194304,     # bytes owed beyond which a client is a slow consumer at once (daphne)
     "MAX_PENDING_MESSAGES": 64,       # unread inbound messages before the socket is no longer read (daphne)
+    "MAX_SUBSCRIPTIONS": 100,         # channels per TopicSocket connection
+    "PRESENCE_TIMEOUT": 30,           # seconds after which a silent process's presence members leave (Redis)
 }
 ```
 """
@@ -39,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "SLOW_CONSUMER_TIMEOUT": 10,
     "SEND_BUFFER_LIMIT": 4 * 1024 * 1024,
     "MAX_PENDING_MESSAGES": 64,
+    "MAX_SUBSCRIPTIONS": 100,
+    "PRESENCE_TIMEOUT": 30,
 }
 
 

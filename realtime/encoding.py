@@ -50,7 +50,7 @@ def _encode(data: Any) -> str:
 class SharedMessage(dict):
     """A published dict, shared by all subscribers, that caches its own JSON text."""
 
-    __slots__ = ("_event", "_json", "_sse", "id")
+    __slots__ = ("_envelope", "_event", "_json", "_sse", "id")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -59,6 +59,8 @@ class SharedMessage(dict):
         self._event: dict[str, Any] | None = None
         #: The SSE frame ``data: <json>`` of a ``{"data": message}`` event, also built once.
         self._sse: bytes | None = None
+        #: The ``websocket.send`` event of its multi-channel ``{"op": "message", ...}`` frame (realtime.topics).
+        self._envelope: dict[str, Any] | None = None
         self.id: str | None = None
 
 
