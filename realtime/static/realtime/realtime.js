@@ -56,6 +56,19 @@ export function jwtPayload(token) {
   }
 }
 
+/**
+ * A WebSocket URL from `url`: ws:// and wss:// as they are, http(s):// mapped to ws(s)://, and a
+ * relative URL ("/api/realtime/ws") resolved against the page's location in a browser.
+ * @param {string} url
+ * @returns {string}
+ */
+export function websocketUrl(url) {
+  const base = globalThis.location && globalThis.location.href;
+  const resolved = new URL(url, base); // throws on a relative URL outside a browser: say so
+  resolved.protocol = resolved.protocol.replace(/^http/, "ws");
+  return resolved.href;
+}
+
 /** How many recent message ids each subscription remembers to drop a repeated one. */
 const SEEN_IDS = 1000;
 
@@ -234,7 +247,8 @@ function memberKey(member) {
  */
 export class Realtime {
   /**
-   * @param {string} url ws:// or wss:// URL of a TopicSocket endpoint
+   * @param {string} url the TopicSocket endpoint: ws(s)://, http(s):// or, in a browser, relative
+   *   ("/api/realtime/ws": the page's own host, wss on https pages)
    * @param {object} [options]
    * @param {string} [options.token] an access token, sent in the `connect` message
    * @param {() => (string|Promise<string>)} [options.getToken] a fresh token: called before connecting
@@ -258,6 +272,11 @@ export class Realtime {
       heartbeat = 30000,
     } = options;
     if (!Socket) throw new TypeError("No global WebSocket here: pass one, e.g. new Realtime(url, { WebSocket }) with WebSocket from the 'ws' package");
+    try {
+      url = websocketUrl(url);
+    } catch {
+      throw new TypeError(`Not a URL: ${url} (outside a browser give a full ws:// or wss:// URL)`);
+    }
     Object.assign(this, { url, token, getToken, Socket, timeout, onStateChange, refreshBefore, heartbeat });
     this.backoff = { base: 500, cap: 30000, ...backoff };
     /** "connecting", "open", "reconnecting" or "closed" (null only until the constructor connects). */

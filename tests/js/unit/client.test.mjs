@@ -11,6 +11,7 @@ import {
   follow,
   jwtPayload,
   parseEventStream,
+  websocketUrl,
 } from "../../../realtime/static/realtime/realtime.js";
 import { FakeServer, fakeToken, until } from "../fake-server.mjs";
 
@@ -45,6 +46,19 @@ describe("pure functions", () => {
     assert.equal(jwtPayload(fakeToken(7)).user_id, 7);
     assert.deepEqual(jwtPayload("nope"), {});
     assert.deepEqual(jwtPayload(""), {});
+  });
+
+  test("websocketUrl: ws(s) kept, http(s) mapped, relative resolved against the page, else TypeError", () => {
+    assert.equal(websocketUrl("ws://h:1/ws"), "ws://h:1/ws");
+    assert.equal(websocketUrl("https://h/api/realtime/ws"), "wss://h/api/realtime/ws");
+    assert.equal(websocketUrl("http://h/ws?x=1"), "ws://h/ws?x=1");
+    assert.throws(() => new Realtime("/api/realtime/ws", { WebSocket }), TypeError);
+    globalThis.location = new URL("https://example.com/demo/");
+    try {
+      assert.equal(websocketUrl("/api/realtime/ws"), "wss://example.com/api/realtime/ws");
+    } finally {
+      delete globalThis.location;
+    }
   });
 
   test("parseEventStream: fields, multi-line data, comments, CRLF, an unfinished event kept", () => {

@@ -8,10 +8,6 @@ const MAX_LINES = 100;
 let rt = null;
 let room = null;
 
-function wsUrl(path) {
-  return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}${path}`;
-}
-
 function setStatus(state, detail) {
   const element = $("#chat-status");
   element.dataset.state = state === "open" ? "live" : state;
@@ -87,7 +83,7 @@ function join(name) {
 /** Opens the chat for a logged-in user; `auth` is the page's client.js Auth. */
 export function startChat(auth) {
   stopChat();
-  rt = new Realtime(wsUrl("/api/realtime/ws"), {
+  rt = new Realtime("/api/realtime/ws", {
     getToken: () => auth.access({ force: Boolean(rt && rt.token) }),
     onStateChange: setStatus,
   });
