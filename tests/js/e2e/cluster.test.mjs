@@ -94,6 +94,28 @@ describe("realtime.js against two daphne processes and Redis", () => {
     assert.equal(plain.state, "open");
   });
 
+  test("the token is refreshed over the open socket before it expires, without reconnecting", async () => {
+    const states = [];
+    let calls = 0;
+    // The servers' tokens last 15 minutes: refreshing "15 minutes minus 3 s" early happens in ~3 s.
+    const rt = await connect("a", "plain", {
+      refreshBefore: 15 * 60 * 1000 - 3000,
+      getToken: () => {
+        calls += 1;
+        return token("a", "plain");
+      },
+      onStateChange: (state) => states.push(state),
+    });
+    const first = rt.token;
+    await until(() => calls >= 2 && rt.token !== first, "a refreshed token", 30000);
+    const room = `room:refresh-${RUN}`;
+    const texts = [];
+    await rt.subscribe(room, { onMessage: (data) => texts.push(data.text) }).ready;
+    await rt.publish(room, { text: "after the refresh" });
+    await until(() => texts.length === 1, "a message after the refresh", 20000);
+    assert.ok(!states.includes("reconnecting"), `states: ${states}`);
+  });
+
   test("presence from both processes: one member per user across two connections", async () => {
     const room = `room:presence-${RUN}`;
     const joins = [];
