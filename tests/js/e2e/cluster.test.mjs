@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import WebSocket from "ws";
 
-import { Realtime } from "../../../realtime/static/realtime/realtime.js";
+import { Realtime, follow } from "../../../realtime/static/realtime/realtime.js";
 import { until } from "../fake-server.mjs";
 
 const SERVERS = JSON.parse(process.env.RT_SERVERS ?? "null");
@@ -175,6 +175,46 @@ describe("realtime.js against two daphne processes and Redis", () => {
     assert.deepEqual(texts, ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]);
     assert.equal(sub.duplicates, 0, "the server sent no message twice");
     assert.ok(states.includes("reconnecting"));
+  });
+
+  test("follow() resumes an SSE stream with Last-Event-ID after a daphne restart, each event once", async () => {
+    const seen = [];
+    const states = [];
+    const stream = follow(`${SERVERS.a}/api/t/sse/resumable`, {
+      token: () => token("b", "plain"),
+      onEvent: (event) => event.event === "entry" && seen.push(event.data.n),
+      onStateChange: (state) => states.push(state),
+      backoff: { base: 200, cap: 2000 },
+    });
+    const publisher = new WebSocket(`${SERVERS.b.replace(/^http/, "ws")}/api/t/publish/live-history`);
+    await new Promise((resolve, reject) => {
+      publisher.once("open", resolve);
+      publisher.once("error", reject);
+    });
+    const publish = (n) =>
+      new Promise((resolve) => {
+        publisher.once("message", resolve);
+        publisher.send(JSON.stringify({ n, run: RUN }));
+      });
+    try {
+      await until(() => states.includes("open"), "the stream open", 20000);
+      await sleep(500); // the view joins the channel
+      for (const n of [1, 2]) await publish(n);
+      await until(() => seen.length === 2, "the events before the restart", 20000);
+      await control("stop", "a");
+      await until(() => states.at(-1) === "reconnecting", "the stream noticing", 20000);
+      for (const n of [3, 4]) await publish(n);
+      await control("start", "a");
+      await until(() => seen.length >= 4, "the events published meanwhile", 60000);
+      await publish(5);
+      await until(() => seen.length >= 5, "a live event after resuming", 20000);
+      await sleep(1000);
+      assert.deepEqual(seen, [1, 2, 3, 4, 5]);
+      assert.ok(stream.lastEventId);
+    } finally {
+      stream.close();
+      publisher.close();
+    }
   });
 
   test("a process killed with SIGKILL: its members leave within the presence bound", async () => {
