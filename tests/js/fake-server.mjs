@@ -61,6 +61,11 @@ export class FakeServer {
     for (const conn of this.connections) conn.ws.terminate();
   }
 
+  /** Closes every connection with `code` and `reason`, as the server's revocation does. */
+  closeAll(code, reason) {
+    for (const conn of this.connections) conn.ws.close(code, reason);
+  }
+
   /** Drops every connection and refuses new ones until `up()`: a server that is away. */
   goDown() {
     this.down = true;

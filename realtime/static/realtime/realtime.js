@@ -216,6 +216,8 @@ export class Subscription {
           return;
         }
         this._call("onGap", { channel: this.channel, missed: frame.missed ?? null, recovered: frame.recovered ?? true });
+        // join/leave frames wait in the same bounded queue: some may be among those dropped.
+        if (this.wantsPresence && this.state === "joined") this._syncPresence();
         break;
       case "join":
         this._members.set(memberKey(frame.member), frame.member);
@@ -340,8 +342,12 @@ export class Realtime {
 
   /** Closes the connection for good: no reconnection; pending requests reject with "closed". */
   close() {
+    this._stop("");
+  }
+
+  _stop(detail) {
     if (this.state === "closed") return;
-    this._setState("closed", "");
+    this._setState("closed", detail);
     for (const timer of Object.values(this._timers)) clearTimeout(timer);
     this._failPending("closed", "the connection was closed");
     this._queue = [];
@@ -454,7 +460,17 @@ export class Realtime {
     // What was sent may or may not have arrived: say so. Queued frames wait for the next socket.
     this._failPending("disconnected", `the connection closed (${event.code})`);
     for (const subscription of this.subscriptions.values()) subscription.state = "joining";
-    if (this.state !== "closed") this._retry(`connection lost (${event.code}${event.reason ? `: ${event.reason}` : ""})`);
+    if (this.state === "closed") return;
+    const why = `${event.code}${event.reason ? `: ${event.reason}` : ""}`;
+    if (event.code === 4003) {
+      // The server ended the session (token_expired, session_revoked, ...): never reuse that token.
+      this.token = null;
+      if (!this.getToken) {
+        this._stop(`closed by the server (${why})`);
+        return;
+      }
+    }
+    this._retry(`connection lost (${why})`);
   }
 
   _retry(why) {

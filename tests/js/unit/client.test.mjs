@@ -341,6 +341,44 @@ describe("against the fake server", () => {
     }
   });
 
+  test("closed with 4003: reconnect with a fresh token from getToken, or stop without getToken", async () => {
+    let calls = 0;
+    const states = [];
+    const withGetToken = client(server, {
+      getToken: () => {
+        calls += 1;
+        return fakeToken(51);
+      },
+    });
+    const withToken = client(server, { token: fakeToken(52), onStateChange: (state, detail) => states.push([state, detail]) });
+    try {
+      await withGetToken.ping();
+      await withToken.ping();
+      assert.equal(calls, 1);
+      server.closeAll(4003, "token_expired");
+      await until(() => calls === 2 && withGetToken.isOpen, "a new connection with a fresh token");
+      await until(() => withToken.state === "closed", "the token-only client stopping");
+      assert.match(states.at(-1)[1], /4003: token_expired/);
+      await assert.rejects(withToken.ping(), (error) => error.code === "closed");
+    } finally {
+      withGetToken.close();
+      withToken.close();
+    }
+  });
+
+  test("a gap on a presence channel asks presence again", async () => {
+    const rt = client(server, { token: fakeToken(53) });
+    try {
+      const room = rt.subscribe("room:gap", { onJoin: () => {} });
+      await until(() => room.members().length === 1, "the first sync");
+      const asked = server.frames("presence").length;
+      for (const conn of server.connections) conn.send({ op: "gap", channel: "room:gap", missed: 3 });
+      await until(() => server.frames("presence").length === asked + 1, "a second presence request");
+    } finally {
+      rt.close();
+    }
+  });
+
   test("a heartbeat without a reply drops the socket and reconnects", async () => {
     const deaf = await new FakeServer({ silent: new Set(["ping"]) }).start();
     const rt = new Realtime(deaf.url, { WebSocket, token: fakeToken(41), heartbeat: 200, timeout: 300, backoff: FAST });
