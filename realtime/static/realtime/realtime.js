@@ -536,6 +536,7 @@ export class Realtime {
       this.token = token;
       this._scheduleRefresh(data.exp);
     } catch (error) {
+      if (this.state === "closed") return;
       console.warn(`realtime: token refresh failed (${error.message}); retrying`);
       // Try again shortly while the old token lasts; a reconnect gets a fresh one anyway.
       if (this.isOpen && exp * 1000 > Date.now()) {
