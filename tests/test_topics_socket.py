@@ -194,3 +194,26 @@ async def test_nothing_outlives_its_connection_after_1000_cycles(users):
         assert channel is None or channel.subscriber_count == 0, channel
     # Channels without history are forgotten once unused; history ones (open:*) keep their messages.
     assert not {"picky", f"user:{ana.pk}", COMPANION + "lobby:cycle"} & (set(registry) - channels_before)
+
+
+async def test_a_client_silent_after_opening_is_closed_with_1008():
+    class Impatient(Sockets):
+        first_message_timeout = 0.2
+
+    communicator = WebsocketCommunicator(Impatient.as_asgi(), "/ws")
+    assert (await communicator.connect())[0]
+    closed = await communicator.receive_output(timeout=5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1008)
+
+
+async def test_redis_unreachable_is_a_broker_unavailable_reply_and_the_socket_goes_on(users, settings):
+    from tests.servers import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    communicator, _ = await opened()
+    await request(communicator, {"op": "connect", "ref": "c", "token": token(users["ana"])})
+    answer = await request(communicator, {"op": "subscribe", "ref": "1", "channel": "lobby:down"})
+    assert answer["error"]["code"] == "broker_unavailable"
+    assert (await request(communicator, {"op": "subscribe", "ref": "2", "channel": "picky"}))["ok"]
+    await communicator.disconnect()
+    assert registry.get("lobby:down") is None or registry["lobby:down"].subscriber_count == 0

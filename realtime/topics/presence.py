@@ -153,10 +153,10 @@ class RedisPresence:
         uid = json.dumps(user_id)
         keys = [PREFIX + "c:" + name, PREFIX + "i:" + name, self.proc, self.alive]
         field = json.dumps([name, uid])
-        total = await self._join(keys=keys, args=[uid, json.dumps(info), field, time.time(), PROCESS_ID])
-        self.local += 1
+        self.local += 1  # before the await: the caller's leave() balances it even if this fails
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        total = await self._join(keys=keys, args=[uid, json.dumps(info), field, time.time(), PROCESS_ID])
         return member(user_id, info, 1) if int(total) == 1 else None
 
     async def leave(self, name: str, user_id: Any) -> dict[str, Any] | None:

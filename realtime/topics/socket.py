@@ -28,11 +28,11 @@ from typing import Any, ClassVar
 from channels.db import database_sync_to_async
 
 from ..auth import AuthenticationFailed
-from ..broker import BrokerUnavailable
+from ..broker import BrokerUnavailable, is_unreachable
 from ..channel import Channel
 from ..closecodes import CloseCode, WebSocketException, refused_credentials_code
 from ..conf import setting
-from ..connection import WebSocket
+from ..connection import WebSocket, WebSocketDisconnect
 from ..encoding import UnencodableMessage
 from ..permissions import first_denial, get_permissions, is_authenticated
 from ..revocation import close_soon, revocations
@@ -211,7 +211,12 @@ class TopicSocket(WebSocketView):
         await ws.send_json(p.reply(request.ref, {"id": message_id}))
 
     async def _do_presence(self, ws: WebSocket, request: p.Request) -> None:
-        members = await presence_store().members(request.channel) if request.route.topic.presence else []
+        members = []
+        if request.route.topic.presence:
+            try:
+                members = await presence_store().members(request.channel)
+            except Exception as error:
+                raise _unavailable(error) from None
         await ws.send_json(p.reply(request.ref, {"members": members}))
 
     async def _hook(self, topic: Topic, name: str, refusal: str, *args: Any) -> Any:
@@ -279,12 +284,21 @@ class TopicSocket(WebSocketView):
             for message_id, message in replay:
                 await ws.send(message_event(name, message_id, message))
             sink.skip = {message_id for message_id, _ in replay}
-        except BaseException:
+        except BaseException as error:
             await self._leave(name, hook=False)
+            if isinstance(error, Exception) and not isinstance(error, (WebSocketDisconnect, Failed)):
+                raise _unavailable(error) from None
             raise
         sink.activate()
         if self.outbox.task is None:
-            self.outbox.task = self._spawn(self.outbox.run())
+            self.outbox.task = self._spawn(self._deliver())
+
+    async def _deliver(self) -> None:
+        """The connection's one delivery task; it ends quietly when the client has gone."""
+        try:
+            await self.outbox.run()
+        except WebSocketDisconnect:
+            pass
 
     async def _leave(self, name: str, hook: bool = True) -> None:
         """End one subscription: unhook its sinks, leave presence, call ``on_unsubscribe``."""
@@ -311,6 +325,15 @@ class TopicSocket(WebSocketView):
                 await joined.topic.on_unsubscribe(self.user, **joined.topic.params)
             except Exception:
                 logger.exception("%s.on_unsubscribe raised", type(joined.topic).__name__)
+
+
+def _unavailable(error: Exception) -> Failed:
+    """Redis unreachable: ``broker_unavailable``; anything else is logged, ``internal_error``."""
+    if isinstance(error, BrokerUnavailable) or is_unreachable(error):
+        logger.warning("Redis unreachable during a subscription request: %s", error)
+        return Failed("broker_unavailable", "The message broker is unreachable; try again")
+    logger.error("A subscription request failed", exc_info=error)
+    return Failed("internal_error", "The request failed; the error is logged on the server")
 
 
 async def _newest_id(channel: Channel) -> str | None:
