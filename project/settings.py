@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "realtime",
     "project.demo",
     "project.trading",
+    "project.chat",
 ]
 
 MIDDLEWARE = [

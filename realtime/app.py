@@ -88,6 +88,7 @@ class CoreApp:
             # Slow SSE clients are ended by the policy of realtime.flow; other responses pass through.
             guard = SendGuard(scope, send, receive)
             current_http.set(HttpContext(scope, guard))
+            scope["realtime.server_send"] = send  # for SSE relay views' direct writes (realtime.sse_relay)
             await self.http_app(scope, guard.receive, guard.send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)

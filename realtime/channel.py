@@ -114,6 +114,10 @@ class Channel:
         Raises :class:`BrokerUnavailable` when Redis cannot be reached: then nobody got it. A
         message that is not strict JSON in UTF-8 raises ``UnencodableMessage``: nobody gets it either.
         """
+        return (await self.publish_with_id(message))[0]
+
+    async def publish_with_id(self, message: Any) -> tuple[int, str | None]:
+        """``publish``, also returning the message's history id (None without history)."""
         message = wire_safe(message)
         self.published += 1
         store = self._redis()
@@ -135,9 +139,9 @@ class Channel:
         shared = SharedMessage(message) if type(message) is dict else message
         if message_id is not None and type(shared) is SharedMessage:
             shared.id = message_id
-        return self._fanout(shared, message_id)
+        return self._fanout(shared, message_id), message_id
 
-    async def _publish_to_stream(self, store: RedisHistory, message: Any) -> int:
+    async def _publish_to_stream(self, store: RedisHistory, message: Any) -> tuple[int, str]:
         """History in Redis: the Stream is the one source of order for every process.
 
         Delivery, local included, comes from each process's stream reader, so every subscriber
@@ -146,11 +150,11 @@ class Channel:
         Returns the local subscribers that will receive it.
         """
         try:
-            await reach("history", self.name, lambda: store.append(message))  # redis-py retries a stale connection
+            message_id = await reach("history", self.name, lambda: store.append(message))  # redis-py retries
         except BrokerUnavailable:
             self.broker_errors += 1
             raise
-        return len(self._subscribers)
+        return len(self._subscribers), message_id
 
     def publish_sync(self, message: Any) -> int:
         """``publish`` for synchronous code: management commands, WSGI views, worker threads."""

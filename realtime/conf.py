@@ -21,6 +21,8 @@ REALTIME = {
     "METRICS_LATENCY_SAMPLE": 16,     # one WebSocket in N has its publish-to-send latency measured; 0: none
     "OPS_SNAPSHOT_INTERVAL": 3,       # seconds between this process's snapshots in Redis (admin page, realtime_status)
     "OPS_KEY_PREFIX": "realtime:ops", # Redis key prefix of those snapshots
+    "MAX_SUBSCRIPTIONS": 100,         # channels per TopicSocket connection
+    "PRESENCE_TIMEOUT": 30,           # seconds after which a silent process's presence members leave (Redis)
 }
 ```
 """
@@ -49,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_LATENCY_SAMPLE": 16,
     "OPS_SNAPSHOT_INTERVAL": 3,
     "OPS_KEY_PREFIX": "realtime:ops",
+    "MAX_SUBSCRIPTIONS": 100,
+    "PRESENCE_TIMEOUT": 30,
 }
 
 

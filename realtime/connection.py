@@ -66,6 +66,8 @@ class WebSocket:
         self.scope = scope
         #: The server's send behind the slow-consumer policy (realtime.flow).
         self._send = SendGuard(scope, send).send
+        #: The server's own send, for realtime.relay to find the transport behind it.
+        self._server_send = send
         self.client_state = WebSocketState.CONNECTING
         self.path_params: dict[str, Any] = dict(scope.get("url_route", {}).get("kwargs", {}))
         self.headers = parse_headers(scope)

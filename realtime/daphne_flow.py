@@ -16,6 +16,8 @@ Also, per WebSocket connection (autobahn's per-protocol options, set before the 
 - inbound: when ``REALTIME["MAX_PENDING_MESSAGES"]`` messages wait unread in daphne's queue for
   the app, the socket is no longer read (TCP pushes back on the client) until half are consumed;
 - ``send_text("")`` and ``send_bytes(b"")`` are sent (daphne drops empty payloads);
+- :func:`writer_for` hands the direct delivery path (``realtime.relay``) a writer of ready-made
+  frames for an open socket whose transport has room;
 - a send that races the client's close raises :class:`realtime.flow.ClientDisconnected` with the
   client's close code, instead of autobahn's ``Disconnected``.
 
@@ -26,6 +28,7 @@ else daphne keeps its own behaviour and a warning says so.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -85,6 +88,68 @@ class WriteGate:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+class DirectWriter:
+    """Writes ready-made frame bytes to one daphne WebSocket's transport, skipping the ASGI hop.
+
+    Only while the connection is open and its transport is not pushing back: otherwise the caller
+    takes the ASGI path, which waits, and the slow-consumer policy applies.
+    """
+
+    __slots__ = ("gate", "protocol")
+
+    def __init__(self, protocol: Any, gate: WriteGate) -> None:
+        self.protocol = protocol
+        self.gate = gate
+
+    def ready(self) -> bool:
+        gate = self.gate
+        return not gate.paused and not gate.stopped and self.protocol.state == self.protocol.STATE_OPEN
+
+    def write(self, data: bytes) -> None:
+        self.gate.transport.write(data)
+
+
+def writer_for(send: Any) -> DirectWriter | None:
+    """A DirectWriter for the connection behind daphne's ASGI ``send``, or None for any other server."""
+    if not isinstance(send, functools.partial) or len(send.args) != 1:
+        return None
+    protocol = send.args[0]
+    gate = getattr(protocol, "_realtime_gate", None)
+    if not isinstance(gate, WriteGate) or not hasattr(protocol, "sendMessage"):
+        return None  # not an accepted daphne WebSocket with our gate (an HTTP request, another server)
+    return DirectWriter(protocol, gate)
+
+
+class ResponseWriter:
+    """Writes ready-made SSE frames to one daphne streaming response (chunked by Twisted)."""
+
+    __slots__ = ("gate", "request")
+
+    def __init__(self, request: Any, gate: WriteGate) -> None:
+        self.request = request
+        self.gate = gate
+
+    def ready(self) -> bool:
+        gate, request = self.gate, self.request
+        return not gate.paused and not gate.stopped and not request.finished and request.channel is not None
+
+    def write(self, data: bytes) -> None:
+        from twisted.web import http
+
+        http.Request.write(self.request, data)
+
+
+def http_writer_for(send: Any) -> ResponseWriter | None:
+    """A ResponseWriter for the streaming response behind daphne's ASGI ``send``, or None."""
+    if not isinstance(send, functools.partial) or len(send.args) != 1:
+        return None
+    request = send.args[0]
+    gate = getattr(request, "_realtime_gate", None)
+    if not isinstance(gate, WriteGate) or not hasattr(request, "finished"):
+        return None
+    return ResponseWriter(request, gate)
 
 
 def supported() -> bool:

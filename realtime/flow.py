@@ -22,6 +22,7 @@ Other HTTP responses pass through untouched: a slow download is not a slow consu
 from __future__ import annotations
 
 import asyncio
+import types
 from typing import Any
 
 from .closecodes import CloseCode
@@ -89,9 +90,16 @@ class SendGuard:
         if not self._streaming or kind == "websocket.close":
             await self._send(message)
             return
+        # Most sends complete without waiting: run the server's send up to its first suspension,
+        # and arm the timeout (which costs more than the send itself) only if it does suspend.
+        sending = self._send(message)
         try:
+            try:
+                pending = sending.send(None)
+            except StopIteration:
+                return
             async with asyncio.timeout(self.timeout):
-                await self._send(message)
+                await _resume(sending, pending)
         except TimeoutError:
             await self._give_up(f"did not read for {self.timeout:g} s")
         except SlowConsumer as error:
@@ -131,6 +139,24 @@ class SendGuard:
         _abort_soon(self._send)
         if self.websocket:
             raise SlowConsumer(f"slow consumer: {why}")
+
+
+@types.coroutine
+def _resume(coroutine: Any, pending: Any) -> Any:
+    """Await the rest of a coroutine already run up to ``pending``, as ``await`` would have."""
+    while True:
+        try:
+            result = yield pending
+        except BaseException as error:  # cancellation (the timeout) goes into the send, as with await
+            try:
+                pending = coroutine.throw(error)
+            except StopIteration:
+                return
+        else:
+            try:
+                pending = coroutine.send(result)
+            except StopIteration:
+                return
 
 
 def _abort_soon(send: Any) -> None:

@@ -221,7 +221,21 @@ class SSEView(View):
     #: How tokens are found and validated.
     authenticator_class: ClassVar[type[TokenAuthenticator]] = TokenAuthenticator
 
+    #: A Channel streamed to every client by the direct delivery path (``realtime.sse_relay``): the
+    #: same events as ``follow(relay, event=relay_event)``, without a task per stream per message.
+    relay: ClassVar[Any] = None
+    #: The ``event:`` name of relayed messages (None: the default ``message`` event).
+    relay_event: ClassVar[str | None] = None
+
     http_method_names = ["get", "options"]
+
+    def relay_message(self, message: Any) -> Any:
+        """For ``relay`` views: the message to send for a published one, or None to skip it.
+
+        Called in the publisher's turn for every stream: keep it cheap; return the message itself
+        to keep the frame shared by every stream.
+        """
+        return message
 
     async def stream(self, request: HttpRequest, **params: Any) -> AsyncIterator[dict[str, Any]]:
         """Yield dicts with ``data`` and optional ``event``, ``id`` and ``retry``."""
@@ -248,6 +262,8 @@ class SSEView(View):
                 return sse_error(401, error.code, error.detail, {"WWW-Authenticate": 'Bearer realm="api"'})
             status = 403 if is_authenticated(self.user) else 401
             return sse_error(status, getattr(denied, "code", "permission_denied"), str(denied.message))
+        if self.relay is not None:
+            return await self._relay_response(request)
         events = self.stream(request, **params)
         if is_authenticated(self.user):
             if not sse_users.acquire(self.user.pk, setting("MAX_SSE_STREAMS_PER_USER")):
@@ -257,6 +273,32 @@ class SSEView(View):
             expires = token.get("exp") if token is not None and setting("EXPIRE_WITH_TOKEN") else None
             events = _guarded(events, self.user.pk, functools.partial(sse_users.release, self.user.pk), expires)
         return sse_response(events, self.ping_interval, self.headers)
+
+    async def _relay_response(self, request: HttpRequest) -> HttpResponse:
+        from .daphne_flow import http_writer_for
+        from .sse_relay import relay_body
+
+        user_pk = expires = release = None
+        if is_authenticated(self.user):
+            if not sse_users.acquire(self.user.pk, setting("MAX_SSE_STREAMS_PER_USER")):
+                return sse_error(429, "too_many_streams", "Too many concurrent streams for this user")
+            token = getattr(self, "auth_token", None)
+            expires = token.get("exp") if token is not None and setting("EXPIRE_WITH_TOKEN") else None
+            user_pk, release = self.user.pk, functools.partial(sse_users.release, self.user.pk)
+        send = request.scope.get("realtime.server_send") if hasattr(request, "scope") else None
+
+        def writer_of() -> Any:
+            # Direct writes only while the body reaches the client as we yield it: a middleware
+            # that re-encodes the stream (GZipMiddleware) gets every frame through its iterator.
+            if response.has_header("Content-Encoding") or getattr(response, "_iterator", None) is not body:
+                return None
+            return http_writer_for(send)
+
+        body = relay_body(self, self.relay, writer_of, self.ping_interval, user_pk, expires, release)
+        response = StreamingHttpResponse(body)
+        for name, value in {**SSE_HEADERS, **self.headers}.items():
+            response[name] = value
+        return response
 
     async def follow(
         self, channel: Any, event: str | None = None, predicate: Any = None

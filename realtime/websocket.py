@@ -109,6 +109,10 @@ class WebSocketView(AsyncConsumer):
     refresh_message_type: ClassVar[str] = "realtime.refresh"
     #: How tokens are found and validated.
     authenticator_class: ClassVar[type[TokenAuthenticator]] = TokenAuthenticator
+    #: A Channel whose every message is sent to the client, by the direct delivery path
+    #: (``realtime.relay``: the frame built once per publish and written to each socket, no task per
+    #: socket per message). ``relay_message`` filters or transforms. Use ``stream()`` for anything else.
+    relay: ClassVar[Any] = None
     #: Fan-out goes through realtime.Channel, so no per-connection layer channel is made.
     channel_layer_alias: ClassVar[str | None] = None
 
@@ -123,6 +127,7 @@ class WebSocketView(AsyncConsumer):
         self._releases: list[Any] = []
         self._expiry: asyncio.Task[Any] | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
+        self._stop_relay: Any = None
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -141,6 +146,18 @@ class WebSocketView(AsyncConsumer):
         It starts after ``on_connect`` and is cancelled when the connection ends; when it
         finishes the connection is closed with 1000.
         """
+        return None
+
+    def relay_message(self, message: Any) -> Any:
+        """For ``relay`` views: the message to send for a published one, or None to skip it.
+
+        Called in the publisher's turn for every socket, so keep it cheap and never block; return
+        the message itself to keep the frame shared by every socket.
+        """
+        return message
+
+    def relay_gap(self, missed: int) -> Any:
+        """For ``relay`` views: a message telling the client ``missed`` messages were dropped, or None."""
         return None
 
     # -- ASGI entry point ---------------------------------------------------------------------
@@ -391,9 +408,25 @@ class WebSocketView(AsyncConsumer):
             await ws.send(HEARTBEATS[self.encoding])
 
     def _start_stream(self, ws: WebSocket) -> None:
+        if self.relay is not None:
+            self._start_relay(ws, self.relay)
+            return
         items = self.stream(ws, **self.params)
         if items is not None:
             self._spawn(self._push(ws, items))
+
+    def _start_relay(self, ws: WebSocket, channel: Any) -> None:
+        from . import daphne_flow, uvicorn_flow
+        from .relay import RelaySink
+
+        send = ws._server_send
+        writer = daphne_flow.writer_for(send) or uvicorn_flow.writer_for(send)
+        sink = RelaySink(self, ws, writer, channel.maxlen)
+        channel._add(sink)
+        # Unsubscribed as soon as the connection ends (before its tasks are cancelled), and again
+        # on exit in case it never started: a sink must not spawn a task for a closed socket.
+        self._stop_relay = functools.partial(channel._remove, sink)
+        self._releases.append(self._stop_relay)
 
     async def _push(self, ws: WebSocket, items: AsyncIterator[Any]) -> None:
         send = {"json": ws.send_json, "text": ws.send_text, "bytes": ws.send_bytes}[self.encoding]
@@ -416,6 +449,8 @@ class WebSocketView(AsyncConsumer):
         await ws.close(CloseCode.NORMAL)
 
     def _cancel_tasks(self) -> None:
+        if self._stop_relay is not None:
+            self._stop_relay()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:

@@ -7,7 +7,10 @@ import httpx
 import pytest
 
 from tests.liveapp.management.commands.seed_test_users import PASSWORD
-from tests.servers import Daphne, prepare_database
+from tests.servers import Daphne, Uvicorn, prepare_database
+
+# The fixtures of realtime.testing; an installed distribution loads them by its pytest11 entry point.
+pytest_plugins = ["realtime.testing.pytest_plugin"]
 
 
 @dataclass
@@ -49,4 +52,12 @@ def live(tmp_path_factory, output_dir) -> Live:
     env, users = prepare_database(tmp)
     server = Daphne(env, output_dir / "daphne-live.log").start()
     yield Live(server, users)
+    server.stop()
+
+@pytest.fixture(scope="module", params=[Daphne, Uvicorn], ids=["daphne", "uvicorn"])
+def wire(request, tmp_path_factory, output_dir):
+    """daphne, then uvicorn, serving tests/wireapp with limits small enough to reach (tests.wire_settings)."""
+    env, _ = prepare_database(tmp_path_factory.mktemp("wire"), {"DJANGO_SETTINGS_MODULE": "tests.wire_settings"})
+    server = request.param(env, output_dir / f"{request.param.__name__.lower()}-wire.log").start()
+    yield server
     server.stop()

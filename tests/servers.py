@@ -108,11 +108,11 @@ class Daphne:
 
 
 class Uvicorn(Daphne):
-    """The same project on uvicorn (its websockets and h11 protocol implementations)."""
+    """The same project on uvicorn, with the protocols it picks by default without extras (h11, websockets-sansio)."""
 
     def command(self) -> list[str]:
         return [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
-                "--ws", "websockets", "--http", "h11", "project.asgi:application"]
+                "--ws", "websockets-sansio", "--http", "h11", "project.asgi:application"]
 
 
 def prepare_database(tmp: Path, extra_env: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, int]]:

@@ -4,6 +4,7 @@ from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS, MIDDLEWARE
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.liveapp"]
+INSTALLED_APPS += ["tests.topicsapp"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 MIDDLEWARE = [*MIDDLEWARE, "tests.liveapp.middleware.Stamp"]
 REALTIME = {"MAX_SSE_STREAMS_PER_USER": 3}

@@ -141,3 +141,45 @@ async def test_is_owner_by_object():
         owner_fields = ("author",)
 
     assert await check_permission(ByAuthor(), request_for(user), View(SimpleNamespace(author_id=1)))
+
+
+# -- end to end through the project's routers, in-process (realtime.testing) -------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("path", "who", "allowed"),
+    [
+        ("admin-only", "staff", True),
+        ("admin-only", "plain", False),
+        ("admin-only", None, False),
+        ("editor-only", "editor", True),
+        ("editor-only", "root", True),  # a superuser holds every role
+        ("editor-only", "plain", False),
+        ("editor-or-admin", "editor", True),
+        ("editor-or-admin", "staff", True),
+        ("editor-or-admin", "plain", False),
+    ],
+)
+async def test_role_protected_sockets_admit_or_close_with_4003(realtime_websocket, path, who, allowed):
+    from asgiref.sync import sync_to_async
+
+    from realtime.testing import token_for
+
+    def make():
+        users = {
+            "staff": User.objects.create_user("staff", is_staff=True),
+            "plain": User.objects.create_user("plain"),
+            "editor": User.objects.create_user("editor"),
+            "root": User.objects.create_superuser("root"),
+        }
+        users["editor"].groups.add(Group.objects.create(name="editor"))
+        return users
+
+    users = await sync_to_async(make)()
+    token = token_for(users[who]) if who else None
+    ws = await realtime_websocket(f"/api/t/{path}", token=token)
+    if allowed:
+        assert await ws.receive() == {"user": who, "params": {}}
+    else:
+        await ws.assert_closed(4003)

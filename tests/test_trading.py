@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from decimal import Decimal
 
 import httpx
 import pytest
 import websockets
+from django.contrib.auth import get_user_model
+from django.test import TestCase
 from websockets.exceptions import ConnectionClosed
 
 from project.trading import market
-from project.trading.channels import ticks
+from project.trading.channels import ticks, trades
 from project.trading.trades import InvalidOrder, validate_order
+from realtime.testing import SSEClient, publish, token_for
 from tests.servers import redis_available, require
 
 pytestmark = pytest.mark.timeout(60)
@@ -211,3 +215,36 @@ async def test_the_price_lookup_refuses_to_block_the_event_loop(settings):
     settings.REDIS_URL = "redis://127.0.0.1:6379/7"
     with pytest.raises(SynchronousOnlyOperation):
         market.current_price("R_100")
+
+
+# -- the same endpoints in-process, through the project's routers (realtime.testing) -------------------
+
+
+async def test_unknown_symbol_is_closed_with_4004_in_process(realtime_websocket):
+    ws = await realtime_websocket("/api/trading/ws/ticks/DOGE")
+    await ws.assert_closed(4004, re.compile("^Unknown symbol"))
+
+
+class TradeEventsInProcess(TestCase):
+    """The owner-only trade stream and its resume, on rows of the test's rolled-back transaction."""
+
+    @classmethod
+    def setUpTestData(cls):
+        User = get_user_model()
+        cls.owner, cls.other = User.objects.create_user("trader1"), User.objects.create_user("trader2")
+
+    async def test_only_the_owner_streams_and_a_reconnect_resumes_after_last_event_id(self):
+        token = token_for(self.owner)
+        async with SSEClient(f"/api/trading/events/{self.other.pk}", token=token) as denied:
+            denied.assert_status(403)
+        async with SSEClient(f"/api/trading/events/{self.owner.pk}") as anonymous:
+            anonymous.assert_status(401)
+
+        async with SSEClient(f"/api/trading/events/{self.owner.pk}", token=token) as stream:
+            for trade_id, user in (("t1", self.owner), ("t2", self.other), ("t3", self.owner)):
+                await publish(trades, {"trade_id": trade_id, "user_id": user.pk})
+            first = await stream.assert_event("trade", {"trade_id": "t1", "user_id": self.owner.pk})
+            await stream.assert_event("trade", {"trade_id": "t3", "user_id": self.owner.pk})
+            await stream.assert_no_event()
+        async with SSEClient(f"/api/trading/events/{self.owner.pk}", token=token, last_event_id=first.id) as resumed:
+            await resumed.assert_event("trade", {"trade_id": "t3", "user_id": self.owner.pk})

@@ -16,25 +16,8 @@ import pytest
 import websockets
 
 from tests.raw_ws import RawClient, close_frame, frame
-from tests.servers import Daphne, Uvicorn, prepare_database
-
-
-@pytest.fixture(scope="module", params=[Daphne, Uvicorn], ids=["daphne", "uvicorn"])
-def wire(request, tmp_path_factory, output_dir):
-    env, _ = prepare_database(tmp_path_factory.mktemp("wire"), {"DJANGO_SETTINGS_MODULE": "tests.wire_settings"})
-    server = request.param(env, output_dir / f"{request.param.__name__.lower()}-wire.log").start()
-    yield server
-    server.stop()
-
-
-async def report(server) -> dict:
-    async with websockets.connect(f"{server.ws_url}/api/w/report") as ws:
-        return json.loads(await ws.recv())
-
-
-def rss_mib(server) -> float:
-    with open(f"/proc/{server.process.pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+from tests.servers import Uvicorn
+from tests.wire import never_reading_sse, report, rss_mib
 
 
 def closed_with(server, view: str) -> list[int]:
@@ -45,20 +28,14 @@ def closed_with(server, view: str) -> list[int]:
 # -- backpressure ---------------------------------------------------------------------------------
 
 
-def never_reading_sse(port: int) -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /api/w/fanout-events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
-    return sock
-
-
-async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get_everything(wire):
+@pytest.mark.parametrize("path", ["fanout", "relay"], ids=["stream", "relay"])
+async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get_everything(wire, path):
+    view = {"fanout": "Fanout", "relay": "Relay"}[path]
     before = await report(wire)
     rss_before = rss_mib(wire)
-    slow_ws = RawClient(wire.port, "/api/w/fanout", rcvbuf=4096)
+    slow_ws = RawClient(wire.port, f"/api/w/{path}", rcvbuf=4096)
     slow_sse = never_reading_sse(wire.port)
-    readers = [await websockets.connect(f"{wire.ws_url}/api/w/fanout", max_size=None) for _ in range(3)]
+    readers = [await websockets.connect(f"{wire.ws_url}/api/w/{path}", max_size=None) for _ in range(3)]
     await asyncio.sleep(0.5)
     assert (await report(wire))["subscribers"] == before["subscribers"] + 5
 
@@ -88,9 +65,9 @@ async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get
     while time.monotonic() < deadline and (await report(wire))["subscribers"] > before["subscribers"] + 3:
         await asyncio.sleep(0.2)
     assert (await report(wire))["subscribers"] == before["subscribers"] + 3, "slow subscribers were not ended"
-    while time.monotonic() < deadline and 4008 not in (await report(wire))["closed"].get("Fanout", []):
+    while time.monotonic() < deadline and 4008 not in (await report(wire))["closed"].get(view, []):
         await asyncio.sleep(0.2)
-    assert 4008 in (await report(wire))["closed"].get("Fanout", []), await report(wire)
+    assert 4008 in (await report(wire))["closed"].get(view, []), await report(wire)
     slow_ws.close()
     slow_sse.close()
     for ws in readers:
@@ -101,8 +78,9 @@ async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get
     assert after - rss_before < 15, f"{after - rss_before:.1f} MiB still held after the slow clients left"
 
 
-async def test_a_slow_sse_follower_is_dropped_with_event_error_slow_consumer(wire):
-    sock = never_reading_sse(wire.port)
+@pytest.mark.parametrize("path", ["fanout-events", "relay-events"], ids=["follow", "relay"])
+async def test_a_slow_sse_follower_is_dropped_with_event_error_slow_consumer(wire, path):
+    sock = never_reading_sse(wire.port, path)
     await asyncio.sleep(0.3)
     async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
         await publisher.send(json.dumps({"count": 600, "size": 10240, "pause": 0}))

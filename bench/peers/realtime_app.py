@@ -8,6 +8,7 @@ publishing through ``Channel.publish``. Default class attributes (keepalive 30 s
     daphne -b 127.0.0.1 -p PORT bench.peers.realtime_app:application
     uvicorn --host 127.0.0.1 --port PORT bench.peers.realtime_app:application
     REDIS_URL=redis://127.0.0.1:6379/0 daphne ...   # several processes through Redis
+    BENCH_RELAY=1 daphne ...                         # /ws as ``relay = CHANNEL`` (the direct path)
 """
 
 import os
@@ -22,7 +23,8 @@ from django.http import JsonResponse  # noqa: E402
 from django.urls import include, path  # noqa: E402
 
 from bench.peers._common import publish_loop, publish_params, spawn  # noqa: E402
-from realtime import Channel, CoreApp, Router, SSEView, WebSocketView  # noqa: E402
+from realtime import Channel, CoreApp, Router, SSEView, Topic, TopicSocket, WebSocketView  # noqa: E402
+from realtime.channel import registry  # noqa: E402
 
 CHANNEL = Channel("bench")
 
@@ -31,6 +33,12 @@ class FanoutWS(WebSocketView):
     async def stream(self, ws, **params):
         async for message in CHANNEL.subscribe():
             yield message
+
+
+class FanoutRelay(WebSocketView):
+    """The declarative form, served by the direct delivery path (``BENCH_RELAY=1``)."""
+
+    relay = CHANNEL
 
 
 class FanoutSSE(SSEView):
@@ -44,6 +52,13 @@ class FanoutSSE(SSEView):
             yield {"data": message}
 
 
+class FanoutSSERelay(SSEView):
+    """The declarative form, served by the direct delivery path (``BENCH_RELAY=1``)."""
+
+    ping_interval = 1
+    relay = CHANNEL
+
+
 async def publish(request):
     spawn(publish_loop(*publish_params(request.META.get("QUERY_STRING", "")), CHANNEL.publish))
     return JsonResponse({"ok": True})
@@ -53,10 +68,44 @@ async def stats(request):
     return JsonResponse({"subscribers": CHANNEL.subscriber_count})
 
 
-router = Router()
-router.register_websocket("/ws", FanoutWS)
-router.register_sse("/sse", FanoutSSE)
+class BenchTopic(Topic):
+    """``bench:<name>``: open to anyone, no history, no presence (bench/topics.py)."""
 
-urlpatterns = [path("publish", publish), path("stats", stats), path("", include(router.urls))]
+    pattern = "bench:{name}"
+
+
+class BenchTopics(TopicSocket):
+    topics = [BenchTopic]
+    throttle_classes = []  # one client subscribes to 100 channels at once
+
+
+async def publish_topics(request):
+    """``/publish-topics?count&rate&size&channels=K``: each message to ``bench:0`` .. ``bench:K-1``."""
+    query = request.META.get("QUERY_STRING", "")
+    count, rate, size = publish_params(query)
+    names = [f"bench:{i}" for i in range(int(request.GET.get("channels", "1")))]
+
+    async def to_every_channel(message):
+        for name in names:
+            await BenchTopic.publish(dict(message), name)
+
+    spawn(publish_loop(count, rate, size, to_every_channel))
+    return JsonResponse({"ok": True})
+
+
+async def topic_stats(request):
+    channel = registry.get(request.GET.get("channel", "bench:0"))
+    return JsonResponse({"subscribers": channel.subscriber_count if channel is not None else 0})
+
+
+router = Router()
+router.register_websocket("/ws", FanoutRelay if os.environ.get("BENCH_RELAY") else FanoutWS)
+router.register_websocket("/topics", BenchTopics)
+router.register_sse("/sse", FanoutSSERelay if os.environ.get("BENCH_RELAY") else FanoutSSE)
+
+urlpatterns = [
+    path("publish", publish), path("stats", stats), path("publish-topics", publish_topics),
+    path("topic-stats", topic_stats), path("", include(router.urls)),
+]
 
 application = CoreApp(routers=[router], http_app=django_http)

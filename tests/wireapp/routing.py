@@ -48,12 +48,35 @@ class Fanout(Recorded):
             yield {"gap": item.missed} if isinstance(item, Gap) else item
 
 
+class Relay(Recorded):
+    """The same relay by the direct delivery path; a drop becomes {"gap": missed}."""
+
+    keepalive = 0
+    relay = fanout
+
+    def relay_gap(self, missed):
+        return {"gap": missed}
+
+
+class EvenRelay(Relay):
+    def relay_message(self, message):
+        return message if message["n"] % 2 == 0 else None
+
+
 class FanoutEvents(SSEView):
     ping_interval = 0
 
     async def stream(self, request, **params):
         async for event in self.follow(fanout, event="m"):
             yield event
+
+
+class RelayEvents(SSEView):
+    """follow(fanout, event="m") by the direct delivery path."""
+
+    ping_interval = 0
+    relay = fanout
+    relay_event = "m"
 
 
 POISON = {"surrogate": "\ud800", "nan": float("nan"), "inf": float("inf"), "object": object()}
@@ -101,7 +124,10 @@ router.register_websocket("/echo", Echo)
 router.register_websocket("/empty", Empty)
 router.register_websocket("/bytes-beat", BytesBeat)
 router.register_websocket("/fanout", Fanout)
+router.register_websocket("/relay", Relay)
+router.register_websocket("/even-relay", EvenRelay)
 router.register_sse("/fanout-events", FanoutEvents)
+router.register_sse("/relay-events", RelayEvents)
 router.register_websocket("/publish", Publish)
 router.register_websocket("/report", Report)
 router.register_websocket("/slow", Slow)

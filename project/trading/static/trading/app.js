@@ -1,5 +1,6 @@
 // The demo page: log in, watch ticks, place trades, see your own trade events live.
 import { Auth, LiveSocket, ResumableEvents } from "../realtime/client.js";
+import { startChat, stopChat } from "../demo/chat.js";
 
 const $ = (selector) => document.querySelector(selector);
 const MAX_TICKS = 12;
@@ -151,11 +152,13 @@ async function start() {
   $("#trade-count").textContent = "0";
   watchTicks();
   watchTrades();
+  startChat(auth);
 }
 
 function stop() {
   if (ticks) ticks.close();
   if (events) events.close();
+  stopChat();
   ticks = events = user = null;
   $("#app").hidden = true;
   $("#session").hidden = true;

@@ -1,0 +1,120 @@
+"""The direct delivery path: a WebSocketView that relays a Channel (``relay = ticks``).
+
+The general ``stream()`` hook runs user code per socket: every published message wakes one task
+per socket (the push task, the generator, the subscription), and goes through the ASGI ``send``.
+A relay needs none of that. Its :class:`RelaySink` is the Channel subscriber itself: when a
+message is published, ``offer`` writes the message's WebSocket frame, built once per publish and
+cached on the shared message, straight to the socket's transport (``realtime.daphne_flow`` and
+``realtime.uvicorn_flow`` find it), in the publisher's own loop turn, with no task woken.
+
+When it cannot (another server, a transport pushing back, a message still queued), the message
+goes to the sink's bounded drop-oldest queue and one drain task sends the queue through the
+ordinary ASGI path, which waits for the client and applies the slow-consumer policy
+(``realtime.flow``). Order is kept: nothing is written directly while anything is queued. Drops
+are counted (``dropped``) and, if the view's ``relay_gap`` returns a message, signalled to the
+client before the next message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .connection import WebSocketDisconnect
+from .encoding import SharedMessage, check_text, dumps
+from .frames import binary_frame, text_frame
+
+if TYPE_CHECKING:
+    from .connection import WebSocket
+    from .websocket import WebSocketView
+
+
+class RelaySink:
+    """One socket's subscription to its view's ``relay`` channel."""
+
+    __slots__ = ("__weakref__", "_drain", "_waiter", "dropped", "encoding", "items", "maxlen", "reported",
+                 "transform", "view", "writer", "ws")
+
+    def __init__(self, view: WebSocketView, ws: WebSocket, writer: Any, maxlen: int) -> None:
+        self.view = view
+        self.ws = ws
+        self.writer = writer
+        self.encoding = view.encoding
+        # The default relay_message is the identity: skip the call on the hot path.
+        self.transform = None if type(view).relay_message is _identity_hook() else view.relay_message
+        self.items: deque[Any] = deque()
+        self.maxlen = maxlen
+        self.dropped = 0
+        self.reported = 0
+        self._drain: asyncio.Task[None] | None = None
+        #: Where the drain task parks between messages when there is no direct writer (uvicorn).
+        self._waiter: asyncio.Future[None] | None = None
+
+    def offer(self, message: Any, message_id: str | None) -> None:
+        """Called by the Channel for each published message, in the publisher's loop turn."""
+        if self.transform is not None:
+            message = self.transform(message)
+            if message is None:
+                return
+        items = self.items
+        if not items and self._drain is None:
+            writer = self.writer
+            if writer is not None and writer.ready():
+                writer.write(self._frame(message))
+                self.ws.sent += 1  # counted as the ASGI path counts its sends (realtime.ops)
+                return
+        if len(items) >= self.maxlen:
+            items.popleft()
+            self.dropped += 1
+        items.append(message)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self._drain is None:
+            self._drain = self.view._spawn(self._send_queued())
+
+    def _frame(self, message: Any) -> bytes:
+        if self.encoding == "json":
+            if type(message) is SharedMessage:
+                frame = message._frame
+                if frame is None:
+                    frame = message._frame = text_frame(dumps(message))
+                return frame
+            return text_frame(dumps(message))
+        if self.encoding == "text":
+            return text_frame(check_text(message))
+        return binary_frame(message)
+
+    async def _send_queued(self) -> None:
+        ws = self.ws
+        send = {"json": ws.send_json, "text": ws.send_text, "bytes": ws.send_bytes}[self.encoding]
+        items = self.items
+        try:
+            while True:
+                while items:
+                    if self.dropped > self.reported:
+                        missed, self.reported = self.dropped - self.reported, self.dropped
+                        notice = self.view.relay_gap(missed)
+                        if notice is not None:
+                            await send(notice)
+                    await send(items.popleft())
+                if self.writer is not None:
+                    return  # the direct path takes over again
+                # No direct path on this server: park until the next message rather than end,
+                # so a publish costs one wake-up per socket, not a new task.
+                self._waiter = asyncio.get_running_loop().create_future()
+                await self._waiter
+        except WebSocketDisconnect:
+            self.items.clear()
+        finally:
+            self._drain = None
+            self._waiter = None
+
+
+def _identity_hook() -> Any:
+    from .websocket import WebSocketView
+
+    return WebSocketView.relay_message

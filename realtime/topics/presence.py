@@ -1,0 +1,230 @@
+"""Presence: who is subscribed to a channel, one member per user with their number of connections.
+
+In memory (one process) without ``REDIS_URL``; in Redis with it, so every process sees the same
+members. ``join`` returns the member on the user's *first* connection and ``leave`` on their *last*,
+across processes; only then is a ``join``/``leave`` frame published, on the channel's companion
+channel (:func:`companion`), so each subscriber everywhere sees it once.
+
+Redis layout, under ``realtime:presence:``: ``c:<channel>`` (user → connections, all processes),
+``i:<channel>`` (user → info), ``p:<process>`` (``[channel, user]`` → this process's connections) and
+the sorted set ``alive`` (process → last heartbeat). Each process with members heartbeats every
+third of ``REALTIME["PRESENCE_TIMEOUT"]`` (30 s); a process silent for longer is reaped by whichever
+process notices first (atomically, in a script): its connections are subtracted and the users left
+with none get their ``leave``. No member cap: a channel's members are one hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from ..channel import PROCESS_ID, Channel, registry
+from ..conf import setting
+from ..history import client_options, redis_url
+from .topic import release_channel
+
+logger = logging.getLogger("realtime.presence")
+
+PREFIX = "realtime:presence:"
+#: The companion channel of ``name`` carries its join and leave frames (no history, never resumed).
+COMPANION = "\x00presence:"
+
+
+def companion(name: str) -> Channel:
+    """The process's companion channel of ``name``, where join and leave frames are published."""
+    key = COMPANION + name
+    return registry.get(key) or Channel(key, maxlen=1000)
+
+
+async def announce(op: str, name: str, member: dict[str, Any]) -> None:
+    """Publish a ``join`` or ``leave`` frame to every process's subscribers of ``name``."""
+    channel = companion(name)
+    try:
+        await channel.publish({"op": op, "channel": name, "member": member})
+    except Exception:
+        logger.exception("Could not announce %s on %r", op, name)
+    release_channel(channel)
+
+
+def member(user_id: Any, info: Any, connections: int) -> dict[str, Any]:
+    return {"id": user_id, "info": info, "connections": connections}
+
+
+class MemoryPresence:
+    """Members of this process's channels."""
+
+    def __init__(self) -> None:
+        self.channels: dict[str, dict[Any, list[Any]]] = {}
+
+    async def join(self, name: str, user_id: Any, info: Any) -> dict[str, Any] | None:
+        entry = self.channels.setdefault(name, {}).setdefault(user_id, [0, info])
+        entry[0] += 1
+        return member(user_id, entry[1], 1) if entry[0] == 1 else None
+
+    async def leave(self, name: str, user_id: Any) -> dict[str, Any] | None:
+        users = self.channels.get(name, {})
+        entry = users.get(user_id)
+        if entry is None:
+            return None
+        entry[0] -= 1
+        if entry[0] > 0:
+            return None
+        del users[user_id]
+        if not users:
+            del self.channels[name]
+        return member(user_id, entry[1], 0)
+
+    async def members(self, name: str) -> list[dict[str, Any]]:
+        return [member(user_id, info, count) for user_id, (count, info) in self.channels.get(name, {}).items()]
+
+    def entries(self) -> int:
+        """Members held, all channels together (tests check nothing is left behind)."""
+        return sum(len(users) for users in self.channels.values())
+
+
+_JOIN = """
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+local total = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return total
+"""
+
+_LEAVE = """
+local mine = redis.call('HINCRBY', KEYS[3], ARGV[2], -1)
+if mine <= 0 then redis.call('HDEL', KEYS[3], ARGV[2]) end
+if mine < 0 then return {-1, false} end
+local total = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+local info = redis.call('HGET', KEYS[2], ARGV[1])
+if total <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return {total, info}
+"""
+
+_REAP = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {} end
+local proc = ARGV[2] .. 'p:' .. ARGV[1]
+local fields = redis.call('HGETALL', proc)
+local gone = {}
+for i = 1, #fields, 2 do
+  local key = cjson.decode(fields[i])
+  local counts = ARGV[2] .. 'c:' .. key[1]
+  local infos = ARGV[2] .. 'i:' .. key[1]
+  local total = redis.call('HINCRBY', counts, key[2], -tonumber(fields[i + 1]))
+  if total <= 0 then
+    local info = redis.call('HGET', infos, key[2])
+    redis.call('HDEL', counts, key[2])
+    redis.call('HDEL', infos, key[2])
+    table.insert(gone, fields[i])
+    table.insert(gone, info or 'null')
+  end
+end
+redis.call('DEL', proc)
+return gone
+"""
+
+
+class RedisPresence:
+    """Members shared by every process through Redis, for one event loop."""
+
+    def __init__(self, url: str) -> None:
+        from redis import asyncio as aioredis
+
+        self.client = aioredis.Redis.from_url(url, **client_options())
+        self.alive = PREFIX + "alive"
+        self.proc = PREFIX + "p:" + PROCESS_ID
+        self._join = self.client.register_script(_JOIN)
+        self._leave = self.client.register_script(_LEAVE)
+        self._reap = self.client.register_script(_REAP)
+        self.local = 0  # this process's joined connections
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def timeout() -> float:
+        return float(setting("PRESENCE_TIMEOUT"))
+
+    async def join(self, name: str, user_id: Any, info: Any) -> dict[str, Any] | None:
+        uid = json.dumps(user_id)
+        keys = [PREFIX + "c:" + name, PREFIX + "i:" + name, self.proc, self.alive]
+        field = json.dumps([name, uid])
+        self.local += 1  # before the await: the caller's leave() balances it even if this fails
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        total = await self._join(keys=keys, args=[uid, json.dumps(info), field, time.time(), PROCESS_ID])
+        return member(user_id, info, 1) if int(total) == 1 else None
+
+    async def leave(self, name: str, user_id: Any) -> dict[str, Any] | None:
+        uid = json.dumps(user_id)
+        self.local -= 1
+        if self.local <= 0 and self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        keys = [PREFIX + "c:" + name, PREFIX + "i:" + name, self.proc]
+        total, info = await self._leave(keys=keys, args=[uid, json.dumps([name, uid])])
+        if int(total) != 0:
+            return None
+        return member(user_id, json.loads(info) if info is not None else None, 0)
+
+    async def members(self, name: str) -> list[dict[str, Any]]:
+        await self.reap()
+        counts = await self.client.hgetall(PREFIX + "c:" + name)
+        infos = await self.client.hgetall(PREFIX + "i:" + name)
+        found = []
+        for uid, count in sorted(counts.items()):
+            if int(count) > 0:
+                info = infos.get(uid)
+                found.append(member(json.loads(uid), json.loads(info) if info is not None else None, int(count)))
+        return found
+
+    async def reap(self) -> None:
+        """Take the members of processes silent for longer than the timeout out, and announce their leaves."""
+        dead = await self.client.zrangebyscore(self.alive, "-inf", time.time() - self.timeout())
+        for process in dead:
+            gone = await self._reap(keys=[self.alive], args=[process, PREFIX])
+            for i in range(0, len(gone), 2):
+                name, uid = json.loads(gone[i])
+                await announce("leave", name, member(json.loads(uid), json.loads(gone[i + 1]), 0))
+
+    async def _beat(self) -> None:
+        """While this process has members: say it is alive, and reap the processes that are not."""
+        while True:
+            try:
+                await self.client.zadd(self.alive, {PROCESS_ID: time.time()})
+                await self.reap()
+            except Exception as error:  # Redis away: members expire elsewhere; try again
+                logger.warning("Presence heartbeat failed: %s", error)
+            await asyncio.sleep(self.timeout() / 3)
+
+    def entries(self) -> int:
+        return self.local
+
+    async def aclose(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(BaseException):
+                await self._heartbeat
+        await self.client.aclose()
+
+
+memory_presence = MemoryPresence()
+_redis_stores: dict[asyncio.AbstractEventLoop, RedisPresence] = {}
+
+
+def presence_store() -> MemoryPresence | RedisPresence:
+    """Redis presence when ``REDIS_URL`` is set (one client per event loop), else this process's memory."""
+    url = redis_url()
+    if url is None:
+        return memory_presence
+    loop = asyncio.get_running_loop()
+    store = _redis_stores.get(loop)
+    if store is None:
+        for old in [old for old in _redis_stores if old.is_closed()]:
+            del _redis_stores[old]
+        store = _redis_stores[loop] = RedisPresence(url)
+    return store

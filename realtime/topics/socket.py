@@ -1,0 +1,348 @@
+"""TopicSocket: the endpoint of the multi-channel protocol, a thin driver around ``ServerProtocol``.
+
+```python
+class Realtime(TopicSocket):
+    topics = [Room, Notifications]
+
+    def auto_subscribe(self, user):
+        return [f"user:{user.pk}"]
+
+router.register_websocket("/ws", Realtime)
+```
+
+Topics are registered on the socket (``topics = [...]``), the first matching pattern serves a
+channel. Requests are carried out one at a time in the connection's own task, so replies come in
+request order; deliveries of every subscription go through one :class:`Outbox` task. Everything a
+connection holds (sinks on channels, presence entries, its outbox task) goes with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from channels.db import database_sync_to_async
+
+from ..auth import AuthenticationFailed
+from ..broker import BrokerUnavailable, is_unreachable
+from ..channel import Channel
+from ..closecodes import CloseCode, WebSocketException, refused_credentials_code
+from ..conf import setting
+from ..connection import WebSocket, WebSocketDisconnect
+from ..encoding import UnencodableMessage
+from ..permissions import first_denial, get_permissions, is_authenticated
+from ..revocation import close_soon, revocations
+from ..security import websocket_users
+from ..websocket import WebSocketView
+from . import protocol as p
+from .delivery import ChannelSink, Outbox, PresenceSink, message_event
+from .presence import announce, companion, presence_store
+from .topic import Refused, Topic, release_channel
+
+logger = logging.getLogger("realtime.topics")
+
+
+class Failed(Exception):
+    """A request the driver refuses; becomes an error reply with ``code``."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class Joined:
+    """One live subscription of a connection."""
+
+    topic: Topic
+    channel: Channel
+    sink: ChannelSink
+    presence_sink: PresenceSink | None = None
+    member: Any = None  # the user's pk once counted in presence
+
+
+class TopicSocket(WebSocketView):
+    """Many channels over one WebSocket, per docs/protocol.md."""
+
+    #: The topics this endpoint serves, tried in order.
+    topics: ClassVar[list[type[Topic]]] = []
+    encoding = "json"
+    #: The protocol has its own ``ping``; the transport's pings keep the connection alive.
+    keepalive = 0
+    #: Seconds a client may stay silent after opening before it is closed with 1008.
+    first_message_timeout: ClassVar[float] = 10
+    #: Channels per connection; None: ``REALTIME["MAX_SUBSCRIPTIONS"]``.
+    max_subscriptions: ClassVar[int | None] = None
+
+    def __init__(self, **initkwargs: Any) -> None:
+        super().__init__(**initkwargs)
+        self.subscriptions: dict[str, Joined] = {}
+        self._silence: asyncio.TimerHandle | None = None
+        self._counted_user = False
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    def auto_subscribe(self, user: Any) -> Iterable[str]:
+        """Channels to join without the client asking, once ``user`` is known (e.g. ``[f"user:{user.pk}"]``)."""
+        return ()
+
+    # -- admission ------------------------------------------------------------------------------
+
+    async def _admit(self, ws: WebSocket) -> bool:
+        offered = self.scope.get("subprotocols") or ()
+        if offered and p.SUBPROTOCOL not in offered:
+            return await self._refuse(ws, CloseCode.POLICY_VIOLATION, f"Subprotocol {p.SUBPROTOCOL!r} required")
+        self.subprotocol = p.SUBPROTOCOL if offered else None
+        admitted = await super()._admit(ws)
+        self._counted_user = admitted and self.user is not None
+        return admitted
+
+    def _throttle_classes(self) -> list[type]:
+        return []  # run in on_receive instead, so the client gets its rate_limited reply first
+
+    async def on_connect(self, ws: WebSocket, **params: Any) -> None:
+        limit = self.max_subscriptions if self.max_subscriptions is not None else setting("MAX_SUBSCRIPTIONS")
+        self.protocol = p.ServerProtocol(
+            p.resolver(self.topics), limit, publishable=lambda route: route.topic.accepts_publish()
+        )
+        self.outbox = Outbox(ws.send)
+        self.limits = [throttle() for throttle in WebSocketView._throttle_classes(self)]
+        if self.first_message_timeout:
+            loop = asyncio.get_running_loop()
+            self._silence = loop.call_later(self.first_message_timeout, self._too_quiet, ws)
+        if is_authenticated(self.user):
+            await self._auto_subscribe(ws)
+
+    def _too_quiet(self, ws: WebSocket) -> None:
+        self._spawn(ws.close(CloseCode.POLICY_VIOLATION, "No message within the first seconds"))
+
+    async def on_receive(self, ws: WebSocket, data: Any) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
+        for throttle in self.limits:
+            if not throttle.allow_message(ws, self):
+                ref = data.get("ref") if type(data) is dict else None
+                await ws.send_json(p.error(ref, "rate_limited", throttle.message))
+                raise WebSocketException(CloseCode.POLICY_VIOLATION, throttle.message)
+        outcome = self.protocol.receive(data)
+        if type(outcome) is dict:
+            await ws.send_json(outcome)
+            return
+        try:
+            await getattr(self, f"_do_{outcome.op}")(ws, outcome)
+        except Failed as failure:
+            await ws.send_json(p.error(outcome.ref, failure.code, failure.detail))
+
+    async def on_disconnect(self, ws: WebSocket, code: int) -> None:
+        if self._silence is not None:
+            self._silence.cancel()
+        for name in list(self.subscriptions):
+            await self._leave(name)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def _do_connect(self, ws: WebSocket, request: p.Request) -> None:
+        user, validated = await self._validate(request.token)
+        if self.user is not None and user.pk != self.user.pk:
+            raise Failed("user_mismatch", "The token belongs to another user than the connection's")
+        if self.user is None:
+            if not websocket_users.acquire(user.pk, setting("MAX_CONNECTIONS_PER_USER")):
+                raise WebSocketException(CloseCode.POLICY_VIOLATION, "Too many connections")
+            self._releases.append(functools.partial(websocket_users.release, user.pk))
+            closer = close_soon(lambda: ws.close(refused_credentials_code(), "session_revoked"))
+            self._releases.append(revocations.register(user.pk, closer))
+            self.user = ws.user = user
+            ws.auth_error = None
+        ws.auth_token = validated
+        self._watch_expiry(ws, validated)
+        channels = await self._auto_subscribe(ws)
+        data = {"v": p.VERSION, "user": user.pk, "exp": validated.get("exp"), "channels": channels}
+        await ws.send_json(p.reply(request.ref, data))
+
+    async def _do_refresh(self, ws: WebSocket, request: p.Request) -> None:
+        user, validated = await self._validate(request.token)
+        if self.user is None or user.pk != self.user.pk:
+            raise Failed("user_mismatch", "refresh needs a token of the connection's user")
+        ws.auth_token = validated
+        self._watch_expiry(ws, validated)
+        await ws.send_json(p.reply(request.ref, {"exp": validated.get("exp")}))
+
+    async def _validate(self, token: str | None) -> tuple[Any, Any]:
+        authenticator = self.authenticator_class()
+        try:
+            validated = authenticator.get_validated_token(token or "")
+            user = await database_sync_to_async(authenticator.get_user)(validated)
+        except AuthenticationFailed as error:
+            raise Failed(error.code, error.detail) from None
+        return user, validated
+
+    async def _do_subscribe(self, ws: WebSocket, request: p.Request) -> None:
+        route, name = request.route, request.channel
+        topic = route.topic(name, route.params, ws=ws, user=self.user)
+        ws.user = self.user
+        denied = await first_denial(get_permissions(topic.permission_classes), ws, topic)
+        if denied is not None:
+            raise Failed("forbidden", str(getattr(denied, "message", "Permission denied")))
+        await self._hook(topic, "on_subscribe", "forbidden")
+        await self._join(ws, name, route, topic, request.last_id, request.ref)
+
+    async def _do_unsubscribe(self, ws: WebSocket, request: p.Request) -> None:
+        await self._leave(request.channel)
+        await ws.send_json(p.reply(request.ref, {}))
+
+    async def _do_publish(self, ws: WebSocket, request: p.Request) -> None:
+        joined = self.subscriptions[request.channel]
+        data = request.data
+        topic = joined.topic
+        if type(topic).on_publish is not Topic.on_publish:
+            data = await self._hook(topic, "on_publish", "refused", data)
+        try:
+            _, message_id = await joined.channel.publish_with_id(data)
+        except UnencodableMessage as error:
+            raise Failed("unencodable", str(error)) from None
+        except BrokerUnavailable:
+            raise Failed("broker_unavailable", "The message broker is unreachable; try again") from None
+        await ws.send_json(p.reply(request.ref, {"id": message_id}))
+
+    async def _do_presence(self, ws: WebSocket, request: p.Request) -> None:
+        members = []
+        if request.route.topic.presence:
+            try:
+                members = await presence_store().members(request.channel)
+            except Exception as error:
+                raise _unavailable(error) from None
+        await ws.send_json(p.reply(request.ref, {"members": members}))
+
+    async def _hook(self, topic: Topic, name: str, refusal: str, *args: Any) -> Any:
+        """Run a topic hook: Refused becomes ``refusal``, any other error ``internal_error`` (logged)."""
+        try:
+            return await getattr(topic, name)(self.user, *args, **topic.params)
+        except Refused as error:
+            raise Failed(refusal, str(error) or "Refused") from None
+        except Exception:
+            logger.exception("%s.%s raised", type(topic).__name__, name)
+            raise Failed("internal_error", "The topic failed; the error is logged on the server") from None
+
+    # -- joining and leaving ----------------------------------------------------------------------
+
+    async def _auto_subscribe(self, ws: WebSocket) -> list[str]:
+        """Join the channels ``auto_subscribe`` names (no permission check: the server chose them)."""
+        joined = []
+        for name in self.auto_subscribe(self.user) or ():
+            if name in self.subscriptions:
+                joined.append(name)
+                continue
+            route = self.protocol.resolve(name)
+            if route is None or not self.protocol.can_subscribe():
+                logger.warning("auto_subscribe: cannot join %r (no topic serves it, or the cap is reached)", name)
+                continue
+            topic = route.topic(name, route.params, ws=ws, user=self.user)
+            try:
+                await self._hook(topic, "on_subscribe", "forbidden")
+            except Failed:
+                continue
+            await self._join(ws, name, route, topic, None, None)
+            joined.append(name)
+        return joined
+
+    async def _join(
+        self, ws: WebSocket, name: str, route: p.Route, topic: Topic, last_id: str | None, ref: str | None
+    ) -> None:
+        """Subscribe a sink (held until the reply and the replay are out), count presence, reply, replay."""
+        channel = route.topic.channel(name)
+        sink = ChannelSink(self.outbox, name, route.topic.maxlen)
+        joined = self.subscriptions[name] = Joined(topic, channel, sink)
+        self.protocol.subscribed(name, route)
+        channel._add(sink)
+        try:
+            if route.topic.presence:
+                joined.presence_sink = PresenceSink(sink)
+                companion(name)._add(joined.presence_sink)
+                if is_authenticated(self.user):
+                    joined.member = self.user.pk  # before the await, so a cancelled join is still undone
+                    info = topic.member_info(self.user)
+                    first = await presence_store().join(name, self.user.pk, info)
+                    if first is not None:
+                        await announce("join", name, first)
+            replay, recovered = [], True
+            if last_id is not None:
+                if channel.history:
+                    replay, recovered = await channel._history_after(last_id)
+                else:
+                    recovered = False
+            newest = replay[-1][0] if replay else await _newest_id(channel)
+            if ref is not None:
+                await ws.send_json(p.reply(ref, {"channel": name, "recovered": recovered, "last_id": newest}))
+            if not recovered:
+                await ws.send_json(p.gap(name, None))
+            for message_id, message in replay:
+                await ws.send(message_event(name, message_id, message))
+            sink.skip = {message_id for message_id, _ in replay}
+        except BaseException as error:
+            await self._leave(name, hook=False)
+            if isinstance(error, Exception) and not isinstance(error, (WebSocketDisconnect, Failed)):
+                raise _unavailable(error) from None
+            raise
+        sink.activate()
+        if self.outbox.task is None:
+            self.outbox.task = self._spawn(self._deliver())
+
+    async def _deliver(self) -> None:
+        """The connection's one delivery task; it ends quietly when the client has gone."""
+        try:
+            await self.outbox.run()
+        except WebSocketDisconnect:
+            pass
+
+    async def _leave(self, name: str, hook: bool = True) -> None:
+        """End one subscription: unhook its sinks, leave presence, call ``on_unsubscribe``."""
+        joined = self.subscriptions.pop(name, None)
+        if joined is None:
+            return
+        self.protocol.unsubscribed(name)
+        joined.channel._remove(joined.sink)
+        self.outbox.forget(joined.sink)
+        release_channel(joined.channel)
+        if joined.presence_sink is not None:
+            side = companion(name)
+            side._remove(joined.presence_sink)
+            release_channel(side)
+        if joined.member is not None:
+            try:
+                last = await presence_store().leave(name, joined.member)
+                if last is not None:
+                    await announce("leave", name, last)
+            except Exception:
+                logger.exception("Leaving presence of %r failed", name)
+        if hook:
+            try:
+                await joined.topic.on_unsubscribe(self.user, **joined.topic.params)
+            except Exception:
+                logger.exception("%s.on_unsubscribe raised", type(joined.topic).__name__)
+
+
+def _unavailable(error: Exception) -> Failed:
+    """Redis unreachable: ``broker_unavailable``; anything else is logged, ``internal_error``."""
+    if isinstance(error, BrokerUnavailable) or is_unreachable(error):
+        logger.warning("Redis unreachable during a subscription request: %s", error)
+        return Failed("broker_unavailable", "The message broker is unreachable; try again")
+    logger.error("A subscription request failed", exc_info=error)
+    return Failed("internal_error", "The request failed; the error is logged on the server")
+
+
+async def _newest_id(channel: Channel) -> str | None:
+    """The channel's newest history id, or None (no history, or none yet)."""
+    if not channel.history:
+        return None
+    store = channel._redis()
+    if store is not None:
+        newest = await store.last_id()
+        return None if newest == "0-0" else newest
+    last = channel._memory_history.last
+    return str(last) if last else None

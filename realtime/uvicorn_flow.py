@@ -1,0 +1,60 @@
+"""uvicorn's side of the direct delivery path: ready-made frames to a WebSocket's asyncio transport.
+
+uvicorn's default WebSocket protocol (``websockets-sansio``) waits for its transport's
+``resume_writing`` before every send, so backpressure needs nothing from us. For ``relay`` views
+(``realtime.relay``) a published message's frame, built once, can be written straight to each
+socket's transport while the socket is open and its transport has room; the frames of the
+websockets library for a server are the same unmasked bytes. The check uses uvicorn's own flags
+(``handshake_complete``, ``close_sent``, ``disconnected``, the ``writable`` event) and the websockets
+connection's state, so this module knows one protocol class of uvicorn 0.x; for any other (the
+legacy ``websockets`` or ``wsproto`` implementations) it returns no writer and the relay takes the
+ASGI path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TransportWriter:
+    """Writes frames to one uvicorn WebSocket's transport while it is open and has room."""
+
+    __slots__ = ("protocol", "transport")
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.transport = protocol.transport
+
+    def ready(self) -> bool:
+        protocol = self.protocol
+        return (
+            protocol.writable.is_set()
+            and protocol.handshake_complete
+            and not protocol.close_sent
+            and not protocol.disconnected
+            and not self.transport.is_closing()
+            and protocol.conn.state is _OPEN
+        )
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+_OPEN: Any = None
+
+
+def writer_for(send: Any) -> TransportWriter | None:
+    """A TransportWriter for the socket behind uvicorn's ASGI ``send``, or None."""
+    global _OPEN
+    protocol = getattr(send, "__self__", None)
+    if protocol is None or type(protocol).__module__ != "uvicorn.protocols.websockets.websockets_sansio_impl":
+        return None
+    import uvicorn
+    from websockets.protocol import State
+
+    if not uvicorn.__version__.startswith("0."):
+        return None
+    _OPEN = State.OPEN
+    if not all(hasattr(protocol, name) for name in ("writable", "handshake_complete", "close_sent", "conn")):
+        return None
+    return TransportWriter(protocol)

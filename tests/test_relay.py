@@ -1,0 +1,137 @@
+"""The direct delivery path (``relay = channel``) delivers exactly what the generic ``stream()`` does.
+
+On daphne the frame is written straight to each transport; on uvicorn the relay takes the ASGI
+path. Both are checked against the same server, side by side with the generic path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+from channels.testing import WebsocketCommunicator
+
+from realtime import Channel, WebSocketView
+from tests.raw_ws import RawClient
+from tests.wire import report
+
+
+async def received(ws, count: int) -> list[dict]:
+    return [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(count)]
+
+
+async def test_relay_and_stream_deliver_the_same_messages_in_the_same_order(wire):
+    async with websockets.connect(f"{wire.ws_url}/api/w/fanout") as generic, \
+            websockets.connect(f"{wire.ws_url}/api/w/relay") as relay, \
+            websockets.connect(f"{wire.ws_url}/api/w/even-relay") as even, \
+            websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+        await asyncio.sleep(0.3)
+        await publisher.send(json.dumps({"count": 300, "size": 100, "pause": 0}))
+        by_generic, by_relay, by_even = await asyncio.gather(
+            received(generic, 300), received(relay, 300), received(even, 150)
+        )
+        assert json.loads(await publisher.recv()) == {"published": 300}
+    assert by_relay == by_generic
+    assert [m["n"] for m in by_relay] == list(range(300))
+    assert [m["n"] for m in by_even] == list(range(0, 300, 2))
+
+
+async def test_a_relay_client_that_falls_behind_is_told_how_many_it_missed(wire):
+    """Nothing is lost without being counted and signalled: received + missed == published."""
+    slow = RawClient(wire.port, "/api/w/relay", rcvbuf=4096)
+    try:
+        await asyncio.sleep(0.3)
+        async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+            await publisher.send(json.dumps({"count": 1500, "size": 4000, "pause": 0}))
+            await publisher.recv()
+        await asyncio.sleep(0.5)  # well inside the 2 s slow-consumer timeout
+        seen, missed = [], 0
+        slow.sock.settimeout(3)
+        while len(seen) + missed < 1500:
+            _, payload = await asyncio.to_thread(slow.read_frame)
+            message = json.loads(payload)
+            if "gap" in message:
+                missed += message["gap"]
+            else:
+                seen.append(message["n"])
+        assert missed > 0, "the client was never behind: the test did not exercise the queue"
+        assert seen == sorted(seen) and len(seen) == len(set(seen))
+        assert seen[-1] == 1499
+        assert len(seen) + missed == 1500
+    finally:
+        slow.close()
+
+
+async def test_relay_sockets_leave_no_subscriber_behind(wire):
+    before = (await report(wire))["subscribers"]
+    for _ in range(3):
+        clients = [await websockets.connect(f"{wire.ws_url}/api/w/relay") for _ in range(20)]
+        await asyncio.sleep(0.2)
+        assert (await report(wire))["subscribers"] == before + 20
+        for client in clients:
+            await client.close()
+    await asyncio.sleep(0.5)
+    assert (await report(wire))["subscribers"] == before
+
+
+ticks = Channel("relay-unit")
+
+
+class Ticks(WebSocketView):
+    relay = ticks
+
+    def relay_message(self, message):
+        return {"t": message["t"] * 10} if message["t"] != 2 else None
+
+
+@pytest.mark.django_db
+async def test_a_relay_view_filters_and_transforms_in_process():
+    communicator = WebsocketCommunicator(Ticks.as_asgi(), "/ws")
+    assert (await communicator.connect())[0]
+    await asyncio.sleep(0.05)
+    assert ticks.subscriber_count == 1
+    for t in range(4):
+        await ticks.publish({"t": t})
+    assert [await communicator.receive_json_from() for _ in range(3)] == [{"t": 0}, {"t": 10}, {"t": 30}]
+    await communicator.disconnect()
+    assert ticks.subscriber_count == 0
+
+
+async def sse_frames(url: str, count: int, headers: dict | None = None) -> list[bytes]:
+    """The first ``count`` events of a stream (comments skipped), as raw frames."""
+    frames: list[bytes] = []
+    buffer = b""
+    async with httpx.AsyncClient(timeout=30) as http:
+        async with http.stream("GET", url, headers=headers or {}) as stream:
+            async for chunk in stream.aiter_bytes():
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    frame, buffer = buffer.split(b"\n\n", 1)
+                    if not frame.startswith(b":"):
+                        frames.append(frame)
+                if len(frames) >= count:
+                    return frames[:count]
+    return frames
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_sse_relay_sends_the_same_frames_as_follow_and_resumes_alike(wire, encoding):
+    """Unencoded, frames are written directly; through GZipMiddleware they take Django's path."""
+    accept = {"Accept-Encoding": encoding}
+    generic = asyncio.create_task(sse_frames(f"{wire.url}/api/w/fanout-events", 200, accept))
+    relay = asyncio.create_task(sse_frames(f"{wire.url}/api/w/relay-events", 200, accept))
+    await asyncio.sleep(0.5)
+    async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+        await publisher.send(json.dumps({"count": 200, "size": 50, "pause": 0}))
+        await publisher.recv()
+    by_generic, by_relay = await generic, await relay
+    assert by_relay == by_generic
+    assert [json.loads(f.split(b"data: ")[1])["n"] for f in by_relay] == list(range(200))
+    # Resuming after an id replays what followed it, from either path, identically.
+    last_id = by_relay[-11].split(b"id: ")[1].split(b"\n")[0].decode()
+    resumed_generic = await sse_frames(f"{wire.url}/api/w/fanout-events", 10, {**accept, "Last-Event-ID": last_id})
+    resumed_relay = await sse_frames(f"{wire.url}/api/w/relay-events", 10, {**accept, "Last-Event-ID": last_id})
+    assert resumed_relay == resumed_generic == by_relay[-10:]

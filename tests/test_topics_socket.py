@@ -1,0 +1,219 @@
+"""TopicSocket in process, driven by Channels' communicator with real users and real tokens."""
+
+import asyncio
+import gc
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from rest_framework_simplejwt.tokens import AccessToken
+
+from realtime.channel import registry
+from realtime.topics.presence import COMPANION, memory_presence
+from tests.topicsapp.routing import Lobby, Sockets
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def users(db):
+    User = get_user_model()
+    return {name: User.objects.create_user(name, password="x") for name in ("ana", "bob")}
+
+
+def token(user):
+    return str(AccessToken.for_user(user))
+
+
+async def opened(path="/ws", subprotocols=("realtime.v1",)):
+    communicator = WebsocketCommunicator(Sockets.as_asgi(), path, subprotocols=list(subprotocols))
+    accepted, subprotocol = await communicator.connect()
+    assert accepted
+    return communicator, subprotocol
+
+
+async def request(communicator, frame):
+    await communicator.send_json_to(frame)
+    return await communicator.receive_json_from(timeout=5)
+
+
+async def test_the_subprotocol_is_chosen_and_other_versions_are_refused():
+    communicator, subprotocol = await opened()
+    assert subprotocol == "realtime.v1"
+    await communicator.disconnect()
+    communicator, subprotocol = await opened(subprotocols=())
+    assert subprotocol is None
+    assert (await request(communicator, {"op": "ping", "ref": "1"}))["ok"] is True
+    await communicator.disconnect()
+    communicator = WebsocketCommunicator(Sockets.as_asgi(), "/ws", subprotocols=["realtime.v2"])
+    await communicator.connect()
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 1008, "reason": "Subprotocol 'realtime.v1' required"}
+
+
+async def test_connect_authenticates_and_joins_the_server_side_channels(users):
+    ana = users["ana"]
+    communicator, _ = await opened()
+    answer = await request(communicator, {"op": "connect", "ref": "c", "token": token(ana)})
+    assert answer["ok"] and answer["data"]["user"] == ana.pk and answer["data"]["v"] == 1
+    assert answer["data"]["channels"] == [f"user:{ana.pk}"]
+    await Sockets.topics[-1].publish({"note": "for ana"}, pk=ana.pk)
+    message = await communicator.receive_json_from(timeout=5)
+    assert message == {"op": "message", "channel": f"user:{ana.pk}", "id": None, "data": {"note": "for ana"}}
+    again = await request(communicator, {"op": "connect", "ref": "d", "token": token(ana)})
+    assert again["error"]["code"] == "bad_request"
+    await communicator.disconnect()
+
+
+async def test_a_refused_token_is_an_error_reply_and_the_connection_stays_anonymous(users):
+    communicator, _ = await opened()
+    answer = await request(communicator, {"op": "connect", "ref": "c", "token": "not.a.jwt"})
+    assert answer["error"]["code"] == "token_not_valid"
+    denied = await request(communicator, {"op": "subscribe", "ref": "s", "channel": f"owned:{users['ana'].pk}"})
+    assert denied["error"]["code"] == "forbidden"
+    assert (await request(communicator, {"op": "subscribe", "ref": "o", "channel": "open:x"}))["ok"]
+    await communicator.disconnect()
+
+
+async def test_a_denied_channel_leaves_the_others_working(users):
+    ana, bob = users["ana"], users["bob"]
+    communicator, _ = await opened()
+    await request(communicator, {"op": "connect", "ref": "c", "token": token(ana)})
+    own = await request(communicator, {"op": "subscribe", "ref": "1", "channel": f"owned:{ana.pk}"})
+    assert own["ok"]
+    other = await request(communicator, {"op": "subscribe", "ref": "2", "channel": f"owned:{bob.pk}"})
+    assert other["error"] == {"code": "forbidden", "detail": "You are not the owner"}
+    assert (await request(communicator, {"op": "subscribe", "ref": "3", "channel": "open:a"}))["ok"]
+    await Sockets.topics[1].publish("mine", pk=ana.pk)
+    assert (await communicator.receive_json_from(timeout=5))["channel"] == f"owned:{ana.pk}"
+    published = await request(communicator, {"op": "publish", "ref": "4", "channel": "open:a", "data": [1]})
+    assert published == {"op": "reply", "ref": "4", "ok": True, "data": {"id": "1"}}
+    assert await communicator.receive_json_from(timeout=5) == {
+        "op": "message", "channel": "open:a", "id": "1", "data": [1],
+    }
+    await communicator.disconnect()
+
+
+async def test_topic_hooks_refuse_or_fail_one_request_only():
+    communicator, _ = await opened()
+    assert (await request(communicator, {"op": "subscribe", "ref": "1", "channel": "picky"}))["ok"]
+    refused = await request(communicator, {"op": "publish", "ref": "2", "channel": "picky", "data": "no"})
+    assert refused["error"] == {"code": "refused", "detail": "Only 'ok' is accepted"}
+    failed = await request(communicator, {"op": "publish", "ref": "3", "channel": "picky", "data": "boom"})
+    assert failed["error"]["code"] == "internal_error"
+    assert (await request(communicator, {"op": "publish", "ref": "4", "channel": "picky", "data": "ok"}))["ok"]
+    assert (await communicator.receive_json_from(timeout=5))["data"] == "ok"
+    anonymous = await request(communicator, {"op": "subscribe", "ref": "5", "channel": "lobby:hall"})
+    assert anonymous["ok"]
+    said = await request(communicator, {"op": "publish", "ref": "6", "channel": "lobby:hall", "data": "hi"})
+    assert said["error"] == {"code": "refused", "detail": "Log in to talk"}
+    await communicator.disconnect()
+
+
+async def test_resume_replays_after_last_id_and_reports_what_history_cannot_reach():
+    name = "open:resume"
+    for i in range(60):  # history = 50
+        await Sockets.topics[0].publish({"n": i}, name)
+    communicator, _ = await opened()
+    answer = await request(communicator, {"op": "subscribe", "ref": "1", "channel": name, "last_id": "55"})
+    assert answer["data"] == {"channel": name, "recovered": True, "last_id": "60"}
+    replay = [await communicator.receive_json_from(timeout=5) for _ in range(5)]
+    assert [m["data"]["n"] for m in replay] == [55, 56, 57, 58, 59]
+    await request(communicator, {"op": "unsubscribe", "ref": "2", "channel": name})
+    answer = await request(communicator, {"op": "subscribe", "ref": "3", "channel": name, "last_id": "2"})
+    assert answer["data"]["recovered"] is False
+    assert await communicator.receive_json_from(timeout=5) == {
+        "op": "gap", "channel": name, "missed": None, "recovered": False,
+    }
+    await communicator.disconnect()
+
+
+async def test_a_slow_subscription_gets_a_gap_with_the_number_dropped():
+    communicator, _ = await opened()
+    await request(communicator, {"op": "subscribe", "ref": "1", "channel": "lobby:slow"})
+    channel = Lobby.channel("lobby:slow")
+    sink = next(iter(channel._subscribers))
+    sink.active = False  # hold deliveries, as a client whose buffer is full holds its sends
+    for i in range(Lobby.maxlen + 7):
+        await channel.publish({"i": i})
+    sink.activate()
+    assert await communicator.receive_json_from(timeout=5) == {"op": "gap", "channel": "lobby:slow", "missed": 7}
+    first = await communicator.receive_json_from(timeout=5)
+    assert first["data"] == {"i": 7}
+    await communicator.disconnect()
+
+
+async def test_presence_one_member_per_user_join_and_leave_once(users):
+    ana = users["ana"]
+    watcher, _ = await opened()
+    await request(watcher, {"op": "subscribe", "ref": "w", "channel": "lobby:tabs"})
+    tabs = []
+    for _ in range(2):
+        tab, _ = await opened()
+        await request(tab, {"op": "connect", "ref": "c", "token": token(ana)})
+        await request(tab, {"op": "subscribe", "ref": "s", "channel": "lobby:tabs"})
+        tabs.append(tab)
+    join = await watcher.receive_json_from(timeout=5)
+    assert join == {"op": "join", "channel": "lobby:tabs", "member": {"id": ana.pk, "info": {"name": "ana"},
+                                                                       "connections": 1}}
+    members = await request(watcher, {"op": "presence", "ref": "p", "channel": "lobby:tabs"})
+    assert members["data"]["members"] == [{"id": ana.pk, "info": {"name": "ana"}, "connections": 2}]
+    assert await Lobby.members(name="tabs") == members["data"]["members"]
+    await tabs[0].disconnect()
+    assert await watcher.receive_nothing(timeout=0.3)
+    await tabs[1].disconnect()
+    leave = await watcher.receive_json_from(timeout=5)
+    assert leave["op"] == "leave" and leave["member"]["id"] == ana.pk and leave["member"]["connections"] == 0
+    assert await Lobby.members(name="tabs") == []
+    await watcher.disconnect()
+
+
+async def test_nothing_outlives_its_connection_after_1000_cycles(users):
+    ana = users["ana"]
+    raw = token(ana)
+    await asyncio.sleep(0)
+    tasks_before = len(asyncio.all_tasks())
+    channels_before = set(registry)
+    for i in range(1000):
+        communicator, _ = await opened()
+        await request(communicator, {"op": "connect", "ref": "c", "token": raw})
+        names = ("lobby:cycle", f"open:cycle-{i}", "picky")
+        for channel in names:
+            await communicator.send_json_to({"op": "subscribe", "ref": channel, "channel": channel})
+        frames = [await communicator.receive_json_from(timeout=5) for _ in range(len(names) + 1)]
+        assert sorted(f["op"] for f in frames) == ["join", "reply", "reply", "reply"]  # + ana's own join
+        assert all(f["ok"] for f in frames if f["op"] == "reply")
+        await communicator.disconnect()
+    await asyncio.sleep(0.1)
+    gc.collect()
+    assert len(asyncio.all_tasks()) <= tasks_before
+    assert memory_presence.entries() == 0
+    assert await Lobby.members(name="cycle") == []
+    for name in ("lobby:cycle", COMPANION + "lobby:cycle", "picky", f"user:{ana.pk}"):
+        channel = registry.get(name)
+        assert channel is None or channel.subscriber_count == 0, channel
+    # Channels without history are forgotten once unused; history ones (open:*) keep their messages.
+    assert not {"picky", f"user:{ana.pk}", COMPANION + "lobby:cycle"} & (set(registry) - channels_before)
+
+
+async def test_a_client_silent_after_opening_is_closed_with_1008():
+    class Impatient(Sockets):
+        first_message_timeout = 0.2
+
+    communicator = WebsocketCommunicator(Impatient.as_asgi(), "/ws")
+    assert (await communicator.connect())[0]
+    closed = await communicator.receive_output(timeout=5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1008)
+
+
+async def test_redis_unreachable_is_a_broker_unavailable_reply_and_the_socket_goes_on(users, settings):
+    from tests.servers import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    communicator, _ = await opened()
+    await request(communicator, {"op": "connect", "ref": "c", "token": token(users["ana"])})
+    answer = await request(communicator, {"op": "subscribe", "ref": "1", "channel": "lobby:down"})
+    assert answer["error"]["code"] == "broker_unavailable"
+    assert (await request(communicator, {"op": "subscribe", "ref": "2", "channel": "picky"}))["ok"]
+    await communicator.disconnect()
+    assert registry.get("lobby:down") is None or registry["lobby:down"].subscriber_count == 0

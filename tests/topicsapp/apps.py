@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TopicsAppConfig(AppConfig):
+    name = "tests.topicsapp"
+    label = "topicsapp"
