@@ -15,14 +15,16 @@ from urllib.parse import unquote, urlparse
 from channels.testing import ApplicationCommunicator
 
 from .application import on_test_thread, project_application, quiet_connections
+from .client import DEFAULT_TIMEOUT, InProcessClient
 from .events import Event, EventStreamParser
-from .websocket import DEFAULT_TIMEOUT
 
 _ANY: Any = object()
 
 
-class SSEClient:
+class SSEClient(InProcessClient):
     """One in-process request to an SSE endpoint; ``connect()``, then ``receive`` events."""
+
+    kind = "SSEClient"
 
     def __init__(
         self,
@@ -35,19 +37,13 @@ class SSEClient:
         app: Any = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self.path = path
-        self.options: dict[str, Any] = {
-            "token": token, "headers": headers, "last_event_id": last_event_id, "token_in_query": token_in_query,
-        }
-        self.app = app
-        self.timeout = timeout
-        self.communicator: ApplicationCommunicator | None = None
+        options = {"token": token, "headers": headers, "last_event_id": last_event_id, "token_in_query": token_in_query}
+        super().__init__(path, options, app, timeout)
         self.status: int | None = None
         self.headers: dict[str, str] = {}
         self.parser = EventStreamParser()
         self.ended = False
         self._events: list[Event] = []
-        self._open = False
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -57,20 +53,7 @@ class SSEClient:
         A refusal (401, 403, 429...) is not an error here: check it with ``assert_status`` and read
         its ``event: error`` with ``receive``.
         """
-        if self.communicator is not None:
-            raise RuntimeError("This client has already connected; make a new SSEClient to reconnect")
-        settings = {**self.options, **options}
-        if token is not None:
-            settings["token"] = token
-        unknown = set(settings) - set(self.options)
-        if unknown:
-            raise TypeError(f"connect() got unknown options {sorted(unknown)}; known: {sorted(self.options)}")
-        path, headers = self.path, {"Accept": "text/event-stream", **(settings["headers"] or {})}
-        if settings["token"] is not None:
-            if settings["token_in_query"]:
-                path += ("&" if "?" in path else "?") + f"token={settings['token']}"
-            else:
-                headers["Authorization"] = f"Bearer {settings['token']}"
+        settings, path, headers = self._settings(token, options, {"Accept": "text/event-stream"})
         if settings["last_event_id"] is not None:
             headers["Last-Event-ID"] = settings["last_event_id"]
         parsed = urlparse(path)
@@ -93,14 +76,6 @@ class SSEClient:
         self.status = start["status"]
         self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in start.get("headers", [])}
         return self
-
-    async def __aenter__(self) -> SSEClient:
-        if self.communicator is None:
-            await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # -- assertions ---------------------------------------------------------------------------
 
@@ -160,31 +135,9 @@ class SSEClient:
 
     async def close(self) -> None:
         """Disconnect as a client would, and wait for the view to finish (its generator's ``finally``)."""
-        if not self._open:
-            return
-        self._open = False
-        try:
-            communicator = self._communicator()
-            if communicator.future.cancelled():  # a receive timed out, and the communicator cancelled it
-                return
-            await communicator.send_input({"type": "http.disconnect"})
-            await communicator.wait(self.timeout)
-        finally:
-            quiet_connections.exit()
+        await self._disconnect({"type": "http.disconnect"})
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _communicator(self) -> ApplicationCommunicator:
-        if self.communicator is None:
-            raise RuntimeError("Call 'await client.connect()' first (or use 'async with SSEClient(...)')")
-        return self.communicator
-
-    async def _output(self, timeout: float | None, expected: str) -> dict[str, Any]:
-        wait = self.timeout if timeout is None else timeout
-        try:
-            return await self._communicator().receive_output(wait)
-        except TimeoutError:
-            raise AssertionError(f"Expected {expected} from {self.path!r} within {wait} s, got nothing") from None
 
     async def _read(self, timeout: float | None) -> None:
         """Take one body chunk and parse it."""

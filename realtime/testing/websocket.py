@@ -16,9 +16,9 @@ from typing import Any
 from channels.testing import WebsocketCommunicator
 
 from .application import on_test_thread, project_application, quiet_connections
+from .client import DEFAULT_TIMEOUT, InProcessClient
 
 #: How long a client waits for the server, in seconds, unless told otherwise.
-DEFAULT_TIMEOUT = 5.0
 
 
 class HandshakeRefused(AssertionError):
@@ -29,8 +29,10 @@ class HandshakeRefused(AssertionError):
         self.code = code
 
 
-class WebSocketClient:
+class WebSocketClient(InProcessClient):
     """One in-process WebSocket connection to ``path``; ``connect()``, then ``send`` and ``receive``."""
+
+    kind = "WebSocketClient"
 
     def __init__(
         self,
@@ -43,18 +45,12 @@ class WebSocketClient:
         app: Any = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self.path = path
-        self.options: dict[str, Any] = {
-            "token": token, "headers": headers, "subprotocols": subprotocols, "token_in_query": token_in_query,
-        }
-        self.app = app
-        self.timeout = timeout
-        self.communicator: WebsocketCommunicator | None = None
+        options = {"token": token, "headers": headers, "subprotocols": subprotocols, "token_in_query": token_in_query}
+        super().__init__(path, options, app, timeout)
         self.accepted = False
         self.subprotocol: str | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        self._open = False
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -64,20 +60,7 @@ class WebSocketClient:
         Raises :class:`HandshakeRefused` if the server closes before accepting. A view that denies
         accepts first and then closes with its code: assert that with ``assert_closed(4003)``.
         """
-        if self.communicator is not None:
-            raise RuntimeError("This client has already connected; make a new WebSocketClient to reconnect")
-        settings = {**self.options, **options}
-        if token is not None:
-            settings["token"] = token
-        unknown = set(settings) - set(self.options)
-        if unknown:
-            raise TypeError(f"connect() got unknown options {sorted(unknown)}; known: {sorted(self.options)}")
-        path, headers = self.path, dict(settings["headers"] or {})
-        if settings["token"] is not None:
-            if settings["token_in_query"]:
-                path += ("&" if "?" in path else "?") + f"token={settings['token']}"
-            else:
-                headers["Authorization"] = f"Bearer {settings['token']}"
+        settings, path, headers = self._settings(token, options, {})
         header_list = [(b"host", b"testserver")] + [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
         ]
@@ -95,14 +78,6 @@ class WebSocketClient:
             raise HandshakeRefused(self.path, detail)
         self.accepted, self.subprotocol = True, detail
         return self
-
-    async def __aenter__(self) -> WebSocketClient:
-        if self.communicator is None:
-            await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -177,31 +152,9 @@ class WebSocketClient:
 
     async def close(self, code: int = 1000) -> None:
         """Disconnect as a client would, and wait for the view to finish (its ``on_disconnect`` included)."""
-        if not self._open:
-            return
-        self._open = False
-        try:
-            communicator = self._communicator()
-            if communicator.future.cancelled():  # a receive timed out, and the communicator cancelled it
-                return
-            await communicator.send_input({"type": "websocket.disconnect", "code": code})
-            await communicator.wait(self.timeout)
-        finally:
-            quiet_connections.exit()
+        await self._disconnect({"type": "websocket.disconnect", "code": code})
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _communicator(self) -> WebsocketCommunicator:
-        if self.communicator is None:
-            raise RuntimeError("Call 'await client.connect()' first (or use 'async with WebSocketClient(...)')")
-        return self.communicator
-
-    async def _output(self, timeout: float | None, expected: str) -> dict[str, Any]:
-        wait = self.timeout if timeout is None else timeout
-        try:
-            return await self._communicator().receive_output(wait)
-        except TimeoutError:
-            raise AssertionError(f"Expected {expected} from {self.path!r} within {wait} s, got nothing") from None
 
     async def _next(self, expected: str, timeout: float | None) -> dict[str, Any]:
         if self.close_code is not None:
