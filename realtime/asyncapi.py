@@ -257,28 +257,12 @@ def _address(path: str) -> tuple[str, dict[str, Any]]:
 
 
 def _permissions(view: Any) -> tuple[bool, str]:
-    from .permissions import AllowAny
+    from .permissions import AllowAny, describe
 
     classes = list(getattr(view, "permission_classes", None) or [])
-    described = [_permission_name(p) for p in classes]
+    described = [describe(p) for p in classes]
     protected = any(not (p is AllowAny or isinstance(p, AllowAny)) for p in classes)
     return protected, ", ".join(described)
-
-
-def _permission_name(permission: Any) -> str:
-    from .permissions import And, Not, Or
-
-    if isinstance(permission, type):
-        return permission.__name__
-    if isinstance(permission, And):
-        return f"({_permission_name(permission.first)} & {_permission_name(permission.second)})"
-    if isinstance(permission, Or):
-        return f"({_permission_name(permission.first)} | {_permission_name(permission.second)})"
-    if isinstance(permission, Not):
-        return f"~{_permission_name(permission.operand)}"
-    if type(permission).__repr__ is not object.__repr__:
-        return repr(permission)
-    return type(permission).__name__
 
 
 def _view_name(view: Any) -> str:

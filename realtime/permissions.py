@@ -316,3 +316,18 @@ async def first_denial(permissions: Iterable[Any], request: Any, view: Any) -> P
         if not await check_permission(permission, request, view):
             return permission
     return None
+
+
+def describe(permission: Any) -> str:
+    """``(HasRole('editor') | IsAdmin)``: a permission as it is written in ``permission_classes``."""
+    if isinstance(permission, type):
+        return permission.__name__
+    if isinstance(permission, And):
+        return f"({describe(permission.first)} & {describe(permission.second)})"
+    if isinstance(permission, Or):
+        return f"({describe(permission.first)} | {describe(permission.second)})"
+    if isinstance(permission, Not):
+        return f"~{describe(permission.operand)}"
+    if type(permission).__repr__ is not object.__repr__:
+        return repr(permission)
+    return type(permission).__name__

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
-from realtime.permissions import And, Not, Or
+from realtime.permissions import describe
 from realtime.routing import AutoRouter, Route, Router
 
 _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
@@ -32,21 +32,6 @@ def dotted(obj: Any) -> str:
     module = getattr(obj, "__module__", None)
     name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
     return f"{module}.{name}" if module else name
-
-
-def describe_permission(permission: Any) -> str:
-    """``HasRole('editor') | IsAdmin``: a permission as it is written in ``permission_classes``."""
-    if isinstance(permission, type):
-        return permission.__name__
-    if isinstance(permission, And):
-        return f"({describe_permission(permission.first)} & {describe_permission(permission.second)})"
-    if isinstance(permission, Or):
-        return f"({describe_permission(permission.first)} | {describe_permission(permission.second)})"
-    if isinstance(permission, Not):
-        return f"~{describe_permission(permission.operand)}"
-    if type(permission).__repr__ is not object.__repr__:
-        return repr(permission)
-    return type(permission).__name__
 
 
 def _top_level(description: str) -> str:
@@ -81,7 +66,7 @@ def describe_route(route: Route) -> dict[str, Any]:
         "params": {name: converter or "str" for converter, name in _PARAM.findall(route.django_path())},
         "view": dotted(view),
         "name": route.name,
-        "permissions": [_top_level(describe_permission(p)) for p in permissions] or ["AllowAny"],
+        "permissions": [_top_level(describe(p)) for p in permissions] or ["AllowAny"],
         "options": options,
         "tags": list(route.tags),
     }
