@@ -60,6 +60,21 @@ def _check_database(request: pytest.FixtureRequest) -> None:
         )
 
 
+async def _clients(client_class: type) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """A ``connect(path, **options)`` making connected clients of ``client_class``, closed at the end."""
+    clients: list[Any] = []
+
+    async def connect(path: str, **options: Any) -> Any:
+        client_options = {k: options.pop(k) for k in ("app", "timeout") if k in options}
+        client = client_class(path, **client_options)
+        clients.append(client)
+        return await client.connect(**options)
+
+    yield connect
+    for client in reversed(clients):
+        await client.close()
+
+
 @_async_fixture
 async def realtime_websocket(
     request: pytest.FixtureRequest,
@@ -68,17 +83,8 @@ async def realtime_websocket(
     from .websocket import WebSocketClient
 
     _check_database(request)
-    clients: list[WebSocketClient] = []
-
-    async def connect(path: str, **options: Any) -> WebSocketClient:
-        client_options = {k: options.pop(k) for k in ("app", "timeout") if k in options}
-        client = WebSocketClient(path, **client_options)
-        clients.append(client)
-        return await client.connect(**options)
-
-    yield connect
-    for client in reversed(clients):
-        await client.close()
+    async for connect in _clients(WebSocketClient):
+        yield connect
 
 
 @_async_fixture
@@ -87,17 +93,8 @@ async def realtime_sse(request: pytest.FixtureRequest) -> AsyncIterator[Callable
     from .sse import SSEClient
 
     _check_database(request)
-    clients: list[SSEClient] = []
-
-    async def connect(path: str, **options: Any) -> SSEClient:
-        client_options = {k: options.pop(k) for k in ("app", "timeout") if k in options}
-        client = SSEClient(path, **client_options)
-        clients.append(client)
-        return await client.connect(**options)
-
-    yield connect
-    for client in reversed(clients):
-        await client.close()
+    async for connect in _clients(SSEClient):
+        yield connect
 
 
 @pytest.fixture
