@@ -13,15 +13,20 @@ ordinary ASGI path, which waits for the client and applies the slow-consumer pol
 (``realtime.flow``). Order is kept: nothing is written directly while anything is queued. Drops
 are counted (``dropped``) and, if the view's ``relay_gap`` returns a message, signalled to the
 client before the next message.
+
+A ``relay_message`` or ``relay_gap`` that raises, or returns what JSON cannot encode, ends that
+socket as a failing ``stream()`` does: the error is logged and the client gets 1011. The channel's
+other subscribers are not touched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .connection import WebSocketDisconnect
+from .connection import CloseCode, WebSocketDisconnect
 from .encoding import SharedMessage, check_text, dumps
 from .frames import binary_frame, text_frame
 
@@ -29,12 +34,13 @@ if TYPE_CHECKING:
     from .connection import WebSocket
     from .websocket import WebSocketView
 
+logger = logging.getLogger("realtime.relay")
 
 class RelaySink:
     """One socket's subscription to its view's ``relay`` channel."""
 
-    __slots__ = ("__weakref__", "_drain", "_waiter", "dropped", "encoding", "items", "maxlen", "reported",
-                 "transform", "view", "writer", "ws")
+    __slots__ = ("__weakref__", "_drain", "_waiter", "dropped", "encoding", "failed", "items", "maxlen",
+                 "reported", "transform", "view", "writer", "ws")
 
     def __init__(self, view: WebSocketView, ws: WebSocket, writer: Any, maxlen: int) -> None:
         self.view = view
@@ -47,23 +53,30 @@ class RelaySink:
         self.maxlen = maxlen
         self.dropped = 0
         self.reported = 0
+        self.failed = False
         self._drain: asyncio.Task[None] | None = None
         #: Where the drain task parks between messages when there is no direct writer (uvicorn).
         self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, message: Any, message_id: str | None) -> None:
         """Called by the Channel for each published message, in the publisher's loop turn."""
-        if self.transform is not None:
-            message = self.transform(message)
-            if message is None:
-                return
+        if self.failed:
+            return
         items = self.items
-        if not items and self._drain is None:
-            writer = self.writer
-            if writer is not None and writer.ready():
-                writer.write(self._frame(message))
-                self.ws.sent += 1  # counted as the ASGI path counts its sends (realtime.ops)
-                return
+        try:
+            if self.transform is not None:
+                message = self.transform(message)
+                if message is None:
+                    return
+            if not items and self._drain is None:
+                writer = self.writer
+                if writer is not None and writer.ready():
+                    writer.write(self._frame(message))
+                    self.ws.sent += 1  # counted as the ASGI path counts its sends (realtime.ops)
+                    return
+        except Exception:
+            self._fail()
+            return
         if len(items) >= self.maxlen:
             items.popleft()
             self.dropped += 1
@@ -109,9 +122,21 @@ class RelaySink:
                 await self._waiter
         except WebSocketDisconnect:
             self.items.clear()
+        except Exception:
+            self._fail()
         finally:
             self._drain = None
             self._waiter = None
+
+    def _fail(self) -> None:
+        """The view's hook failed on a message: log it, stop relaying, close this socket with 1011."""
+        logger.exception("Unhandled error relaying to %s: closing with 1011", type(self.view).__name__)
+        self.failed = True
+        self.items.clear()
+        view = self.view
+        if view._stop_relay is not None:
+            view._stop_relay()
+        view._spawn(self.ws.close(CloseCode.INTERNAL_ERROR))
 
 
 def _identity_hook() -> Any:

@@ -11,11 +11,15 @@ Django), frames wait in a bounded drop-oldest queue that the response body itsel
 Django's ``send``, which waits for the client and is bounded by the slow-consumer policy
 (``realtime.flow``). Order is kept: nothing is written directly while a frame is queued or being
 sent. Token expiry, revocation, shutdown and pings behave as on every SSE stream.
+
+A ``relay_message`` that raises, or returns what JSON cannot encode, ends that stream as a failing
+``stream()`` does: the error is logged and the client gets ``event: error`` (``internal_error``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -26,9 +30,11 @@ from .encoding import SharedMessage
 from .memory import open_connections
 from .ops.connections import track_sse
 from .revocation import revocations
-from .sse import OPENED, SHUTDOWN
+from .sse import FAILED, OPENED, SHUTDOWN
 from .sse_encoder import PING, encode_event, encode_item
 from .threads import release_request_thread
+
+logger = logging.getLogger("realtime.relay")
 
 
 class SSERelaySink:
@@ -54,13 +60,15 @@ class SSERelaySink:
         self.record: Any = None
 
     def offer(self, message: Any, message_id: str | None) -> None:
-        if message_id is not None and message_id in self.replayed:
+        if self.ended is not None or (message_id is not None and message_id in self.replayed):
             return
-        if self.transform is not None:
-            message = self.transform(message)
-            if message is None:
-                return
-        frame = self.frame(message, message_id)
+        try:
+            frame = self.render(message, message_id)
+        except Exception:
+            self.fail()
+            return
+        if frame is None:
+            return
         if not self.items and not self.sending:
             writer = self.writer
             if writer is not None and writer.ready():
@@ -72,6 +80,20 @@ class SSERelaySink:
             self.dropped += 1
         self.items.append(frame)
         self.wake()
+
+    def render(self, message: Any, message_id: str | None) -> bytes | None:
+        """The frame of a published message after ``relay_message``, or None when it is skipped."""
+        if self.transform is not None:
+            message = self.transform(message)
+            if message is None:
+                return None
+        return self.frame(message, message_id)
+
+    def fail(self) -> None:
+        """The view's hook failed on a message: log it and end the stream with ``internal_error``."""
+        logger.exception("Unhandled error relaying an SSE stream: the client gets event: error (internal_error)")
+        self.items.clear()
+        self.end(FAILED)
 
     def frame(self, message: Any, message_id: str | None) -> bytes:
         if type(message) is SharedMessage and message_id == message.id:
@@ -139,8 +161,14 @@ async def relay_body(
                 yield _reset(None, resume)
             for message_id, message in replay:
                 sink.replayed.add(message_id)
-                record.sent += 1
-                yield sink.frame(message, message_id)
+                try:
+                    frame = sink.render(message, message_id)
+                except Exception:
+                    sink.fail()
+                    break
+                if frame is not None:
+                    record.sent += 1
+                    yield frame
         reported = 0
         while True:
             sink.sending = False

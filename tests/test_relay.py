@@ -77,6 +77,44 @@ async def test_relay_sockets_leave_no_subscriber_behind(wire):
     assert (await report(wire))["subscribers"] == before
 
 
+@pytest.mark.parametrize("prefix", ["raise", "nan"])
+async def test_a_failing_relay_message_closes_only_its_own_sockets_with_1011(wire, prefix):
+    """A bug in one view's hook is that view's: its sockets get 1011, the channel's others go on."""
+    before = (await report(wire))["subscribers"]
+    async with websockets.connect(f"{wire.ws_url}/api/w/faulty-relay") as faulty, \
+            websockets.connect(f"{wire.ws_url}/api/w/relay") as healthy, \
+            websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+        await asyncio.sleep(0.3)
+        await publisher.send(json.dumps({"count": 10, "size": 10, "prefix": prefix}))
+        assert [m["n"] for m in await received(healthy, 10)] == list(range(10))
+        assert [m["n"] for m in await received(faulty, 3)] == [0, 1, 2]
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(faulty.recv(), 10)
+        assert faulty.close_code == 1011
+        assert json.loads(await publisher.recv()) == {"published": 10}
+        assert (await report(wire))["subscribers"] == before + 1  # the faulty socket's sink is gone
+    await asyncio.sleep(0.3)
+    assert (await report(wire))["subscribers"] == before
+
+
+async def test_a_failing_sse_relay_message_ends_the_stream_with_internal_error(wire):
+    stream = asyncio.create_task(sse_frames(f"{wire.url}/api/w/faulty-relay-events", 10))
+    await asyncio.sleep(0.5)
+    async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+        await publisher.send(json.dumps({"count": 10, "size": 10}))
+        await publisher.recv()
+    frames = await asyncio.wait_for(stream, 10)  # the stream ends: fewer than 10 frames
+    assert [json.loads(f.split(b"data: ")[1])["n"] for f in frames[:3]] == [0, 1, 2]
+    assert frames[3:] == [b'event: error\ndata: {"code":"internal_error","detail":"The stream failed; reconnect"}']
+    # Resuming replays through the same hook, and fails the same way.
+    first_id = frames[0].split(b"id: ")[1].split(b"\n")[0].decode()
+    resumed = await asyncio.wait_for(
+        sse_frames(f"{wire.url}/api/w/faulty-relay-events", 10, {"Last-Event-ID": first_id}), 10
+    )
+    assert [json.loads(f.split(b"data: ")[1]).get("n") for f in resumed[:2]] == [1, 2]
+    assert resumed[2].startswith(b"event: error")
+
+
 ticks = Channel("relay-unit")
 
 

@@ -79,6 +79,25 @@ class RelayEvents(SSEView):
     relay_event = "m"
 
 
+def faulty(message):
+    """A relay_message that fails on the fourth message: it raises, or returns what JSON cannot encode."""
+    if message["n"] == 3:
+        if message["p"].startswith("nan"):
+            return {"n": float("nan")}
+        raise RuntimeError("a bug in relay_message")
+    return message
+
+
+class FaultyRelay(Relay):
+    def relay_message(self, message):
+        return faulty(message)
+
+
+class FaultyRelayEvents(RelayEvents):
+    def relay_message(self, message):
+        return faulty(message)
+
+
 POISON = {"surrogate": "\ud800", "nan": float("nan"), "inf": float("inf"), "object": object()}
 
 
@@ -94,7 +113,7 @@ class Publish(WebSocketView):
             else:
                 await ws.send_json({"error": None})
             return
-        payload = "x" * data.get("size", 10)
+        payload = data.get("prefix", "") + "x" * data.get("size", 10)
         for n in range(data["count"]):
             await fanout.publish({"n": n, "p": payload})
             await asyncio.sleep(data.get("pause", 0.002))
@@ -126,7 +145,9 @@ router.register_websocket("/bytes-beat", BytesBeat)
 router.register_websocket("/fanout", Fanout)
 router.register_websocket("/relay", Relay)
 router.register_websocket("/even-relay", EvenRelay)
+router.register_websocket("/faulty-relay", FaultyRelay)
 router.register_sse("/fanout-events", FanoutEvents)
+router.register_sse("/faulty-relay-events", FaultyRelayEvents)
 router.register_sse("/relay-events", RelayEvents)
 router.register_websocket("/publish", Publish)
 router.register_websocket("/report", Report)
