@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from enum import Enum
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -69,9 +70,7 @@ class WebSocket:
         #: The server's own send, for realtime.relay to find the transport behind it.
         self._server_send = send
         self.client_state = WebSocketState.CONNECTING
-        self.path_params: dict[str, Any] = dict(scope.get("url_route", {}).get("kwargs", {}))
-        self.headers = parse_headers(scope)
-        self.query_params = parse_query(scope)
+        self.path_params: dict[str, Any] = scope.get("url_route", {}).get("kwargs", {})
         self.user: Any = None
         self.subprotocol: str | None = None
         #: The close code, once known: the server's when it closed first, else the client's.
@@ -86,6 +85,20 @@ class WebSocket:
         self.closed_by: str | None = None
         #: Called once the handshake is accepted (the view starts its keepalive there).
         self.on_accept: Any = None
+
+    # The handshake's headers and query are parsed on first use, not per connection: an idle
+    # socket whose hooks never read them keeps no decoded copy beside the scope's (the views'
+    # own origin and token checks parse the scope without keeping the result).
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """The handshake's headers, by lower-case name."""
+        return parse_headers(self.scope)
+
+    @cached_property
+    def query_params(self) -> dict[str, str]:
+        """The handshake's query parameters."""
+        return parse_query(self.scope)
 
     # -- sending ------------------------------------------------------------------------------
 

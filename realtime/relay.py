@@ -39,18 +39,21 @@ logger = logging.getLogger("realtime.relay")
 class RelaySink:
     """One socket's subscription to its view's ``relay`` channel."""
 
-    __slots__ = ("__weakref__", "_drain", "_waiter", "dropped", "encoding", "failed", "items", "maxlen",
-                 "reported", "transform", "view", "writer", "ws")
+    __slots__ = ("__weakref__", "_drain", "_waiter", "channel", "dropped", "encoding", "failed", "items",
+                 "maxlen", "reported", "transform", "view", "writer", "ws")
 
-    def __init__(self, view: WebSocketView, ws: WebSocket, writer: Any, maxlen: int) -> None:
+    def __init__(self, view: WebSocketView, ws: WebSocket, writer: Any, channel: Any) -> None:
         self.view = view
+        self.channel = channel
         self.ws = ws
         self.writer = writer
         self.encoding = view.encoding
         # The default relay_message is the identity: skip the call on the hot path.
         self.transform = None if type(view).relay_message is _identity_hook() else view.relay_message
-        self.items: deque[Any] = deque()
-        self.maxlen = maxlen
+        #: Messages waiting for the ASGI path. An empty deque costs 760 bytes, so a socket that
+        #: has never been pushed back shares this empty tuple instead.
+        self.items: deque[Any] | tuple[()] = ()
+        self.maxlen = channel.maxlen
         self.dropped = 0
         self.reported = 0
         self.failed = False
@@ -77,7 +80,9 @@ class RelaySink:
         except Exception:
             self._fail()
             return
-        if len(items) >= self.maxlen:
+        if type(items) is not deque:
+            items = self.items = deque()
+        elif len(items) >= self.maxlen:
             items.popleft()
             self.dropped += 1
         items.append(message)
@@ -115,28 +120,37 @@ class RelaySink:
                             await send(notice)
                     await send(items.popleft())
                 if self.writer is not None:
-                    return  # the direct path takes over again
+                    self.items = ()  # the direct path takes over again
+                    return
                 # No direct path on this server: park until the next message rather than end,
                 # so a publish costs one wake-up per socket, not a new task.
                 self._waiter = asyncio.get_running_loop().create_future()
                 await self._waiter
         except WebSocketDisconnect:
-            self.items.clear()
+            self._forget()
         except Exception:
             self._fail()
         finally:
             self._drain = None
             self._waiter = None
 
+    def _forget(self) -> None:
+        """Drop what is queued (the drain task may still hold the deque)."""
+        if type(self.items) is deque:
+            self.items.clear()
+        self.items = ()
+
+    def stop(self) -> None:
+        """Unsubscribe; safe to call more than once."""
+        self.channel._remove(self)
+
     def _fail(self) -> None:
         """The view's hook failed on a message: log it, stop relaying, close this socket with 1011."""
         logger.exception("Unhandled error relaying to %s: closing with 1011", type(self.view).__name__)
         self.failed = True
-        self.items.clear()
-        view = self.view
-        if view._stop_relay is not None:
-            view._stop_relay()
-        view._spawn(self.ws.close(CloseCode.INTERNAL_ERROR))
+        self._forget()
+        self.stop()
+        self.view._spawn(self.ws.close(CloseCode.INTERNAL_ERROR))
 
 
 def _identity_hook() -> Any:

@@ -31,7 +31,7 @@ from channels.db import database_sync_to_async
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .closecodes import CloseCode, WebSocketException, refused_credentials_code
 from .conf import setting
-from .connection import WebSocket, WebSocketDisconnect, WebSocketState
+from .connection import WebSocket, WebSocketDisconnect, WebSocketState, parse_headers, parse_query
 from .encoding import loads
 from .memory import open_connections
 from .ops.connections import track_websocket
@@ -50,6 +50,16 @@ HEARTBEATS: dict[str, dict[str, Any]] = {
     "text": {"type": "websocket.send", "text": "ping"},
     "bytes": {"type": "websocket.send", "bytes": b""},
 }
+
+
+def _origin_allowed(scope: dict[str, Any]) -> bool:
+    """The handshake's Origin check, in a function so that the parsed headers are not kept in the
+    connection's frame for its whole life."""
+    headers = parse_headers(scope)
+    if origin_allowed(headers, scope.get("scheme")):
+        return True
+    logger.info("Refused a WebSocket from origin %r", headers.get("origin"))
+    return False
 
 
 async def _authenticate_ws(ws: WebSocket, view: Any = None) -> Any:
@@ -123,11 +133,12 @@ class WebSocketView(AsyncConsumer):
             raise ValueError(f"{type(self).__name__}.encoding must be one of {ENCODINGS}, not {self.encoding!r}")
         self.user: Any = None
         self.params: dict[str, Any] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: The connection's background tasks; a set only once there is one (most sockets have none).
+        self._tasks: set[asyncio.Task[Any]] | tuple[()] = ()
         self._releases: list[Any] = []
         self._expiry: asyncio.Task[Any] | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
-        self._stop_relay: Any = None
+        self._relay_sink: Any = None
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -176,8 +187,7 @@ class WebSocketView(AsyncConsumer):
         open_connections.opened()
         record = track_websocket(self, ws)
         try:
-            if not origin_allowed(ws.headers, ws.scope.get("scheme")):
-                logger.info("Refused a WebSocket from origin %r", ws.headers.get("origin"))
+            if not _origin_allowed(scope):
                 await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Origin not allowed")
             elif overridden:
                 # A custom push loop (the specification's pattern) may never read: it runs as a
@@ -203,6 +213,7 @@ class WebSocketView(AsyncConsumer):
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._stop_relay()
             for release in self._releases:
                 release()
             open_connections.closed()
@@ -249,7 +260,7 @@ class WebSocketView(AsyncConsumer):
             return
         await ws.accept(subprotocol=self.subprotocol)
         code: int = CloseCode.NORMAL
-        throttles = [throttle() for throttle in self._throttle_classes()]
+        throttles: list[Any] | None = None  # made at the first message: an idle socket keeps none
         limit = self.max_message_size if self.max_message_size is not None else setting("MAX_MESSAGE_SIZE")
         try:
             self._watch_expiry(ws, getattr(ws, "auth_token", None))
@@ -257,6 +268,8 @@ class WebSocketView(AsyncConsumer):
             self._start_stream(ws)
             while True:
                 message = await ws.receive()
+                if throttles is None:
+                    throttles = [throttle() for throttle in self._throttle_classes()]
                 for throttle in throttles:
                     if not throttle.allow_message(ws, self):
                         raise WebSocketException(CloseCode.POLICY_VIOLATION, throttle.message)
@@ -287,7 +300,7 @@ class WebSocketView(AsyncConsumer):
             return await self._refuse(ws, CloseCode.POLICY_VIOLATION, f"Subprotocol {self.subprotocol!r} required")
         ws.auth_error = None
         try:
-            result = await self.authenticator_class().authenticate(ws.headers, ws.query_params)
+            result = await self.authenticator_class().authenticate(parse_headers(ws.scope), parse_query(ws.scope))
         except AuthenticationFailed as error:
             if setting("STRICT_TOKENS"):
                 return await self._refuse(ws, CloseCode.UNAUTHORIZED, error.close_reason())
@@ -388,8 +401,11 @@ class WebSocketView(AsyncConsumer):
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._tasks
+        if type(tasks) is not set:
+            tasks = self._tasks = set()
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
         return task
 
     def _start_keepalive(self, ws: WebSocket) -> None:
@@ -421,12 +437,15 @@ class WebSocketView(AsyncConsumer):
 
         send = ws._server_send
         writer = daphne_flow.writer_for(send) or uvicorn_flow.writer_for(send)
-        sink = RelaySink(self, ws, writer, channel.maxlen)
+        sink = RelaySink(self, ws, writer, channel)
         channel._add(sink)
         # Unsubscribed as soon as the connection ends (before its tasks are cancelled), and again
         # on exit in case it never started: a sink must not spawn a task for a closed socket.
-        self._stop_relay = functools.partial(channel._remove, sink)
-        self._releases.append(self._stop_relay)
+        self._relay_sink = sink
+
+    def _stop_relay(self) -> None:
+        if self._relay_sink is not None:
+            self._relay_sink.stop()
 
     async def _push(self, ws: WebSocket, items: AsyncIterator[Any]) -> None:
         send = {"json": ws.send_json, "text": ws.send_text, "bytes": ws.send_bytes}[self.encoding]
@@ -449,8 +468,7 @@ class WebSocketView(AsyncConsumer):
         await ws.close(CloseCode.NORMAL)
 
     def _cancel_tasks(self) -> None:
-        if self._stop_relay is not None:
-            self._stop_relay()
+        self._stop_relay()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
