@@ -64,8 +64,10 @@ class SharedMessage(dict):
         self._frame: bytes | None = None
         #: ``(event, frame)``: the SSE frame with this message's id, for SSE relay views.
         self._sse_relay: tuple[str | None, bytes] | None = None
-        #: The ``websocket.send`` event of its multi-channel ``{"op": "message", ...}`` frame (realtime.topics).
-        self._envelope: dict[str, Any] | None = None
+        #: ``(channel, id, event)``: the ``websocket.send`` event of its multi-channel
+        #: ``{"op": "message", ...}`` frame (realtime.topics). Keyed, because the same object may be
+        #: published again on another channel (a subscriber that republishes what it received).
+        self._envelope: tuple[str, str | None, dict[str, Any]] | None = None
         self.id: str | None = None
         #: ``time.perf_counter()`` when published in this process (realtime.ops measures latency from it).
         self.published_at: float | None = None

@@ -217,3 +217,30 @@ async def test_redis_unreachable_is_a_broker_unavailable_reply_and_the_socket_go
     assert (await request(communicator, {"op": "subscribe", "ref": "2", "channel": "picky"}))["ok"]
     await communicator.disconnect()
     assert registry.get("lobby:down") is None or registry["lobby:down"].subscriber_count == 0
+
+
+# -- delivery units: the frames of a published message, and the direct path --------------------
+
+
+async def test_a_message_republished_on_another_channel_gets_that_channel_s_envelope():
+    """The envelope cached on a SharedMessage is keyed by channel and id: a subscriber may publish
+    what it received on another channel, the same object, and must not resend the first envelope."""
+    from realtime import Channel
+    from realtime.topics.delivery import message_event
+
+    first, second = Channel("unit-repub-a", history=5), Channel("unit-repub-b")
+    queue = await first.subscribe_queue()
+    try:
+        await first.publish({"k": 1})
+        shared = queue.get_nowait()
+        assert message_event("unit-repub-a", "1", shared)["text"] == (
+            '{"op":"message","channel":"unit-repub-a","id":"1","data":{"k":1}}'
+        )
+        await second.publish(shared)
+        assert message_event("unit-repub-b", None, shared)["text"] == (
+            '{"op":"message","channel":"unit-repub-b","id":null,"data":{"k":1}}'
+        )
+        again = message_event("unit-repub-b", None, shared)
+        assert again is message_event("unit-repub-b", None, shared)  # still built once per channel
+    finally:
+        await first.unsubscribe_queue(queue)

@@ -27,10 +27,12 @@ PRESENCE = object()
 def message_event(channel: str, message_id: str | None, message: Any) -> dict[str, Any]:
     """The ``websocket.send`` event of a message frame; shared by all subscribers for a SharedMessage."""
     if type(message) is SharedMessage:
-        event = message._envelope
-        if event is None:
-            text = f'{{"op":"message","channel":{dumps(channel)},"id":{dumps(message_id)},"data":{dumps(message)}}}'
-            event = message._envelope = {"type": "websocket.send", "text": text}
+        cached = message._envelope
+        if cached is not None and cached[1] == message_id and cached[0] == channel:
+            return cached[2]
+        text = f'{{"op":"message","channel":{dumps(channel)},"id":{dumps(message_id)},"data":{dumps(message)}}}'
+        event = {"type": "websocket.send", "text": text}
+        message._envelope = (channel, message_id, event)
         return event
     frame = {"op": "message", "channel": channel, "id": message_id, "data": message}
     return {"type": "websocket.send", "text": dumps(frame)}
