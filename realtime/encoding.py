@@ -51,7 +51,7 @@ def _encode(data: Any) -> str:
 class SharedMessage(dict):
     """A published dict, shared by all subscribers, that caches its own JSON text."""
 
-    __slots__ = ("_envelope", "_event", "_frame", "_json", "_sse", "_sse_relay", "id", "published_at")
+    __slots__ = ("_envelope", "_event", "_frame", "_json", "_sse", "_sse_relay", "_topic_frame", "id", "published_at")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,8 +64,12 @@ class SharedMessage(dict):
         self._frame: bytes | None = None
         #: ``(event, frame)``: the SSE frame with this message's id, for SSE relay views.
         self._sse_relay: tuple[str | None, bytes] | None = None
-        #: The ``websocket.send`` event of its multi-channel ``{"op": "message", ...}`` frame (realtime.topics).
-        self._envelope: dict[str, Any] | None = None
+        #: ``(channel, id, event)``: the ``websocket.send`` event of its multi-channel
+        #: ``{"op": "message", ...}`` frame (realtime.topics). Keyed, because the same object may be
+        #: published again on another channel (a subscriber that republishes what it received).
+        self._envelope: tuple[str, str | None, dict[str, Any]] | None = None
+        #: ``(channel, id, frame)``: that envelope as WebSocket frame bytes, for the topics' direct path.
+        self._topic_frame: tuple[str, str | None, bytes] | None = None
         self.id: str | None = None
         #: ``time.perf_counter()`` when published in this process (realtime.ops measures latency from it).
         self.published_at: float | None = None

@@ -202,3 +202,201 @@ async def test_the_members_of_a_killed_process_leave_within_the_timeout(redis_cl
         await watcher.close()
     finally:
         doomed.stop(signal.SIGKILL)
+
+
+# -- the direct delivery path, against the generic one, on daphne and uvicorn --------------------
+# tests/wireapp serves the same TopicSocket twice: /w/topics as shipped (frames written straight to
+# the transport where it has room) and /w/topics-generic with no direct writer (every frame through
+# the Outbox task and the ASGI send). Each test runs on real daphne, then real uvicorn (``wire``).
+
+DIRECT, GENERIC = "/api/w/topics", "/api/w/topics-generic"
+BOTH = pytest.mark.parametrize("path", [DIRECT, GENERIC], ids=["direct", "generic"])
+
+
+async def subscribed(server, path, channels, last_id=None):
+    ws = await opened(server, path)
+    for i, name in enumerate(channels):
+        frame = {"op": "subscribe", "ref": f"s{i}", "channel": name}
+        if last_id is not None:
+            frame["last_id"] = last_id
+        answer = await request(ws, frame)
+        assert answer["ok"] and answer["ref"] == f"s{i}", answer
+    return ws
+
+
+async def script(server, **params):
+    """Publish in the server (tests.wireapp.routing.TopicScript); returns once all is published."""
+    async with websockets.connect(f"{server.ws_url}/api/w/topic-script") as ws:
+        await ws.send(json.dumps(params))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 60)) == {"published": params["count"]}
+
+
+async def frames(ws, count, timeout=30):
+    """The next ``count`` delivered frames (messages, gaps, presence), the ``p`` padding left out."""
+    out = []
+    for _ in range(count):
+        frame = await receive(ws, timeout)
+        if frame["op"] == "message":
+            frame["data"].pop("p", None)
+        out.append(frame)
+    return out
+
+
+async def wire_report(server):
+    async with websockets.connect(f"{server.ws_url}/api/w/report") as ws:
+        return json.loads(await ws.recv())
+
+
+async def test_direct_and_generic_deliver_the_same_frames_in_order_across_channels(wire):
+    names = [f"wt:order-{i}" for i in range(3)]
+    before = (await wire_report(wire))["direct"]
+    direct, generic = await subscribed(wire, DIRECT, names), await subscribed(wire, GENERIC, names)
+    await script(wire, channels=names, count=300)
+    by_direct, by_generic = await asyncio.gather(frames(direct, 300), frames(generic, 300))
+    assert by_direct == by_generic
+    assert by_direct == [
+        {"op": "message", "channel": names[n % 3], "id": str(n // 3 + 1), "data": {"n": n}} for n in range(300)
+    ]
+    await direct.close()
+    await generic.close()
+    await asyncio.sleep(0.3)
+    after = (await wire_report(wire))["direct"]
+    assert after.get("Topics", 0) - before.get("Topics", 0) > 0, "the direct path was never taken"
+    assert after.get("GenericTopics", 0) == 0
+
+
+async def test_resuming_meets_the_live_messages_without_a_duplicate_or_a_hole(wire):
+    """Subscribing with last_id while the channel is being published to: reply, replay, then live."""
+    name = "wt:seam"
+    publishing = asyncio.create_task(script(wire, channels=[name], count=400, pause=0.003))
+    await asyncio.sleep(0.4)
+    sockets, delivered = [], []
+    for path in (DIRECT, GENERIC):
+        ws = await opened(wire, path)
+        answer = await request(ws, {"op": "subscribe", "ref": "r", "channel": name, "last_id": "10"})
+        assert answer["data"]["recovered"] is True and int(answer["data"]["last_id"]) > 10, answer
+        sockets.append(ws)
+    await publishing
+    for ws in sockets:
+        delivered.append(await frames(ws, 390))
+        await ws.close()
+    by_direct, by_generic = delivered
+    assert by_direct == by_generic
+    assert [(f["id"], f["data"]["n"]) for f in by_direct] == [(str(n + 1), n) for n in range(10, 400)]
+
+
+async def test_presence_frames_keep_their_place_among_the_messages(wire):
+    name = "wlobby:mix"
+    direct, generic = await subscribed(wire, DIRECT, [name]), await subscribed(wire, GENERIC, [name])
+    await script(wire, channels=[name], count=60, announce={"20": "join", "40": "leave"})
+    by_direct, by_generic = await asyncio.gather(frames(direct, 62), frames(generic, 62))
+    assert by_direct == by_generic
+    kinds = [f["data"]["n"] if f["op"] == "message" else (f["op"], f["member"]["id"]) for f in by_direct]
+    assert kinds == [*range(20), ("join", 20), *range(20, 40), ("leave", 40), *range(40, 60)]
+    await direct.close()
+    await generic.close()
+
+
+@BOTH
+async def test_a_subscriber_that_stops_reading_is_told_what_it_missed_on_every_channel(wire, path):
+    """received + missed == published on each channel, in order: no message lost uncounted."""
+    from tests.raw_ws import RawClient, frame
+
+    names = [f"wslow:gap-{path.rsplit('/', 1)[1]}-{i}" for i in range(2)]
+    slow = RawClient(wire.port, path, rcvbuf=4096)
+    try:
+        for i, name in enumerate(names):
+            slow.send(frame(0x1, json.dumps({"op": "subscribe", "ref": str(i), "channel": name}).encode()))
+            assert json.loads(slow.read_frame()[1])["ok"]
+        await script(wire, channels=names, count=1500, size=4000, pause=0)
+        await asyncio.sleep(0.5)  # well inside the 2 s slow-consumer timeout
+        seen = {name: [] for name in names}
+        missed = dict.fromkeys(names, 0)
+        slow.sock.settimeout(5)
+        while sum(len(s) for s in seen.values()) + sum(missed.values()) < 1500:
+            _, data = await asyncio.to_thread(slow.read_frame)
+            message = json.loads(data)
+            if message["op"] == "gap":
+                missed[message["channel"]] += message["missed"]
+            else:
+                assert message["op"] == "message"
+                seen[message["channel"]].append(message["data"]["n"])
+        assert sum(missed.values()) > 0, "the client was never behind: the test did not exercise the queue"
+        for i, name in enumerate(names):
+            numbers = seen[name]
+            assert numbers == sorted(numbers) and len(numbers) == len(set(numbers))
+            assert all(n % 2 == i for n in numbers) and numbers[-1] == 1498 + i
+            assert len(numbers) + missed[name] == 750
+    finally:
+        slow.close()
+
+
+@BOTH
+async def test_a_subscriber_that_never_reads_is_closed_as_a_slow_consumer(wire, path):
+    from tests.raw_ws import RawClient, frame
+
+    view = "Topics" if path == DIRECT else "GenericTopics"
+    name = f"wslow:never-{view}"
+    before = (await wire_report(wire))["closed"].get(view, []).count(4008)
+    slow = RawClient(wire.port, path, rcvbuf=4096)
+    try:
+        slow.send(frame(0x1, json.dumps({"op": "subscribe", "ref": "s", "channel": name}).encode()))
+        assert json.loads(slow.read_frame()[1])["ok"]
+        # Published over some seconds, so the sends wait past the 2 s timeout (a one-shot flood only
+        # fills the bounded queue, which the kernel's buffers then take: not a slow consumer).
+        publishing = asyncio.create_task(script(wire, channels=[name], count=1500, size=4000, pause=0.003))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if (await wire_report(wire))["closed"].get(view, []).count(4008) > before:
+                break
+            await asyncio.sleep(0.2)
+        assert (await wire_report(wire))["closed"].get(view, []).count(4008) == before + 1
+        await publishing
+    finally:
+        slow.close()
+
+
+@BOTH
+async def test_unsubscribe_stops_the_delivery_of_that_channel_only(wire, path):
+    names = [f"wt:unsub-{path.rsplit('/', 1)[1]}", f"wt:keep-{path.rsplit('/', 1)[1]}"]
+    ws = await subscribed(wire, path, names)
+    publishing = asyncio.create_task(script(wire, channels=names, count=400, pause=0.003))
+    got = {name: [] for name in names}
+    while len(got[names[0]]) < 20:
+        frame = await receive(ws)
+        got[frame["channel"]].append(frame["data"]["n"])
+    await ws.send(json.dumps({"op": "unsubscribe", "ref": "u", "channel": names[0]}))
+    while (frame := await receive(ws))["op"] != "reply":
+        got[frame["channel"]].append(frame["data"]["n"])
+    assert frame == {"op": "reply", "ref": "u", "ok": True, "data": {}}
+    until_reply = len(got[names[0]])
+    await publishing
+    while not got[names[1]] or got[names[1]][-1] != 399:
+        frame = await receive(ws)
+        got[frame["channel"]].append(frame["data"]["n"])
+    assert len(got[names[0]]) == until_reply, "a message of an unsubscribed channel arrived after the reply"
+    assert got[names[0]] == list(range(0, 2 * until_reply, 2))
+    assert got[names[1]] == list(range(1, 400, 2))
+    await ws.close()
+
+
+async def test_closed_topic_sockets_leave_no_subscriber_and_no_task(wire):
+    async def settled(key, value):
+        deadline = time.monotonic() + 10
+        while (await wire_report(wire))[key] != value and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        return (await wire_report(wire))[key]
+
+    base = await wire_report(wire)
+    for _ in range(3):
+        sockets = []
+        for i in range(20):
+            path = DIRECT if i % 2 else GENERIC
+            sockets.append(await subscribed(wire, path, ["wt:cycle", f"wslow:cycle-{i}", "wlobby:cycle"]))
+        assert (await wire_report(wire))["topic_subscribers"] == base["topic_subscribers"] + 20 * 4  # + presence
+        await script(wire, channels=["wt:cycle", "wlobby:cycle"], count=20, pause=0)
+        for ws in sockets:
+            assert len(await frames(ws, 10)) == 10
+            await ws.close()
+        assert await settled("topic_subscribers", base["topic_subscribers"]) == base["topic_subscribers"]
+        assert await settled("tasks", base["tasks"]) <= base["tasks"]

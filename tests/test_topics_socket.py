@@ -217,3 +217,172 @@ async def test_redis_unreachable_is_a_broker_unavailable_reply_and_the_socket_go
     assert (await request(communicator, {"op": "subscribe", "ref": "2", "channel": "picky"}))["ok"]
     await communicator.disconnect()
     assert registry.get("lobby:down") is None or registry["lobby:down"].subscriber_count == 0
+
+
+# -- delivery units: the frames of a published message, and the direct path --------------------
+
+
+async def test_a_message_republished_on_another_channel_gets_that_channel_s_envelope():
+    """The envelope cached on a SharedMessage is keyed by channel and id: a subscriber may publish
+    what it received on another channel, the same object, and must not resend the first envelope."""
+    from realtime import Channel
+    from realtime.topics.delivery import message_event
+
+    first, second = Channel("unit-repub-a", history=5), Channel("unit-repub-b")
+    queue = await first.subscribe_queue()
+    try:
+        await first.publish({"k": 1})
+        shared = queue.get_nowait()
+        assert message_event("unit-repub-a", "1", shared)["text"] == (
+            '{"op":"message","channel":"unit-repub-a","id":"1","data":{"k":1}}'
+        )
+        await second.publish(shared)
+        assert message_event("unit-repub-b", None, shared)["text"] == (
+            '{"op":"message","channel":"unit-repub-b","id":null,"data":{"k":1}}'
+        )
+        again = message_event("unit-repub-b", None, shared)
+        assert again is message_event("unit-repub-b", None, shared)  # still built once per channel
+    finally:
+        await first.unsubscribe_queue(queue)
+
+
+class FakeWriter:
+    """A direct writer whose transport has room until ``paused``."""
+
+    def __init__(self):
+        self.frames = []
+        self.paused = False
+
+    def ready(self):
+        return not self.paused
+
+    def write(self, data):
+        self.frames.append(data)
+
+
+class FakeSocket:
+    sent = 0
+
+
+def payload(frame: bytes):
+    """The JSON of a small server text frame."""
+    import json
+
+    assert frame[0] == 0x81 and frame[1] < 126
+    return json.loads(frame[2:])
+
+
+async def ready_sinks(channel, count, monkeypatch):
+    """``count`` connections on ``channel``, each with a ready fake writer; and the sinks scheduled."""
+    from realtime.topics.delivery import ChannelSink, Outbox
+
+    scheduled = []
+    schedule = Outbox.schedule
+    monkeypatch.setattr(Outbox, "schedule", lambda self, sink: (scheduled.append(sink), schedule(self, sink)))
+    sinks = []
+    for _ in range(count):
+        sink = ChannelSink(Outbox(None, FakeWriter(), FakeSocket()), channel.name, 5)
+        channel._add(sink)
+        sink.activate()
+        sinks.append(sink)
+    return sinks, scheduled
+
+
+async def test_a_publish_to_ready_subscribers_is_written_once_built_and_wakes_no_task(monkeypatch):
+    from realtime import Channel
+
+    channel = Channel("unit-direct", history=10)
+    sinks, scheduled = await ready_sinks(channel, 200, monkeypatch)
+    try:
+        tasks = len(asyncio.all_tasks())
+        for i in range(5):
+            await channel.publish({"i": i})
+        assert scheduled == [] and len(asyncio.all_tasks()) == tasks
+        assert all(not sink.items and not sink.outbox._ready for sink in sinks)
+        frames = sinks[0].outbox.writer.frames
+        assert [payload(f) for f in frames] == [
+            {"op": "message", "channel": "unit-direct", "id": str(i + 1), "data": {"i": i}} for i in range(5)
+        ]
+        for sink in sinks:  # the same bytes object for every socket: one frame per publish
+            assert all(a is b for a, b in zip(sink.outbox.writer.frames, frames, strict=True))
+            assert sink.outbox.ws.sent == sink.outbox.direct == 5
+
+        # A transport that pushes back: that one socket's message is queued, and its outbox woken.
+        sinks[0].outbox.writer.paused = True
+        await channel.publish({"i": 5})
+        assert scheduled == [sinks[0]] and [m for m, _ in sinks[0].items] == ["6"]
+        assert len(sinks[1].outbox.writer.frames) == 6
+        # Its room back, it still queues while anything is queued (no overtaking), and drops count.
+        sinks[0].outbox.writer.paused = False
+        for i in range(6, 12):
+            await channel.publish({"i": i})
+        assert [m for m, _ in sinks[0].items] == ["8", "9", "10", "11", "12"] and sinks[0].dropped == 2
+        assert payload(sinks[1].outbox.writer.frames[-1])["data"] == {"i": 11}  # the others: direct
+    finally:
+        for sink in sinks:
+            channel._remove(sink)
+
+
+async def test_nothing_goes_direct_while_another_channel_of_the_connection_has_frames_queued(monkeypatch):
+    """The outbox is round-robin over sinks: a direct write must not overtake a frame queued on the
+    same connection for another channel."""
+    from realtime import Channel
+    from realtime.topics.delivery import ChannelSink, Outbox
+
+    a, b = Channel("unit-order-a"), Channel("unit-order-b")
+    sent = []
+
+    async def send(event):
+        sent.append(event["text"])
+
+    outbox = Outbox(send, FakeWriter(), FakeSocket())
+    sink_a, sink_b = ChannelSink(outbox, a.name, 5), ChannelSink(outbox, b.name, 5)
+    for channel, sink in ((a, sink_a), (b, sink_b)):
+        channel._add(sink)
+        sink.activate()
+    task = asyncio.create_task(outbox.run())
+    try:
+        outbox.writer.paused = True
+        await a.publish("a0")
+        outbox.writer.paused = False
+        await b.publish("b0")  # the writer is ready, but a0 is queued: b0 waits behind it
+        assert outbox.writer.frames == [] and sink_b.items
+        await a.publish("a1")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [s.split('"data":')[1] for s in sent] == ['"a0"}', '"b0"}', '"a1"}']
+        assert not outbox._ready and not outbox.sending
+        await b.publish("b1")  # all sent: direct again
+        assert [payload(f)["data"] for f in outbox.writer.frames] == ["b1"] and len(sent) == 3
+        # The connection's own publish holds the direct path until its reply is out.
+        outbox.held += 1
+        await b.publish("b2")
+        assert len(outbox.writer.frames) == 1 and sink_b.items
+        outbox.held -= 1
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert sent[-1].endswith('"data":"b2"}')
+    finally:
+        task.cancel()
+        a._remove(sink_a)
+        b._remove(sink_b)
+
+
+async def test_the_direct_path_skips_replayed_ids_once_and_sends_presence_frames(monkeypatch):
+    from realtime import Channel
+    from realtime.topics.delivery import PRESENCE
+
+    channel = Channel("unit-seam", history=10)
+    sinks, scheduled = await ready_sinks(channel, 1, monkeypatch)
+    sink = sinks[0]
+    try:
+        sink.skip = {"1", "2"}  # the replay sent ids 1 and 2; their live copies arrive after
+        await channel.publish({"i": 0})
+        await channel.publish({"i": 1})
+        sink.offer({"op": "join", "channel": "unit-seam", "member": {"id": 1}}, PRESENCE)
+        await channel.publish({"i": 2})
+        frames = [payload(f) for f in sink.outbox.writer.frames]
+        assert [f.get("id", f["op"]) for f in frames] == ["join", "3"] and sink.skip == set()
+        assert scheduled == []
+    finally:
+        channel._remove(sink)

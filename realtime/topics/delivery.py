@@ -2,13 +2,21 @@
 
 Each subscription registers a :class:`ChannelSink` on its :class:`realtime.Channel` (and, with
 presence, a :class:`PresenceSink` on the companion channel, writing into the same sink). ``offer``
-is what the Channel's fan-out calls: a deque append, dropping the oldest message when the sink is
-full (counted, then sent as a ``gap``), and a wake-up of the connection's :class:`Outbox`. The
-outbox's single task takes one frame from each ready sink in turn, so a busy channel cannot starve
-the others, and its sends wait while the client's buffer is full (backpressure).
+is what the Channel's fan-out calls.
 
-The ``{"op": "message", ...}`` frame of a published dict is built once per publish, in the
-SharedMessage every subscriber of that channel shares.
+The direct path: when the connection has a direct writer (daphne and uvicorn, see
+``realtime.daphne_flow`` and ``realtime.uvicorn_flow``) and nothing of that connection is waiting
+(no sink of it ready in the :class:`Outbox`, no send of the outbox in progress, no publish of the
+connection's own awaiting its reply) and the transport has room, ``offer`` writes the frame bytes
+straight to the transport, in the publisher's loop turn, with no task woken. The frame of a
+published dict is built once per publish, cached on the SharedMessage every subscriber shares.
+
+Otherwise the generic path: a deque append, dropping the oldest message when the sink is full
+(counted, then sent as a ``gap``), and a wake-up of the connection's :class:`Outbox`. The outbox's
+single task takes one frame from each ready sink in turn, so a busy channel cannot starve the
+others, and its sends wait while the client's buffer is full (backpressure, and the slow-consumer
+policy of ``realtime.flow``). While anything is queued for the connection, nothing is written
+directly, so no frame overtakes one queued before it, on any of the connection's channels.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from collections import deque
 from typing import Any
 
 from ..encoding import SharedMessage, dumps, send_event
+from ..frames import text_frame
 from .protocol import gap
 
 #: Marks a sink entry that is a ready-made presence frame, not a channel message.
@@ -27,13 +36,37 @@ PRESENCE = object()
 def message_event(channel: str, message_id: str | None, message: Any) -> dict[str, Any]:
     """The ``websocket.send`` event of a message frame; shared by all subscribers for a SharedMessage."""
     if type(message) is SharedMessage:
-        event = message._envelope
-        if event is None:
-            text = f'{{"op":"message","channel":{dumps(channel)},"id":{dumps(message_id)},"data":{dumps(message)}}}'
-            event = message._envelope = {"type": "websocket.send", "text": text}
+        cached = message._envelope
+        if cached is not None and cached[1] == message_id and cached[0] == channel:
+            return cached[2]
+        text = f'{{"op":"message","channel":{dumps(channel)},"id":{dumps(message_id)},"data":{dumps(message)}}}'
+        event = {"type": "websocket.send", "text": text}
+        message._envelope = (channel, message_id, event)
         return event
     frame = {"op": "message", "channel": channel, "id": message_id, "data": message}
     return {"type": "websocket.send", "text": dumps(frame)}
+
+
+def message_frame(channel: str, message_id: str | None, message: Any) -> bytes:
+    """The WebSocket frame bytes of a message frame; built once per publish for a SharedMessage."""
+    if type(message) is SharedMessage:
+        cached = message._topic_frame
+        if cached is not None and cached[1] == message_id and cached[0] == channel:
+            return cached[2]
+        frame = text_frame(message_event(channel, message_id, message)["text"])
+        message._topic_frame = (channel, message_id, frame)
+        return frame
+    return text_frame(message_event(channel, message_id, message)["text"])
+
+
+def presence_frame(message: Any) -> bytes:
+    """The frame bytes of a join/leave frame (published as is on the companion channel)."""
+    if type(message) is SharedMessage:
+        frame = message._frame
+        if frame is None:
+            frame = message._frame = text_frame(dumps(message))
+        return frame
+    return text_frame(dumps(message))
 
 
 class ChannelSink:
@@ -58,6 +91,24 @@ class ChannelSink:
 
     def offer(self, message: Any, message_id: Any) -> None:
         items = self.items
+        if not items and self.active:
+            outbox = self.outbox
+            writer = outbox.writer
+            if (writer is not None and not outbox._ready and not outbox.sending and not outbox.held
+                    and self.dropped == self.reported and writer.ready()):
+                if message_id is PRESENCE:
+                    frame = presence_frame(message)
+                else:
+                    skip = self.skip
+                    if skip:  # as next_event does: a replayed id is skipped once, then the seam is passed
+                        if message_id in skip:
+                            return
+                        self.skip = set()
+                    frame = message_frame(self.channel, message_id, message)
+                writer.write(frame)
+                outbox.ws.sent += 1  # counted as the ASGI path counts its sends (realtime.ops)
+                outbox.direct += 1
+                return
         if len(items) >= self.maxlen:
             items.popleft()
             self.dropped += 1
@@ -104,11 +155,21 @@ class PresenceSink:
 class Outbox:
     """The ready sinks of one connection, and the one task that sends their frames."""
 
-    def __init__(self, send: Any) -> None:
+    def __init__(self, send: Any, writer: Any = None, ws: Any = None) -> None:
         self._send = send
+        #: The connection's direct writer (``ready()``/``write(frame)``), or None: the generic path only.
+        self.writer = writer
+        self.ws = ws
         self._ready: deque[ChannelSink] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
+        #: True while the task's send is in progress: nothing goes direct then.
+        self.sending = False
+        #: Above 0 while the connection's own publish awaits its reply: its message goes after the
+        #: reply, through the task, as on the generic path.
+        self.held = 0
+        #: Frames written by the direct path (the rest went through the task).
+        self.direct = 0
 
     def schedule(self, sink: ChannelSink) -> None:
         sink.waiting = True
@@ -144,4 +205,8 @@ class Outbox:
             else:
                 sink.waiting = False
             if event is not None:
-                await self._send(event)
+                self.sending = True
+                try:
+                    await self._send(event)
+                finally:
+                    self.sending = False

@@ -12,8 +12,10 @@ router.register_websocket("/ws", Realtime)
 
 Topics are registered on the socket (``topics = [...]``), the first matching pattern serves a
 channel. Requests are carried out one at a time in the connection's own task, so replies come in
-request order; deliveries of every subscription go through one :class:`Outbox` task. Everything a
-connection holds (sinks on channels, presence entries, its outbox task) goes with it.
+request order; deliveries of every subscription are written straight to the transport when
+nothing is queued and it has room, else go through one :class:`Outbox` task
+(``realtime.topics.delivery``). Everything a connection holds (sinks on channels, presence
+entries, its outbox task) goes with it.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class TopicSocket(WebSocketView):
         self.protocol = p.ServerProtocol(
             p.resolver(self.topics), limit, publishable=lambda route: route.topic.accepts_publish()
         )
-        self.outbox = Outbox(ws.send)
+        self.outbox = Outbox(ws.send, _direct_writer(ws), ws)
         self.limits = [throttle() for throttle in WebSocketView._throttle_classes(self)]
         if self.first_message_timeout:
             loop = asyncio.get_running_loop()
@@ -202,13 +204,19 @@ class TopicSocket(WebSocketView):
         topic = joined.topic
         if type(topic).on_publish is not Topic.on_publish:
             data = await self._hook(topic, "on_publish", "refused", data)
+        # The reply goes before this connection's own copy of the message, as on the generic path
+        # (where the copy waits for the outbox task): hold the direct path until the reply is out.
+        self.outbox.held += 1
         try:
-            _, message_id = await joined.channel.publish_with_id(data)
-        except UnencodableMessage as error:
-            raise Failed("unencodable", str(error)) from None
-        except BrokerUnavailable:
-            raise Failed("broker_unavailable", "The message broker is unreachable; try again") from None
-        await ws.send_json(p.reply(request.ref, {"id": message_id}))
+            try:
+                _, message_id = await joined.channel.publish_with_id(data)
+            except UnencodableMessage as error:
+                raise Failed("unencodable", str(error)) from None
+            except BrokerUnavailable:
+                raise Failed("broker_unavailable", "The message broker is unreachable; try again") from None
+            await ws.send_json(p.reply(request.ref, {"id": message_id}))
+        finally:
+            self.outbox.held -= 1
 
     async def _do_presence(self, ws: WebSocket, request: p.Request) -> None:
         members = []
@@ -325,6 +333,14 @@ class TopicSocket(WebSocketView):
                 await joined.topic.on_unsubscribe(self.user, **joined.topic.params)
             except Exception:
                 logger.exception("%s.on_unsubscribe raised", type(joined.topic).__name__)
+
+
+def _direct_writer(ws: WebSocket) -> Any:
+    """The accepted socket's writer of ready-made frames on daphne or uvicorn, else None."""
+    from .. import daphne_flow, uvicorn_flow
+
+    send = ws._server_send
+    return daphne_flow.writer_for(send) or uvicorn_flow.writer_for(send)
 
 
 def _unavailable(error: Exception) -> Failed:

@@ -3,8 +3,10 @@
 import asyncio
 import os
 
-from realtime import Channel, Gap, Router, SSEView, WebSocketView
+from realtime import Channel, Gap, Router, SSEView, Topic, TopicSocket, WebSocketView
+from realtime.channel import registry
 from realtime.encoding import UnencodableMessage
+from realtime.topics.presence import COMPANION, announce, member
 
 fanout = Channel("wire-fanout", maxlen=500, history=50)
 #: Close codes seen by on_disconnect, by view name: the tests read them through /w/report.
@@ -122,7 +124,82 @@ class Publish(WebSocketView):
 
 class Report(WebSocketView):
     async def on_connect(self, ws, **params):
-        await ws.send_json({"closed": closed, "rss_kib": rss_kib(), "subscribers": fanout.subscriber_count})
+        await ws.send_json({
+            "closed": closed, "rss_kib": rss_kib(), "subscribers": fanout.subscriber_count,
+            "topic_subscribers": sum(c.subscriber_count for name, c in list(registry.items()) if name.startswith(WT)),
+            "tasks": len(asyncio.all_tasks()), "direct": direct,
+        })
+
+
+
+# -- the multi-channel endpoint, by its direct path and by the generic one ------------------------
+
+#: Channel name prefixes of the topics below (Report counts their subscribers).
+WT = ("wt:", "wslow:", "wlobby:", COMPANION + "wlobby:")
+#: Frames written by the direct path, by view name, added up as connections end.
+direct: dict[str, int] = {}
+
+
+class WireOpen(Topic):
+    """History enough to resume anywhere in a test's run; clients may publish."""
+
+    pattern = "wt:{name}"
+    history = 1000
+    allow_publish = True
+
+
+class WireSlow(Topic):
+    """A small queue per subscriber, so that a client that stops reading drops messages."""
+
+    pattern = "wslow:{name}"
+    maxlen = 20
+
+
+class WireLobby(Topic):
+    pattern = "wlobby:{name}"
+    presence = True
+    history = 1000
+
+
+class Topics(TopicSocket):
+    """realtime.TopicSocket as shipped: the direct path where the server has one."""
+
+    topics = [WireOpen, WireSlow, WireLobby]
+    throttle_classes = []
+
+    async def on_disconnect(self, ws, code):
+        await super().on_disconnect(ws, code)
+        closed.setdefault(type(self).__name__, []).append(code)
+        outbox = getattr(self, "outbox", None)
+        if outbox is not None:
+            direct[type(self).__name__] = direct.get(type(self).__name__, 0) + outbox.direct
+
+
+class GenericTopics(Topics):
+    """The same endpoint with no direct writer: every frame goes through the Outbox task and ASGI."""
+
+    async def on_connect(self, ws, **params):
+        await super().on_connect(ws, **params)
+        self.outbox.writer = None
+
+
+class TopicScript(WebSocketView):
+    """{"channels", "count", "size", "pause", "announce": {"<i>": "join"|"leave"}}: message i on
+    channels[i % len], a presence frame on channels[0] before message i when announce names i."""
+
+    async def on_receive(self, ws, data):
+        channels = [WireOpen.channel(name) if name.startswith("wt:") else
+                    (WireSlow if name.startswith("wslow:") else WireLobby).channel(name) for name in data["channels"]]
+        payload = "x" * data.get("size", 10)
+        announces = data.get("announce", {})
+        pause = data.get("pause", 0.002)
+        for n in range(data["count"]):
+            if str(n) in announces:
+                await announce(announces[str(n)], data["channels"][0], member(n, {"at": n}, 1))
+            await channels[n % len(channels)].publish({"n": n, "p": payload})
+            if pause:
+                await asyncio.sleep(pause)
+        await ws.send_json({"published": data["count"]})
 
 
 class Slow(Recorded):
@@ -152,3 +229,6 @@ router.register_sse("/relay-events", RelayEvents)
 router.register_websocket("/publish", Publish)
 router.register_websocket("/report", Report)
 router.register_websocket("/slow", Slow)
+router.register_websocket("/topics", Topics)
+router.register_websocket("/topics-generic", GenericTopics)
+router.register_websocket("/topic-script", TopicScript)
