@@ -33,6 +33,7 @@ from .closecodes import CloseCode, WebSocketException, refused_credentials_code
 from .conf import setting
 from .connection import WebSocket, WebSocketDisconnect, WebSocketState, parse_headers, parse_query
 from .encoding import loads
+from .heartbeat import Beat, beat_for
 from .memory import open_connections
 from .ops.connections import track_websocket
 from .permissions import first_denial, get_permissions
@@ -137,7 +138,7 @@ class WebSocketView(AsyncConsumer):
         self._tasks: set[asyncio.Task[Any]] | tuple[()] = ()
         self._releases: list[Any] = []
         self._expiry: asyncio.Task[Any] | None = None
-        self._heartbeat: asyncio.TimerHandle | None = None
+        self._heartbeat: Beat | None = None
         self._relay_sink: Any = None
 
     # -- hooks --------------------------------------------------------------------------------
@@ -200,8 +201,11 @@ class WebSocketView(AsyncConsumer):
                 await asyncio.gather(handler, reader, return_exceptions=True)
             else:
                 # The default flow reads the client itself, in the connection's own task: no
-                # reader task and no inbox per connection.
-                await self._run(ws)
+                # reader task and no inbox per connection, and no _run frame (it catches what
+                # _run would).
+                await self._handle(ws)
+                if ws.client_state is not WebSocketState.DISCONNECTED:
+                    await ws.close(CloseCode.NORMAL)
         except asyncio.CancelledError:
             # The server is shutting down (daphne cancels every application on SIGTERM): say so.
             with contextlib.suppress(Exception):
@@ -209,7 +213,7 @@ class WebSocketView(AsyncConsumer):
             raise
         finally:
             if self._heartbeat is not None:
-                self._heartbeat.cancel()
+                self._heartbeat.leave(self)
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -256,9 +260,14 @@ class WebSocketView(AsyncConsumer):
 
     async def _handle(self, ws: WebSocket) -> None:
         """Admit, accept, run the hooks, and always call ``on_disconnect``."""
-        if not await self._admit(ws):
+        try:
+            if not await self._admit(ws):
+                return
+            await ws.accept(subprotocol=self.subprotocol)
+        except Exception:
+            logger.exception("Unhandled error in %s", type(self).__name__)
+            await ws.close(CloseCode.INTERNAL_ERROR)
             return
-        await ws.accept(subprotocol=self.subprotocol)
         code: int = CloseCode.NORMAL
         throttles: list[Any] | None = None  # made at the first message: an idle socket keeps none
         limit = self.max_message_size if self.max_message_size is not None else setting("MAX_MESSAGE_SIZE")
@@ -409,15 +418,17 @@ class WebSocketView(AsyncConsumer):
         return task
 
     def _start_keepalive(self, ws: WebSocket) -> None:
-        """Heartbeats run on a timer, not a task: an idle connection costs no extra task."""
+        """Heartbeats run on one timer shared by every socket (realtime.heartbeat), not a task."""
         if self.keepalive and self.keepalive > 0:
-            loop = asyncio.get_running_loop()
-            self._heartbeat = loop.call_later(self.keepalive, self._beat, ws, loop)
+            self._heartbeat = beat_for(float(self.keepalive))
+            self._heartbeat.join(self)
 
-    def _beat(self, ws: WebSocket, loop: asyncio.AbstractEventLoop) -> None:
+    def _beat(self) -> None:
+        ws = self.ws
         if ws.client_state is WebSocketState.CONNECTED:
             self._spawn(self._send_heartbeat(ws))
-            self._heartbeat = loop.call_later(self.keepalive, self._beat, ws, loop)
+        elif self._heartbeat is not None:
+            self._heartbeat.leave(self)
 
     async def _send_heartbeat(self, ws: WebSocket) -> None:
         with contextlib.suppress(WebSocketDisconnect):  # the reader learns of the departure too
