@@ -70,6 +70,8 @@ class WebSocket:
         #: The server's own send, for realtime.relay to find the transport behind it.
         self._server_send = send
         self.client_state = WebSocketState.CONNECTING
+        #: True once the handshake was accepted (and after, when it is closed).
+        self.accepted = False
         self.path_params: dict[str, Any] = scope.get("url_route", {}).get("kwargs", {})
         self.user: Any = None
         self.subprotocol: str | None = None
@@ -111,6 +113,7 @@ class WebSocket:
             message["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         self.subprotocol = subprotocol
         self.client_state = WebSocketState.CONNECTED
+        self.accepted = True
         await self._send(message)
         if self.on_accept is not None:
             self.on_accept(self)

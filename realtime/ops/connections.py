@@ -51,7 +51,7 @@ class HttpContext:
 class ConnectionRecord:
     """One open connection, as operations see it."""
 
-    __slots__ = ("accepted", "by", "code", "dropped_done", "endpoint", "guard", "protocol", "received", "refused",
+    __slots__ = ("_accepted", "by", "code", "dropped_done", "endpoint", "guard", "protocol", "received", "refused",
                  "sent", "started", "subscriptions", "user", "view", "ws")
 
     def __init__(self, protocol: str, endpoint: str, guard: Any) -> None:
@@ -62,17 +62,23 @@ class ConnectionRecord:
         self.ws: Any = None
         self.view: Any = None
         self.user: Any = None
-        self.accepted = protocol == "sse"
+        #: An SSE stream is open once its record exists; a WebSocket once its handshake is accepted.
+        self._accepted = protocol == "sse"
         self.refused = False
         #: SSE frames sent (a WebSocket counts on its ``ws``).
         self.sent = 0
         self.received = 0
-        self.subscriptions: list[tuple[Any, Any]] = []
+        #: A list once there is one: most WebSockets subscribe to nothing (a relay is counted on its ws).
+        self.subscriptions: list[tuple[Any, Any]] | tuple[()] = ()
         self.dropped_done = 0
         self.code: str = "-"
         self.by: str = "-"
 
     # -- live figures -------------------------------------------------------------------------
+
+    @property
+    def accepted(self) -> bool:
+        return self._accepted or (self.ws is not None and self.ws.accepted)
 
     @property
     def open(self) -> bool:
@@ -94,7 +100,9 @@ class ConnectionRecord:
     def adopt(self, channel: Any, sink: Any) -> None:
         """A subscription made by this connection."""
         subscriptions = self.subscriptions
-        if len(subscriptions) >= _COMPACT_AT:
+        if type(subscriptions) is tuple:
+            subscriptions = self.subscriptions = []
+        elif len(subscriptions) >= _COMPACT_AT:
             kept = []
             for pair in subscriptions:
                 if pair[1] in pair[0]._subscribers:
@@ -172,17 +180,11 @@ def _sse_end(slow: bool, error: BaseException | None) -> tuple[str, str]:
 def track_websocket(view: Any, ws: Any) -> ConnectionRecord:
     """Start the record of a WebSocket connection (before its handshake is decided)."""
     route = ws.scope.get("url_route", {}).get("route")
-    record = ConnectionRecord("websocket", "/" + route if route else "-", getattr(ws._send, "__self__", None))
+    # Interned: one string per route pattern, not one per connection.
+    endpoint = sys.intern("/" + route) if route else "-"
+    record = ConnectionRecord("websocket", endpoint, getattr(ws._send, "__self__", None))
     record.ws = ws
     record.view = view
-    on_accept = ws.on_accept
-
-    def accepted(connection: Any) -> None:
-        record.accepted = True
-        if on_accept is not None:
-            on_accept(connection)
-
-    ws.on_accept = accepted
     sample = setting("METRICS_LATENCY_SAMPLE")
     if sample and next(_sequence) % int(sample) == 0:
         ws.send_json = _timed(ws.send_json)
