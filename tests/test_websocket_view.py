@@ -159,6 +159,21 @@ async def test_keepalive_sends_a_heartbeat_every_interval(encoding, heartbeat):
     await communicator.disconnect()
 
 
+async def test_sockets_share_one_heartbeat_timer_and_leave_it_when_they_close():
+    from realtime.heartbeat import beat_for
+
+    View, _ = recording_view(keepalive=0.05)
+    communicators = [(await connect(View))[0] for _ in range(20)]
+    beat = beat_for(0.05)
+    assert len(beat.members) == 20 and beat._handle is not None
+    for communicator in communicators:  # every socket beats, at most one interval apart
+        await communicator.receive_output(timeout=0.5)
+        await communicator.receive_output(timeout=0.5)
+    for communicator in communicators:
+        await communicator.disconnect()
+    assert beat.members == {} and beat._handle is None
+
+
 async def test_keepalive_zero_sends_nothing():
     View, _ = recording_view(keepalive=0)
     communicator, _, _ = await connect(View)
