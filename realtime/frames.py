@@ -6,6 +6,10 @@ delivery path (:mod:`realtime.relay`) builds it once per publish and writes it t
 
 from __future__ import annotations
 
+from typing import Any
+
+from .encoding import SharedMessage, dumps
+
 TEXT = 0x1
 BINARY = 0x2
 
@@ -28,3 +32,13 @@ def text_frame(text: str) -> bytes:
 
 def binary_frame(data: bytes) -> bytes:
     return frame(BINARY, data)
+
+
+def json_frame(message: Any) -> bytes:
+    """The text frame of ``message`` as JSON; built once for a SharedMessage and cached on it."""
+    if type(message) is SharedMessage:
+        cached = message._frame
+        if cached is None:
+            cached = message._frame = text_frame(dumps(message))
+        return cached
+    return text_frame(dumps(message))

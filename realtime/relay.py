@@ -27,8 +27,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .connection import CloseCode, WebSocketDisconnect
-from .encoding import SharedMessage, check_text, dumps
-from .frames import binary_frame, text_frame
+from .encoding import check_text
+from .frames import binary_frame, json_frame, text_frame
 
 if TYPE_CHECKING:
     from .connection import WebSocket
@@ -96,12 +96,7 @@ class RelaySink:
 
     def _frame(self, message: Any) -> bytes:
         if self.encoding == "json":
-            if type(message) is SharedMessage:
-                frame = message._frame
-                if frame is None:
-                    frame = message._frame = text_frame(dumps(message))
-                return frame
-            return text_frame(dumps(message))
+            return json_frame(message)
         if self.encoding == "text":
             return text_frame(check_text(message))
         return binary_frame(message)

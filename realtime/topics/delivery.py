@@ -26,7 +26,7 @@ from collections import deque
 from typing import Any
 
 from ..encoding import SharedMessage, dumps, send_event
-from ..frames import text_frame
+from ..frames import json_frame, text_frame
 from .protocol import gap
 
 #: Marks a sink entry that is a ready-made presence frame, not a channel message.
@@ -61,12 +61,7 @@ def message_frame(channel: str, message_id: str | None, message: Any) -> bytes:
 
 def presence_frame(message: Any) -> bytes:
     """The frame bytes of a join/leave frame (published as is on the companion channel)."""
-    if type(message) is SharedMessage:
-        frame = message._frame
-        if frame is None:
-            frame = message._frame = text_frame(dumps(message))
-        return frame
-    return text_frame(dumps(message))
+    return json_frame(message)
 
 
 class ChannelSink:
