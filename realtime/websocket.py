@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -38,7 +37,7 @@ from .memory import open_connections
 from .ops.connections import track_websocket
 from .permissions import first_denial, get_permissions
 from .revocation import close_soon, revocations
-from .security import origin_allowed, websocket_addresses, websocket_users
+from .security import Held, origin_allowed, websocket_addresses, websocket_users
 from .throttling import MessageRateThrottle
 
 logger = logging.getLogger("realtime.websocket")
@@ -338,10 +337,12 @@ class WebSocketView(AsyncConsumer):
         client = self.scope.get("client")
         if client:
             caps.append((websocket_addresses, client[0], setting("MAX_CONNECTIONS_PER_IP")))
+        held = Held()
+        self._releases.append(held)
         for counter, key, limit in caps:
             if not counter.acquire(key, limit):
                 return False
-            self._releases.append(functools.partial(counter.release, key))
+            held.add(counter, key)
         return True
 
     def _throttle_classes(self) -> list[type]:
