@@ -10,6 +10,11 @@ While Redis is unreachable the publish raises ``BrokerUnavailable``; a revocatio
 the user's connections in *this* process and logs a warning that the other processes were not told
 (logout and deactivation themselves succeed: they must not fail because Redis is away).
 
+A revocation closes the connections that were open when it was made, not those opened after it:
+its message carries the time it was made, and a process that receives it late (a slow broker, a
+busy loop) still spares a connection the user opened since, such as the next login's. Processes on
+several hosts compare their clocks, so keep them in sync (NTP).
+
 Saving a user with ``is_active = False`` revokes through ``post_save``. ``QuerySet.update()`` and
 raw SQL send no signal, so they close nothing: call :func:`revoke_user` for each user.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -36,14 +42,15 @@ class Revocations:
     """This process's authenticated connections by user, and the control channel's subscriber."""
 
     def __init__(self) -> None:
-        self.closers: dict[Any, set[Closer]] = defaultdict(set)
+        #: Each user's closers, with the time each connection registered.
+        self.closers: dict[Any, dict[Closer, float]] = defaultdict(dict)
         self.channel = Channel(CONTROL_CHANNEL, maxlen=1000)
         self._subscribed = False
 
     def register(self, user_pk: Any, closer: Closer) -> Callable[[], None]:
         """Remember how to close one connection of ``user_pk``; returns the function that forgets it."""
         key = str(user_pk)
-        self.closers[key].add(closer)
+        self.closers[key][closer] = time.time()
         if not self._subscribed:
             self.channel._add(self)  # this object is the subscriber: offer() runs on every message
             self._subscribed = True
@@ -51,7 +58,7 @@ class Revocations:
         def unregister() -> None:
             closers = self.closers.get(key)
             if closers is not None:
-                closers.discard(closer)
+                closers.pop(closer, None)
                 if not closers:
                     del self.closers[key]
             if not self.closers and self._subscribed:
@@ -64,7 +71,10 @@ class Revocations:
         """A revocation arrived (from this process or another): close that user's connections."""
         if not isinstance(message, dict) or message.get("action") != "revoke":
             return
-        closers = list(self.closers.get(str(message.get("user")), ()))
+        made = message.get("at")
+        registered = self.closers.get(str(message.get("user")), {})
+        closers = [closer for closer, since in list(registered.items())
+                   if not isinstance(made, (int, float)) or since <= made]
         if closers:
             logger.info("Closing %d connection(s) of user %s (%s)", len(closers), message.get("user"),
                         message.get("reason"))
@@ -75,22 +85,26 @@ class Revocations:
                 logger.exception("A connection could not be closed on revocation")
 
     async def revoke(self, user_pk: Any, reason: str = "revoked") -> None:
-        message = {"action": "revoke", "user": str(user_pk), "reason": reason}
+        message = _revocation(user_pk, reason)
         try:
             await self.channel.publish(message)
         except BrokerUnavailable as error:
             self._revoke_here_only(message, error)
 
     def revoke_sync(self, user_pk: Any, reason: str = "revoked") -> None:
-        message = {"action": "revoke", "user": str(user_pk), "reason": reason}
+        message = _revocation(user_pk, reason)
         try:
             self.channel.publish_sync(message)
         except BrokerUnavailable as error:
             self._revoke_here_only(message, error)
 
-    def _revoke_here_only(self, message: dict[str, str], error: BrokerUnavailable) -> None:
+    def _revoke_here_only(self, message: dict[str, Any], error: BrokerUnavailable) -> None:
         logger.warning("Revocation of user %s reached this process only: %s", message["user"], error)
         self.offer(message, None)
+
+
+def _revocation(user_pk: Any, reason: str) -> dict[str, Any]:
+    return {"action": "revoke", "user": str(user_pk), "reason": reason, "at": time.time()}
 
 
 revocations = Revocations()

@@ -202,6 +202,23 @@ async def test_queryset_update_closes_nothing_and_revoke_user_closes_the_users_s
     assert await close_of(bob) == (4003, "session_revoked")
 
 
+async def test_a_revocation_that_arrives_late_spares_the_connections_opened_after_it(users):
+    """Log out, log in again at once: the logout reaching a process late must not close the new login."""
+    from realtime.revocation import _revocation, revocations
+
+    before = await connect(Protected, token_for(users["ana"].pk))
+    await before.receive_json_from()
+    logout = _revocation(users["ana"].pk, "logout")  # made now, delivered below
+    await asyncio.sleep(0.01)
+    after = await connect(Protected, token_for(users["ana"].pk))
+    await after.receive_json_from()
+    await revocations.channel.publish(logout)
+    assert await close_of(before) == (4003, "session_revoked")
+    await after.send_json_to("still connected")
+    assert await after.receive_json_from() == {"echo": "still connected"}
+    await after.disconnect()
+
+
 @STRICT
 async def test_revocation_closes_4001_under_strict_tokens(users):
     ana = await connect(Protected, token_for(users["ana"].pk))
