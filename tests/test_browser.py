@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.servers import require
@@ -101,8 +102,15 @@ def test_admin_link_only_for_staff(stack, browser):
     try:
         log_in(page, stack, "admin")
         assert page.is_visible("#admin-link")
-        page.click("#logout")
+        tokens = page.evaluate("() => JSON.parse(sessionStorage.getItem('realtime.tokens'))")
+        with page.expect_response("**/api/auth/logout/") as logout:
+            page.click("#logout")
+        assert logout.value.status == 200 and logout.value.json()["refresh_blacklisted"] is True
         page.wait_for_selector("#login:not([hidden])")
+        assert page.evaluate("() => sessionStorage.getItem('realtime.tokens')") is None
+        # The button told the server: the refresh token the tab held no longer refreshes.
+        refused = httpx.post(f"{stack.url}/api/auth/token/refresh/", json={"refresh": tokens["refresh"]}, timeout=10)
+        assert refused.status_code == 401
         log_in(page, stack, "alice")
         assert not page.is_visible("#admin-link")
     finally:

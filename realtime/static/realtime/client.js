@@ -29,8 +29,11 @@ function decodeJwt(token) {
 
 /** Access and refresh tokens from /api/auth/token/, kept in sessionStorage (this tab only). */
 export class Auth {
-  constructor({ tokenUrl = "/api/auth/token/", refreshUrl = "/api/auth/token/refresh/", key = "realtime.tokens" } = {}) {
-    Object.assign(this, { tokenUrl, refreshUrl, key });
+  constructor({
+    tokenUrl = "/api/auth/token/", refreshUrl = "/api/auth/token/refresh/", logoutUrl = "/api/auth/logout/",
+    key = "realtime.tokens",
+  } = {}) {
+    Object.assign(this, { tokenUrl, refreshUrl, logoutUrl, key });
     this.tokens = JSON.parse(sessionStorage.getItem(key) || "null");
     this.onlogout = null;
     this._refreshing = null;
@@ -53,9 +56,24 @@ export class Auth {
     if (!response.ok) throw new Error(body.detail || `Login failed (${response.status})`);
     this._store({ access: body.access, refresh: body.refresh });
   }
-  logout() {
+  /**
+   * Forget the tokens in this tab and, unless `revoke` is false, tell the server: it blacklists the
+   * refresh token and closes this user's connections everywhere. Resolves once the server answered
+   * (or could not be reached: the tokens are forgotten either way).
+   */
+  async logout({ revoke = true } = {}) {
+    let access = null;
+    if (revoke && this.loggedIn) access = await this.access().catch(() => null); // refreshed if expiring
+    const refresh = this.tokens && this.tokens.refresh;
     this._store(null);
     if (this.onlogout) this.onlogout();
+    if (!access) return;
+    await fetch(this.logoutUrl, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${access}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ refresh }),
+      keepalive: true,
+    }).catch(() => {});
   }
   /** A valid access token, refreshed first when it expires within 30 s (or when `force`). */
   async access({ force = false } = {}) {
@@ -77,7 +95,7 @@ export class Auth {
       throw new Error(`Cannot refresh the token: ${error.message}`); // server away: callers retry
     }
     if (response.status === 401) {
-      this.logout(); // the refresh token itself expired or was revoked
+      this.logout({ revoke: false }); // the refresh token itself expired or was revoked
       throw new Error("Session expired");
     }
     if (!response.ok) throw new Error(`Cannot refresh the token (${response.status})`);

@@ -139,7 +139,7 @@ async function start() {
   try {
     user = await auth.fetchJSON("/api/trading/me");
   } catch (error) {
-    if (error.status === 401) auth.logout();
+    if (error.status === 401) auth.logout({ revoke: false });
     else $("#login-error").textContent = `Cannot reach the server: ${error.message}`;
     return;
   }
