@@ -192,6 +192,15 @@ def survivors(query) -> list[dict] | None:
     ]
 
 
+def _pools(mode: str | None) -> dict | None:
+    """``arenas=base|diff`` also walks pymalloc's pools (``bench/soak/pools.py``) when tracemalloc is off."""
+    if mode not in ("base", "diff") or tracemalloc.is_tracing() or os.environ.get("PYTHONMALLOC"):
+        return None
+    from bench.soak import pools
+
+    return pools.record_baseline() if mode == "base" else pools.diff()
+
+
 def process_stats(query) -> dict:
     """The process part of ``/stats``; ``query`` is a mapping of the flags in the module docstring."""
     collected = gc.collect() if query.get("gc") else None
@@ -208,6 +217,8 @@ def process_stats(query) -> dict:
         "gc_collected": collected,
         "allocated_blocks": sys.getallocatedblocks(),  # Python objects and buffers alive
         "census": census,
+        # pymalloc's pools first: what the censuses allocate lands in the free blocks they count
+        "pools": _pools(query.get("arenas")),
         "pinning": arena_census(query.get("arenas")),  # before survivors(): a snapshot allocates a lot
         "survivors": survivors(query),
         "pymalloc": pymalloc_stats() if diagnose else None,
