@@ -160,6 +160,7 @@ def diff(limit: int = 60) -> dict:
     again = pools()
     in_use = {again[i] for i in range(0, len(again), 4)}
     kinds: Counter = Counter()
+    lonely: dict[int, list[str]] = {}  # what each new arena holds, reported for the sparsest ones
     texts: Counter = Counter()  # what the str blocks say, live ("str") or not recognised ("raw")
     blocks_in: Counter = Counter()
     examples: list[dict] = []
@@ -189,6 +190,11 @@ def diff(limit: int = 60) -> dict:
             head = ctypes.string_at(block + 40, min(size - 40, 24))  # a compact ASCII str's characters
             texts[(kind, head.split(b"\0")[0].decode("latin-1"))] += 1
         kinds[kind] += 1
+        if detail is not None:
+            seen_here = f"{kind}: {_describe(detail)[:70]}"
+        else:
+            seen_here = f"{kind} {ctypes.string_at(block, 48).hex()}"
+        lonely.setdefault(arena, []).append(seen_here)
         if shown[kind] < 3:
             shown[kind] += 1
             row = {"kind": kind, "arena": arena, "block": hex(block)}
@@ -204,5 +210,7 @@ def diff(limit: int = 60) -> dict:
         "blocks_per_new_arena": sorted(blocks_in.values()),
         "kinds": kinds.most_common(limit), "str_texts": [[k, t, n] for (k, t), n in texts.most_common(80)],
         "examples": examples[:200],
+        "sparse_arenas": [{"arena": a, "blocks": what} for a, what in sorted(lonely.items(), key=lambda x: len(x[1]))
+                          if len(what) <= 6],
         "python": sys.version.split()[0],
     }
