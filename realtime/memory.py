@@ -28,7 +28,10 @@ import logging
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable
+
+from .ops.stats import Slot
 
 logger = logging.getLogger("realtime.memory")
 
@@ -70,12 +73,16 @@ def release_memory() -> bool:
 class OpenConnections:
     """Counts the process's open WebSockets and SSE streams, and trims memory after a big drop."""
 
+    #: When the last connection closed and the last trim ran (``time.monotonic()``), in a C array:
+    #: set at every close, a float attribute would leave its last value among the wave's freed blocks.
+    _last_close = Slot(0, "_times")
+    _last_trim = Slot(1, "_times")
+
     def __init__(self) -> None:
         self.count = 0
         self.peak = 0
         self.trims = 0
-        self._last_trim = -MIN_INTERVAL
-        self._last_close = 0.0
+        self._times = array("d", [0.0, -MIN_INTERVAL])
         self._scheduled = False
 
     def opened(self) -> None:
