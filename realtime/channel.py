@@ -40,6 +40,7 @@ from .broker import BrokerUnavailable, broker_state, reach
 from .encoding import SharedMessage, wire_safe
 from .history import MemoryHistory, RedisHistory, redis_url
 from .ops.connections import adopt
+from .ops.stats import Slot, int_slots
 from .subscribers import Gap, SubscriberQueue, Subscription
 
 logger = logging.getLogger("realtime.channel")
@@ -70,6 +71,14 @@ registry: dict[str, Channel] = {}
 class Channel:
     """A pub/sub channel. Create it once, at module level, and share it."""
 
+    # Counters bumped on every publish and unsubscribe, kept in a C array (realtime.ops.stats.Slot).
+    rejected = Slot(0)
+    broker_errors = Slot(1)
+    published = Slot(2)
+    messages = Slot(3)
+    deliveries = Slot(4)
+    dropped_gone = Slot(5)
+
     def __init__(self, name: str | None = None, maxlen: int = 500, history: int = 0, layer: str = "default") -> None:
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError("A Channel name must be a non-empty str, e.g. Channel('ticks')")
@@ -89,6 +98,7 @@ class Channel:
         self._bridge: asyncio.Task[None] | None = None
         self._memory_history = MemoryHistory(history) if history else None
         self._redis_history: dict[asyncio.AbstractEventLoop, RedisHistory] = {}
+        self._ints = int_slots(6)
         #: Messages received from other processes that were not for this one (bad payloads).
         self.rejected = 0
         #: Publishes refused with BrokerUnavailable (Redis unreachable; nobody received them).

@@ -73,3 +73,34 @@ async def test_the_trim_waits_until_the_wave_has_left(trims):
     assert trims == []
     await asyncio.sleep(0.2)
     assert len(trims) == 1
+
+
+def test_the_trim_lookup_is_made_at_import():
+    # Made during a wave, the CDLL and its function objects would live on among the closed
+    # connections' freed blocks and keep their pymalloc arenas resident.
+    assert memory._malloc_trim() is memory._TRIM is not None
+
+
+def test_clearing_the_type_cache_frees_the_names_it_holds():
+    import gc
+    import sys
+
+    classes = [type(f"C{i}", (), {"value": i}) for i in range(2000)]
+    gc.collect()
+    before = sys.getallocatedblocks()
+    for cls in classes:
+        getattr(cls, "".join(["val", "ue"]))  # a new str each time, as C code looking up a C string makes
+    gc.collect()
+    kept = sys.getallocatedblocks() - before
+    assert kept > 100  # the cache holds on to many of those copies of "value"
+    assert memory.clear_internal_caches() is True
+    gc.collect()
+    assert sys.getallocatedblocks() - before < kept - 100
+
+
+async def test_a_trim_clears_the_type_cache(trims, monkeypatch):
+    cleared = []
+    monkeypatch.setattr(memory, "clear_internal_caches", lambda: cleared.append(1) or True)
+    counter = memory.OpenConnections()
+    await wave(counter, 20, 20)
+    assert (len(cleared), len(trims)) == (1, 1)

@@ -67,3 +67,30 @@ def test_realtime_status_without_redis_shows_this_process_and_says_so():
     call_command("realtime_status", "--json", stdout=out)
     found = json.loads(out.getvalue())
     assert found["shared"] is False and len(found["processes"]) == 1
+
+
+def test_counters_keep_their_numbers_in_arrays_not_in_objects_of_their_own():
+    # A counter bumped at every connection's end would leave its last int object among the freed
+    # blocks of a wave of disconnects, keeping a pymalloc arena resident (bench/soak).
+    import gc
+    from array import array
+
+    from realtime.ops.stats import EndpointTotals, Tally
+
+    totals = EndpointTotals()
+    for _ in range(3):
+        totals.connections += 1
+        totals.sent += 10**6
+        totals.duration.observe(2.5)
+    assert (totals.connections, totals.sent, totals.received, totals.duration.count) == (3, 3 * 10**6, 0, 3)
+    assert totals.duration.sum == pytest.approx(7.5)
+    held = [r for o in (totals, totals.duration) for r in gc.get_referents(o)]
+    assert not [r for r in held if type(r) in (int, float)]
+    assert any(type(r) is array for r in held)
+
+    tally = Tally()
+    tally[("websocket", "1000", "client")] += 1
+    tally[("websocket", "1000", "client")] += 1
+    tally[("sse", "end", "server")] += 1
+    assert dict(tally) == {("websocket", "1000", "client"): 2, ("sse", "end", "server"): 1}
+    assert tally[("never", "seen", "-")] == 0 and len(tally) == 2 and tally.get("x", 0) == 0

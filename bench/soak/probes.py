@@ -95,8 +95,51 @@ def arena_census(mode: str | None) -> dict | None:
         {"region": hex(region << 20), "objects": sum(c.values()), "types": c.most_common(6)}
         for region, c in sorted(by_region.items())[:: max(1, len(by_region) // 12)]
     ]
-    return {"new_regions": len(by_region), "objects": sum(types.values()), "types": types.most_common(30),
-            "samples": samples}
+    found = {"new_regions": len(by_region), "objects": sum(types.values()), "types": types.most_common(30),
+             "samples": samples, "examples": _examples(by_region)}
+    if tracemalloc.is_tracing():  # where the objects in the new regions were allocated (the pins' origins)
+        sites: Counter = Counter()
+        regions_of: dict[str, set] = {}
+        for addr, o in all_objects().items():
+            if addr >> 20 in ARENA_REGIONS:
+                continue
+            tb = tracemalloc.get_object_traceback(o)
+            if tb is None:
+                where = f"(untraced) {type(o).__name__}"
+            else:
+                where = " <- ".join(f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}" for f in reversed(tb))
+            sites[where] += 1
+            regions_of.setdefault(where, set()).add(addr >> 20)
+        found["sites"] = [{"objects": n, "regions": len(regions_of[w]), "where": w} for w, n in sites.most_common(40)]
+    return found
+
+
+def _examples(by_region: dict[int, Counter], per_type: int = 4) -> list[dict]:
+    """A few objects of each kind found in the new regions, with what refers to them (who keeps them)."""
+    seen: Counter = Counter()
+    out = []
+    for addr, o in all_objects().items():
+        if addr >> 20 not in by_region or addr >> 20 in ARENA_REGIONS:
+            continue
+        name = type(o).__name__
+        if seen[name] >= per_type:
+            continue
+        seen[name] += 1
+        try:
+            text = repr(o)[:120]
+        except Exception as error:
+            text = f"<repr failed: {error!r}>"
+        holders = []
+        for ref in gc.get_referrers(o)[:4]:
+            if type(ref).__name__ in ("frame", "list") and len(holders) > 1:
+                continue
+            desc = type(ref).__name__
+            if isinstance(ref, dict):
+                keys = [k for k, v in list(ref.items())[:2000] if v is o][:2]
+                desc += f" key={keys!r}"[:100]
+            holders.append(desc)
+        out.append({"type": name, "region": hex(addr >> 20 << 20), "repr": text, "held_by": holders})
+    return out
 
 
 class _MallInfo2(ctypes.Structure):
@@ -149,6 +192,15 @@ def survivors(query) -> list[dict] | None:
     ]
 
 
+def _pools(mode: str | None) -> dict | None:
+    """``arenas=base|diff`` also walks pymalloc's pools (``bench/soak/pools.py``) when tracemalloc is off."""
+    if mode not in ("base", "diff") or tracemalloc.is_tracing() or os.environ.get("PYTHONMALLOC"):
+        return None
+    from bench.soak import pools
+
+    return pools.record_baseline() if mode == "base" else pools.diff()
+
+
 def process_stats(query) -> dict:
     """The process part of ``/stats``; ``query`` is a mapping of the flags in the module docstring."""
     collected = gc.collect() if query.get("gc") else None
@@ -165,8 +217,10 @@ def process_stats(query) -> dict:
         "gc_collected": collected,
         "allocated_blocks": sys.getallocatedblocks(),  # Python objects and buffers alive
         "census": census,
+        # pymalloc's pools first: what the censuses allocate lands in the free blocks they count
+        "pools": _pools(query.get("arenas")),
+        "pinning": arena_census(query.get("arenas")),  # before survivors(): a snapshot allocates a lot
         "survivors": survivors(query),
-        "pinning": arena_census(query.get("arenas")),
         "pymalloc": pymalloc_stats() if diagnose else None,
         "rss_by_mapping": rss_by_mapping() if diagnose else None,
         "glibc": glibc_heap(),

@@ -258,7 +258,7 @@ class Soak:
         self.server = psutil.Process(pid)
         self.me = psutil.Process()
         # tracing slows the server down a lot
-        self.http = httpx.AsyncClient(base_url=base, timeout=300 if args.tracemalloc else 30)
+        self.http = httpx.AsyncClient(base_url=base, timeout=300 if args.tracemalloc or args.diagnose else 30)
         self.result: dict = {"errors": [], "progress": []}
         self.ws: list = []
         self.sse: list = []
@@ -523,6 +523,9 @@ class Soak:
         if after.get("pymalloc"):
             r["pymalloc"] = {"baseline": base.get("pymalloc"), "after": after["pymalloc"]}
             self.log(f"pymalloc: {json.dumps(r['pymalloc'])}")
+        if after.get("pools"):
+            r["pools"] = after["pools"]
+            self.log(f"live blocks in pymalloc arenas the baseline did not use: {json.dumps(after['pools'], indent=1)}")
         if after.get("pinning"):
             r["pinning"] = after["pinning"]
             self.log(f"objects in address regions the baseline did not use: {json.dumps(after['pinning'], indent=1)}")
