@@ -4,6 +4,8 @@
 - ``/sse``: an SSEView doing the same, one ``data:`` event per message.
 - ``/publish?count=M&rate=R``: returns at once and starts an in-server task that publishes M
   messages ``{"seq": i, "ts": time.time()}`` at R msg/s (R=0: flat out, yielding once per message).
+- ``SOAK_RELAY=1`` (``run.py --server-env SOAK_RELAY=1``): both endpoints declare ``relay = CHANNEL``
+  instead (the direct delivery path, ``realtime.relay`` and ``realtime.sse_relay``).
 - ``/stats``: JSON counters and the process's memory (``bench/soak/probes.py`` has the query flags:
   ``?gc=1``, ``?trim=1`` for glibc's ``malloc_trim(0)``, and the ``--diagnose`` ones).
 
@@ -27,6 +29,7 @@ from realtime import Channel, CoreApp, Router, SSEView, WebSocketView  # noqa: E
 
 CHANNEL = Channel("soak")
 COUNTS = {"ws": 0, "sse": 0}
+RELAY = os.environ.get("SOAK_RELAY") == "1"
 
 
 class SoakWS(WebSocketView):
@@ -67,7 +70,8 @@ async def stats(request):
         {
             **process_stats(request.GET),
             "ws_subscribers": COUNTS["ws"],
-            "sse_streams": COUNTS["sse"],
+            # A relay stream runs no code of ours: what the channel holds beyond the WebSockets.
+            "sse_streams": max(0, CHANNEL.subscriber_count - COUNTS["ws"]) if RELAY else COUNTS["sse"],
             "channel_subscribers": CHANNEL.subscriber_count,
             "dropped_live": sum(getattr(s, "dropped", 0) for s in sinks),
             "queued_live": sum(s.queue.qsize() for s in sinks if hasattr(s, "queue")),
@@ -76,9 +80,18 @@ async def stats(request):
     )
 
 
+class SoakRelayWS(SoakWS):
+    relay = CHANNEL
+
+
+class SoakRelaySSE(SSEView):
+    ping_interval = 15
+    relay = CHANNEL
+
+
 router = Router()
-router.register_websocket("/ws", SoakWS)
-router.register_sse("/sse", SoakSSE)
+router.register_websocket("/ws", SoakRelayWS if RELAY else SoakWS)
+router.register_sse("/sse", SoakRelaySSE if RELAY else SoakSSE)
 
 urlpatterns = [path("publish", publish), path("stats", stats), path("", include(router.urls))]
 
