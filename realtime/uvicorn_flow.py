@@ -9,6 +9,13 @@ websockets library for a server are the same unmasked bytes. The check uses uvic
 connection's state, so this module knows one protocol class of uvicorn 0.x; for any other (the
 legacy ``websockets`` or ``wsproto`` implementations) it returns no writer and the relay takes the
 ASGI path.
+
+SSE relays (``realtime.sse_relay``) get the same on uvicorn's ``httptools`` HTTP protocol (the one
+``uvicorn[standard]`` runs): a streaming response there is sent chunked, one chunk per ASGI body
+message, so a frame written as one chunk to the transport is what uvicorn would have written. The
+check reads the request cycle's own flags (headers sent, not complete, not disconnected, chunked)
+and its flow control (``write_paused``). uvicorn's ``h11`` protocol keeps the framing in h11's state
+machine, so it gets no writer: there the response drains its queue through Django's send.
 """
 
 from __future__ import annotations
@@ -58,3 +65,42 @@ def writer_for(send: Any) -> TransportWriter | None:
     if not all(hasattr(protocol, name) for name in ("writable", "handshake_complete", "close_sent", "conn")):
         return None
     return TransportWriter(protocol)
+
+
+class ChunkWriter:
+    """Writes SSE frames, each as one HTTP chunk, to a uvicorn ``httptools`` streaming response."""
+
+    __slots__ = ("cycle", "transport")
+
+    def __init__(self, cycle: Any) -> None:
+        self.cycle = cycle
+        self.transport = cycle.transport
+
+    def ready(self) -> bool:
+        cycle = self.cycle
+        return (
+            cycle.response_started
+            and not cycle.response_complete
+            and not cycle.disconnected
+            and cycle.chunked_encoding is True
+            and not cycle.flow.write_paused
+            and not self.transport.is_closing()
+        )
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+
+def http_writer_for(send: Any) -> ChunkWriter | None:
+    """A ChunkWriter for the streaming response behind uvicorn's ``httptools`` ASGI ``send``, or None."""
+    cycle = getattr(send, "__self__", None)
+    if cycle is None or type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+        return None
+    import uvicorn
+
+    if not uvicorn.__version__.startswith("0."):
+        return None
+    names = ("response_started", "response_complete", "disconnected", "chunked_encoding", "flow", "transport")
+    if not all(hasattr(cycle, name) for name in names) or not hasattr(cycle.flow, "write_paused"):
+        return None
+    return ChunkWriter(cycle)

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.liveapp.management.commands.seed_test_users import PASSWORD
-from tests.servers import Daphne, Uvicorn, prepare_database
+from tests.servers import Daphne, Uvicorn, UvicornHttptools, prepare_database
 
 # The fixtures of realtime.testing; an installed distribution loads them by its pytest11 entry point.
 pytest_plugins = ["realtime.testing.pytest_plugin"]
@@ -54,9 +54,12 @@ def live(tmp_path_factory, output_dir) -> Live:
     yield Live(server, users)
     server.stop()
 
-@pytest.fixture(scope="module", params=[Daphne, Uvicorn], ids=["daphne", "uvicorn"])
+@pytest.fixture(
+    scope="module", params=[Daphne, Uvicorn, UvicornHttptools], ids=["daphne", "uvicorn", "uvicorn-httptools"]
+)
 def wire(request, tmp_path_factory, output_dir):
-    """daphne, then uvicorn, serving tests/wireapp with limits small enough to reach (tests.wire_settings)."""
+    """daphne, uvicorn (h11), then uvicorn with httptools, serving tests/wireapp with limits small
+    enough to reach (tests.wire_settings)."""
     env, _ = prepare_database(tmp_path_factory.mktemp("wire"), {"DJANGO_SETTINGS_MODULE": "tests.wire_settings"})
     server = request.param(env, output_dir / f"{request.param.__name__.lower()}-wire.log").start()
     yield server

@@ -115,6 +115,16 @@ class Uvicorn(Daphne):
                 "--ws", "websockets-sansio", "--http", "h11", "project.asgi:application"]
 
 
+class UvicornHttptools(Uvicorn):
+    """uvicorn with ``httptools``, its HTTP protocol when installed (``uvicorn[standard]``).
+
+    SSE relays write their frames directly there (``realtime.uvicorn_flow.ChunkWriter``)."""
+
+    def command(self) -> list[str]:
+        return [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
+                "--ws", "websockets-sansio", "--http", "httptools", "project.asgi:application"]
+
+
 def prepare_database(tmp: Path, extra_env: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, int]]:
     """A migrated SQLite file with the test users; returns the server env and user ids by name."""
     env = {
