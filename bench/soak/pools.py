@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import re
 import struct
 import sys
+import sysconfig
 from array import array
 from collections import Counter
+from pathlib import Path
 
 POOL_SIZE = 1 << 14
 HEADER = 48
@@ -126,12 +129,30 @@ def _owners() -> tuple[dict[int, object], dict[int, object], dict[int, str]]:
     return objects, tables, types
 
 
-def _describe(o: object) -> str:
+#: Where this machine keeps the code that reprs name (site-packages, the stdlib, this checkout):
+#: cut from what the results record, so they hold no path of the machine they ran on.
+_PREFIXES = re.compile("|".join(
+    re.escape(path.rstrip("/") + "/")
+    for path in sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"],
+                        str(Path(__file__).resolve().parents[2])}, key=len, reverse=True)
+))
+
+
+def portable(text: str) -> str:
+    """``text`` with this machine's code locations cut to paths relative to them."""
+    return _PREFIXES.sub("", text)
+
+
+def safe_repr(o: object, limit: int) -> str:
     try:
         text = repr(o)
     except Exception as error:
         text = f"<repr failed: {error!r}>"
-    return f"{type(o).__name__} {text[:100]}"
+    return portable(text)[:limit]
+
+
+def _describe(o: object) -> str:
+    return f"{type(o).__name__} {safe_repr(o, 100)}"
 
 
 def _holders(o: object) -> list[str]:

@@ -22,6 +22,8 @@ from collections import Counter
 
 import psutil
 
+from bench.soak import pools
+
 PROCESS = psutil.Process()
 SNAPSHOTS: dict = {}  # tracemalloc snapshots by name
 ARENA_REGIONS: set[int] = set()
@@ -107,7 +109,7 @@ def arena_census(mode: str | None) -> dict | None:
             if tb is None:
                 where = f"(untraced) {type(o).__name__}"
             else:
-                where = " <- ".join(f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}" for f in reversed(tb))
+                where = " <- ".join(f"{pools.portable(f.filename)}:{f.lineno}" for f in reversed(tb))
             sites[where] += 1
             regions_of.setdefault(where, set()).add(addr >> 20)
         found["sites"] = [{"objects": n, "regions": len(regions_of[w]), "where": w} for w, n in sites.most_common(40)]
@@ -125,10 +127,7 @@ def _examples(by_region: dict[int, Counter], per_type: int = 4) -> list[dict]:
         if seen[name] >= per_type:
             continue
         seen[name] += 1
-        try:
-            text = repr(o)[:120]
-        except Exception as error:
-            text = f"<repr failed: {error!r}>"
+        text = pools.safe_repr(o, 120)
         holders = []
         for ref in gc.get_referrers(o)[:4]:
             if type(ref).__name__ in ("frame", "list") and len(holders) > 1:
@@ -171,7 +170,8 @@ def rss_by_mapping() -> dict[str, int]:
         for line in smaps:
             fields = line.split()
             if not fields[0].endswith(":"):  # a mapping's header line: address range, ..., path
-                name = fields[5] if len(fields) > 5 else "[anon]"
+                # a file by its name alone: the results keep no path of the machine they ran on
+                name = os.path.basename(fields[5]) or fields[5] if len(fields) > 5 else "[anon]"
             elif fields[0] == "Rss:":
                 totals[name] += int(fields[1]) * 1024
     return dict(totals)
@@ -196,7 +196,6 @@ def _pools(mode: str | None) -> dict | None:
     """``arenas=base|diff`` also walks pymalloc's pools (``bench/soak/pools.py``) when tracemalloc is off."""
     if mode not in ("base", "diff") or tracemalloc.is_tracing() or os.environ.get("PYTHONMALLOC"):
         return None
-    from bench.soak import pools
 
     return pools.record_baseline() if mode == "base" else pools.diff()
 
