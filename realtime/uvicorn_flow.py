@@ -88,7 +88,16 @@ class ChunkWriter:
         )
 
     def write(self, data: bytes) -> None:
-        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        global _last_chunk
+        # A publish writes the same frame object to every stream in turn: chunk it once.
+        last = _last_chunk
+        if last[0] is not data:
+            last = _last_chunk = (data, b"%x\r\n%b\r\n" % (len(data), data))
+        self.transport.write(last[1])
+
+
+#: The last frame chunked, and its chunk (one entry: the frame of the publish being fanned out).
+_last_chunk: tuple[bytes | None, bytes] = (None, b"")
 
 
 def http_writer_for(send: Any) -> ChunkWriter | None:
