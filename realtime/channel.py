@@ -184,12 +184,12 @@ class Channel:
     async def subscribe_queue(self) -> SubscriberQueue:
         """A raw bounded queue of messages; call ``unsubscribe_queue`` when done."""
         queue = SubscriberQueue(self.maxlen)
-        self._add(queue)
+        self.attach(queue)
         return queue
 
     async def unsubscribe_queue(self, queue: asyncio.Queue) -> None:
         """Stop delivering to ``queue``."""
-        self._remove(queue)
+        self.detach(queue)
 
     @property
     def subscriber_count(self) -> int:
@@ -206,12 +206,19 @@ class Channel:
                 delivered += 1
             except Exception:
                 logger.warning("Removing a subscriber of %r that could not take a message", self.name)
-                self._remove(subscriber)
+                self.detach(subscriber)
         self.messages += 1
         self.deliveries += delivered
         return delivered
 
-    def _add(self, subscriber: Hashable) -> None:
+    # -- the subscriber API: what delivery engines (relays, topics, revocation) attach ---------
+
+    def attach(self, subscriber: Hashable) -> None:
+        """Start calling ``subscriber.offer(message, message_id)`` for every message, in the publisher's turn.
+
+        ``offer`` must not block or await; what it raises removes the subscriber (logged). The first
+        subscriber of a process starts its one layer subscription (or stream reader).
+        """
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop = loop
@@ -225,7 +232,8 @@ class Channel:
             elif self._layer() is not None:
                 self._bridge = loop.create_task(self._run_bridge())
 
-    def _remove(self, subscriber: Hashable) -> None:
+    def detach(self, subscriber: Hashable) -> None:
+        """Stop offering to ``subscriber``; idempotent. The last one gone ends the layer subscription."""
         if self._subscribers.pop(subscriber, 0) is None:  # it was subscribed: keep what it dropped
             self.dropped_gone += getattr(subscriber, "dropped", 0)
         if not self._subscribers and self._bridge is not None:
@@ -313,7 +321,22 @@ class Channel:
             store = self._redis_history[loop] = RedisHistory(url, self.name, self.history)
         return store
 
-    async def _history_after(self, last_id: str) -> tuple[deque[tuple[str, Any]], bool]:
+    def is_attached(self, subscriber: Hashable) -> bool:
+        """True while ``subscriber`` is offered this channel's messages."""
+        return subscriber in self._subscribers
+
+    @property
+    def subscribers(self) -> tuple[Any, ...]:
+        """A snapshot of this process's subscribers, oldest first."""
+        return tuple(self._subscribers)
+
+    @property
+    def reaches_other_processes(self) -> bool:
+        """True when a publish here reaches subscribers in other processes (a layer, or a Redis Stream)."""
+        return self._layer() is not None or bool(self.history and redis_url())
+
+    async def replay_after(self, last_id: str) -> tuple[deque[tuple[str, Any]], bool]:
+        """The history after ``last_id`` as ``(id, message)`` pairs, and whether it reached back that far."""
         store = self._redis()
         if store is not None:
             replay, recovered = await store.after(last_id)
@@ -322,6 +345,17 @@ class Channel:
         return deque(
             (i, SharedMessage(m) if type(m) is dict else m) for i, m in replay
         ), recovered
+
+    async def newest_id(self) -> str | None:
+        """The newest history id, or None (no history, or nothing published yet)."""
+        if not self.history:
+            return None
+        store = self._redis()
+        if store is not None:
+            newest = await store.last_id()
+            return None if newest == "0-0" else newest
+        last = self._memory_history.last
+        return str(last) if last else None
 
     def __repr__(self) -> str:
         return f"<Channel {self.name!r} subscribers={self.subscriber_count}>"

@@ -137,7 +137,7 @@ class RelaySink:
 
     def stop(self) -> None:
         """Unsubscribe; safe to call more than once."""
-        self.channel._remove(self)
+        self.channel.detach(self)
 
     def _fail(self) -> None:
         """The view's hook failed on a message: log it, stop relaying, close this socket with 1011."""

@@ -52,7 +52,7 @@ class Revocations:
         key = str(user_pk)
         self.closers[key][closer] = time.time()
         if not self._subscribed:
-            self.channel._add(self)  # this object is the subscriber: offer() runs on every message
+            self.channel.attach(self)  # this object is the subscriber: offer() runs on every message
             self._subscribed = True
 
         def unregister() -> None:
@@ -62,7 +62,7 @@ class Revocations:
                 if not closers:
                     del self.closers[key]
             if not self.closers and self._subscribed:
-                self.channel._remove(self)
+                self.channel.detach(self)
                 self._subscribed = False
 
         return unregister

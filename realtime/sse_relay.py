@@ -154,10 +154,10 @@ async def relay_body(
     expiry = loop.call_later(max(0.0, expires - time.time()), sink.end, _ended("token_expired")) if expires else None
     interval = ping_interval if ping_interval and ping_interval > 0 else None
     open_connections.opened()
-    channel._add(sink)  # live first, so nothing published during the replay is missed
+    channel.attach(sink)  # live first, so nothing published during the replay is missed
     try:
         if resume is not None:
-            replay, recovered = await channel._history_after(resume)
+            replay, recovered = await channel.replay_after(resume)
             if not recovered:
                 yield _reset(None, resume)
             for message_id, message in replay:
@@ -194,7 +194,7 @@ async def relay_body(
             record.sent += 1
             yield sink.items.popleft()
     finally:
-        channel._remove(sink)
+        channel.detach(sink)
         record.close()
         open_connections.closed()
         forget_shutdown()

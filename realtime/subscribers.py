@@ -212,9 +212,9 @@ class Subscription:
 
     async def _start(self) -> None:
         self._started = True
-        self.channel._add(self._sink)  # live first, so nothing published during the replay is missed
+        self.channel.attach(self._sink)  # live first, so nothing published during the replay is missed
         if self._resume_from is not None:
-            replay, recovered = await self.channel._history_after(self._resume_from)
+            replay, recovered = await self.channel.replay_after(self._resume_from)
             self._replay = replay
             self._replayed_ids = {message_id for message_id, _ in replay}
             self.recovered = recovered
@@ -224,7 +224,7 @@ class Subscription:
         """Unsubscribe; idempotent."""
         if not self._closed:
             self._closed = True
-            self.channel._remove(self._sink)
+            self.channel.detach(self._sink)
 
     async def aclose(self) -> None:
         self.close()
@@ -242,6 +242,6 @@ class Subscription:
         if not self._closed and self._started:
             self._closed = True
             try:
-                self.channel._remove(self._sink)
+                self.channel.detach(self._sink)
             except Exception:  # noqa: S110 - interpreter shutdown; nothing left to clean
                 pass

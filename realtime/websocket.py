@@ -450,7 +450,7 @@ class WebSocketView(AsyncConsumer):
         send = ws._server_send
         writer = daphne_flow.writer_for(send) or uvicorn_flow.writer_for(send)
         sink = RelaySink(self, ws, writer, channel)
-        channel._add(sink)
+        channel.attach(sink)
         # Unsubscribed as soon as the connection ends (before its tasks are cancelled), and again
         # on exit in case it never started: a sink must not spawn a task for a closed socket.
         self._relay_sink = sink

@@ -85,7 +85,7 @@ async def test_a_subscriber_that_fails_is_removed():
         def offer(self, message, message_id):
             raise RuntimeError("cannot take it")
 
-    channel._add(Broken())
+    channel.attach(Broken())
     healthy = await channel.subscribe_queue()
     assert await channel.publish("m") == 1
     assert channel.subscriber_count == 1
@@ -235,7 +235,7 @@ async def test_a_publish_that_is_not_strict_json_raises_and_reaches_no_one(poiso
         assert queue.empty()
         assert await channel.publish({"good": 1}) == 1
         assert queue.get_nowait() == {"good": 1}
-        replay, _ = await channel._history_after("0")
+        replay, _ = await channel.replay_after("0")
         assert [message for _, message in replay] == [{"good": 1}]
     finally:
         await channel.unsubscribe_queue(queue)

@@ -462,7 +462,8 @@ async def test_memory_history_keeps_no_entry_for_a_refused_publish(own_redis, se
     await asyncio.to_thread(own_redis.stop)
     with pytest.raises(BrokerUnavailable):
         await channel.publish({"n": 2})
-    assert channel._memory_history.after("0") == ([("1", {"n": 1})], True)
+    replay, recovered = await channel.replay_after("0")
+    assert (list(replay), recovered) == ([("1", {"n": 1})], True)
 
 
 async def test_a_revocation_during_an_outage_still_closes_this_process_connections(own_redis):

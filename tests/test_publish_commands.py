@@ -4,6 +4,7 @@ import os
 import subprocess
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
@@ -30,10 +31,10 @@ def test_publish_exits_non_zero_with_the_reason_on_the_in_memory_layer():
 
 @override_settings(CHANNEL_LAYERS=IN_MEMORY, REDIS_URL=None)
 def test_place_trade_refuses_before_placing_anything():
-    before = trades._memory_history.last
+    before = async_to_sync(trades.newest_id)()
     with pytest.raises(CommandError, match="never reaches a running server"):
         call_command("place_trade", "alice", "R_100", "buy", "10")
-    assert trades._memory_history.last == before
+    assert async_to_sync(trades.newest_id)() == before
 
 
 @override_settings(CHANNEL_LAYERS={}, REDIS_URL=None)

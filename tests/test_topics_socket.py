@@ -132,7 +132,7 @@ async def test_a_slow_subscription_gets_a_gap_with_the_number_dropped():
     communicator, _ = await opened()
     await request(communicator, {"op": "subscribe", "ref": "1", "channel": "lobby:slow"})
     channel = Lobby.channel("lobby:slow")
-    sink = next(iter(channel._subscribers))
+    sink = channel.subscribers[0]
     sink.active = False  # hold deliveries, as a client whose buffer is full holds its sends
     for i in range(Lobby.maxlen + 7):
         await channel.publish({"i": i})
@@ -282,7 +282,7 @@ async def ready_sinks(channel, count, monkeypatch):
     sinks = []
     for _ in range(count):
         sink = ChannelSink(Outbox(None, FakeWriter(), FakeSocket()), channel.name, 5)
-        channel._add(sink)
+        channel.attach(sink)
         sink.activate()
         sinks.append(sink)
     return sinks, scheduled
@@ -320,7 +320,7 @@ async def test_a_publish_to_ready_subscribers_is_written_once_built_and_wakes_no
         assert payload(sinks[1].outbox.writer.frames[-1])["data"] == {"i": 11}  # the others: direct
     finally:
         for sink in sinks:
-            channel._remove(sink)
+            channel.detach(sink)
 
 
 async def test_nothing_goes_direct_while_another_channel_of_the_connection_has_frames_queued(monkeypatch):
@@ -338,7 +338,7 @@ async def test_nothing_goes_direct_while_another_channel_of_the_connection_has_f
     outbox = Outbox(send, FakeWriter(), FakeSocket())
     sink_a, sink_b = ChannelSink(outbox, a.name, 5), ChannelSink(outbox, b.name, 5)
     for channel, sink in ((a, sink_a), (b, sink_b)):
-        channel._add(sink)
+        channel.attach(sink)
         sink.activate()
     task = asyncio.create_task(outbox.run())
     try:
@@ -364,8 +364,8 @@ async def test_nothing_goes_direct_while_another_channel_of_the_connection_has_f
         assert sent[-1].endswith('"data":"b2"}')
     finally:
         task.cancel()
-        a._remove(sink_a)
-        b._remove(sink_b)
+        a.detach(sink_a)
+        b.detach(sink_b)
 
 
 async def test_the_direct_path_skips_replayed_ids_once_and_sends_presence_frames(monkeypatch):
@@ -385,4 +385,4 @@ async def test_the_direct_path_skips_replayed_ids_once_and_sends_presence_frames
         assert [f.get("id", f["op"]) for f in frames] == ["join", "3"] and sink.skip == set()
         assert scheduled == []
     finally:
-        channel._remove(sink)
+        channel.detach(sink)

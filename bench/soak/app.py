@@ -65,7 +65,7 @@ async def publish(request):
 
 
 async def stats(request):
-    sinks = list(CHANNEL._subscribers)  # bench-only peek: drop-oldest counters of live subscribers
+    sinks = CHANNEL.subscribers  # bench-only peek: drop-oldest counters of live subscribers
     return JsonResponse(
         {
             **process_stats(request.GET),

@@ -105,7 +105,7 @@ class ConnectionRecord:
         elif len(subscriptions) >= _COMPACT_AT:
             kept = []
             for pair in subscriptions:
-                if pair[1] in pair[0]._subscribers:
+                if pair[0].is_attached(pair[1]):
                     kept.append(pair)
                 else:
                     self.dropped_done += getattr(pair[1], "dropped", 0)
@@ -211,7 +211,7 @@ def sse_user(user: Any) -> None:
 
 
 def adopt(channel: Any, sink: Any) -> None:
-    """Channel._add: a subscription of the current connection, if any."""
+    """Channel.attach: a subscription of the current connection, if any."""
     record = current.get()
     if record is not None:
         record.adopt(channel, sink)

@@ -84,7 +84,7 @@ def channel_figures() -> list[dict[str, Any]]:
 
     rows = []
     for name, channel in list(registry.items()):
-        subscribers = list(channel._subscribers)
+        subscribers = channel.subscribers
         rows.append({
             "name": name,
             "subscribers": len(subscribers),

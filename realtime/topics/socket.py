@@ -267,11 +267,11 @@ class TopicSocket(WebSocketView):
         sink = ChannelSink(self.outbox, name, route.topic.maxlen)
         joined = self.subscriptions[name] = Joined(topic, channel, sink)
         self.protocol.subscribed(name, route)
-        channel._add(sink)
+        channel.attach(sink)
         try:
             if route.topic.presence:
                 joined.presence_sink = PresenceSink(sink)
-                companion(name)._add(joined.presence_sink)
+                companion(name).attach(joined.presence_sink)
                 if is_authenticated(self.user):
                     joined.member = self.user.pk  # before the await, so a cancelled join is still undone
                     info = topic.member_info(self.user)
@@ -281,10 +281,10 @@ class TopicSocket(WebSocketView):
             replay, recovered = [], True
             if last_id is not None:
                 if channel.history:
-                    replay, recovered = await channel._history_after(last_id)
+                    replay, recovered = await channel.replay_after(last_id)
                 else:
                     recovered = False
-            newest = replay[-1][0] if replay else await _newest_id(channel)
+            newest = replay[-1][0] if replay else await channel.newest_id()
             if ref is not None:
                 await ws.send_json(p.reply(ref, {"channel": name, "recovered": recovered, "last_id": newest}))
             if not recovered:
@@ -314,12 +314,12 @@ class TopicSocket(WebSocketView):
         if joined is None:
             return
         self.protocol.unsubscribed(name)
-        joined.channel._remove(joined.sink)
+        joined.channel.detach(joined.sink)
         self.outbox.forget(joined.sink)
         release_channel(joined.channel)
         if joined.presence_sink is not None:
             side = companion(name)
-            side._remove(joined.presence_sink)
+            side.detach(joined.presence_sink)
             release_channel(side)
         if joined.member is not None:
             try:
@@ -351,14 +351,3 @@ def _unavailable(error: Exception) -> Failed:
     logger.error("A subscription request failed", exc_info=error)
     return Failed("internal_error", "The request failed; the error is logged on the server")
 
-
-async def _newest_id(channel: Channel) -> str | None:
-    """The channel's newest history id, or None (no history, or none yet)."""
-    if not channel.history:
-        return None
-    store = channel._redis()
-    if store is not None:
-        newest = await store.last_id()
-        return None if newest == "0-0" else newest
-    last = channel._memory_history.last
-    return str(last) if last else None

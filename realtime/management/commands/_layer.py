@@ -3,12 +3,11 @@
 from django.core.management.base import CommandError
 
 from realtime.channel import Channel
-from realtime.history import redis_url
 
 
 def reaches_other_processes(channel: Channel) -> bool:
     """True when a publish here reaches subscribers in other processes (a layer, or a Redis Stream)."""
-    return channel._layer() is not None or bool(channel.history and redis_url())
+    return channel.reaches_other_processes
 
 
 def require_cross_process(channel: Channel) -> None:
