@@ -11,7 +11,7 @@ class RealtimeConfig(AppConfig):
         patch_daphne()
 
         from . import signals
-        from .broker import quiet_channels_redis
+        from .pubsub.broker import quiet_channels_redis
 
         signals.connect()
         quiet_channels_redis()

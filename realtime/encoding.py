@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -48,31 +49,55 @@ def _encode(data: Any) -> str:
         raise UnencodableMessage(f"Not sendable as strict JSON: {error}") from error
 
 
-class SharedMessage(dict):
-    """A published dict, shared by all subscribers, that caches its own JSON text."""
+_MISSING: Any = object()
+T = TypeVar("T")
 
-    __slots__ = ("_envelope", "_event", "_frame", "_json", "_sse", "_sse_relay", "_topic_frame", "id", "published_at")
+
+class SharedMessage(dict):
+    """A published dict, shared by all subscribers, that caches its JSON text and its encodings.
+
+    Each transport's encoder (a WebSocket frame, an ASGI event, an SSE frame, a topics envelope)
+    runs once per publish through :meth:`encoded`, whatever the number of subscribers: the cache is
+    keyed by encoder, as Phoenix's fastlane caches by serializer, so this module knows none of them.
+    """
+
+    __slots__ = ("_id", "_json", "_key", "_more", "_value", "id", "published_at")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._json: str | None = None
-        #: The ASGI ``websocket.send`` event carrying ``_json``, also built once and shared.
-        self._event: dict[str, Any] | None = None
-        #: The SSE frame ``data: <json>`` of a ``{"data": message}`` event, also built once.
-        self._sse: bytes | None = None
-        #: The WebSocket text frame carrying ``_json``, for the direct delivery path.
-        self._frame: bytes | None = None
-        #: ``(event, frame)``: the SSE frame with this message's id, for SSE relay views.
-        self._sse_relay: tuple[str | None, bytes] | None = None
-        #: ``(channel, id, event)``: the ``websocket.send`` event of its multi-channel
-        #: ``{"op": "message", ...}`` frame (realtime.topics). Keyed, because the same object may be
-        #: published again on another channel (a subscriber that republishes what it received).
-        self._envelope: tuple[str, str | None, dict[str, Any]] | None = None
-        #: ``(channel, id, frame)``: that envelope as WebSocket frame bytes, for the topics' direct path.
-        self._topic_frame: tuple[str, str | None, bytes] | None = None
+        # The most recent encoding (nearly always the only one), then any others by (encoder, id).
+        self._key: Any = None
+        self._id: Any = None
+        self._value: Any = None
+        self._more: dict[tuple[Any, Any], Any] | None = None
         self.id: str | None = None
         #: ``time.perf_counter()`` when published in this process (realtime.ops measures latency from it).
         self.published_at: float | None = None
+
+    def encoded(self, encoder: Callable[[Any, Any], T], message_id: Any = None) -> T:
+        """``encoder(self, message_id)``, computed once per encoder and id, then shared.
+
+        ``encoder`` must be a long-lived object (a module function, or one per channel or view):
+        the cache compares it by identity. The id is part of the key because the same object may
+        be published again, on this channel or another, with a new id.
+        """
+        if self._key is encoder and self._id == message_id:
+            return self._value
+        more = self._more
+        if more is not None:
+            value = more.get((encoder, message_id), _MISSING)
+            if value is not _MISSING:
+                return value
+        value = encoder(self, message_id)
+        if self._key is None:
+            self._key, self._id, self._value = encoder, message_id, value
+        else:
+            if more is None:
+                more = self._more = {}
+            more[(encoder, message_id)] = value
+        return value
+
 
 
 def dumps(data: Any) -> str:
@@ -146,8 +171,9 @@ def send_event(data: Any) -> dict[str, Any]:
     message is built once per publish and handed to every subscriber's ``send``.
     """
     if type(data) is SharedMessage:
-        event = data._event
-        if event is None:
-            event = data._event = {"type": "websocket.send", "text": dumps(data)}
-        return event
+        return data.encoded(_text_event)
     return {"type": "websocket.send", "text": _encode(data)}
+
+
+def _text_event(message: SharedMessage, message_id: Any) -> dict[str, Any]:
+    return {"type": "websocket.send", "text": dumps(message)}

@@ -34,11 +34,15 @@ def binary_frame(data: bytes) -> bytes:
     return frame(BINARY, data)
 
 
-def json_frame(message: Any) -> bytes:
-    """The text frame of ``message`` as JSON; built once for a SharedMessage and cached on it."""
+def json_frame(message: Any, message_id: Any = None) -> bytes:
+    """The text frame of ``message`` as JSON; built once for a SharedMessage and cached on it.
+
+    Its signature is an encoder's (``realtime.pubsub.delivery``): the id is not part of the frame.
+    """
     if type(message) is SharedMessage:
-        cached = message._frame
-        if cached is None:
-            cached = message._frame = text_frame(dumps(message))
-        return cached
+        return message.encoded(_json_frame)
+    return text_frame(dumps(message))
+
+
+def _json_frame(message: SharedMessage, message_id: Any) -> bytes:
     return text_frame(dumps(message))

@@ -28,8 +28,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from .broker import BrokerUnavailable
-from .channel import Channel
+from .pubsub.broker import BrokerUnavailable
+from .pubsub.channel import Channel
+from .pubsub.delivery import Listener
 
 logger = logging.getLogger("realtime.revocation")
 
@@ -46,13 +47,15 @@ class Revocations:
         self.closers: dict[Any, dict[Closer, float]] = defaultdict(dict)
         self.channel = Channel(CONTROL_CHANNEL, maxlen=1000)
         self._subscribed = False
+        #: The control channel's subscriber: every revocation, from any process, reaches ``on_revocation``.
+        self.listener = Listener(self.on_revocation)
 
     def register(self, user_pk: Any, closer: Closer) -> Callable[[], None]:
         """Remember how to close one connection of ``user_pk``; returns the function that forgets it."""
         key = str(user_pk)
         self.closers[key][closer] = time.time()
         if not self._subscribed:
-            self.channel.attach(self)  # this object is the subscriber: offer() runs on every message
+            self.channel.attach(self.listener)
             self._subscribed = True
 
         def unregister() -> None:
@@ -62,12 +65,14 @@ class Revocations:
                 if not closers:
                     del self.closers[key]
             if not self.closers and self._subscribed:
-                self.channel.detach(self)
+                self.channel.detach(self.listener)
                 self._subscribed = False
+        #: The control channel's subscriber: every revocation, from any process, reaches ``on_revocation``.
+        self.listener = Listener(self.on_revocation)
 
         return unregister
 
-    def offer(self, message: Any, message_id: str | None) -> None:
+    def on_revocation(self, message: Any, message_id: str | None) -> None:
         """A revocation arrived (from this process or another): close that user's connections."""
         if not isinstance(message, dict) or message.get("action") != "revoke":
             return
@@ -100,7 +105,7 @@ class Revocations:
 
     def _revoke_here_only(self, message: dict[str, Any], error: BrokerUnavailable) -> None:
         logger.warning("Revocation of user %s reached this process only: %s", message["user"], error)
-        self.offer(message, None)
+        self.on_revocation(message, None)
 
 
 def _revocation(user_pk: Any, reason: str) -> dict[str, Any]:

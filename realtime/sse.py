@@ -28,10 +28,10 @@ from .memory import open_connections
 from .ops.connections import sse_user, track_sse
 from .ops.stats import stats
 from .permissions import first_denial, get_permissions, is_authenticated
+from .pubsub.subscription import Gap
 from .revocation import revocations
 from .security import sse_users
-from .sse_encoder import PING, encode_event, encode_item
-from .subscribers import Gap
+from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, encode_event, encode_item
 from .threads import release_request_thread, shared_thread_context
 
 logger = logging.getLogger("realtime.sse")
@@ -43,12 +43,6 @@ SSE_HEADERS = {
 }
 
 _END = object()
-#: The first frame of every stream (a comment: EventSource ignores it).
-OPENED = b": connected\n\n"
-#: Sent to every stream when the server shuts down: reconnect in about a second.
-SHUTDOWN = b"retry: 1000\n: server shutting down\n\n"
-#: Sent when the stream's generator raised: the error is logged, the client reconnects.
-FAILED = encode_event({"code": "internal_error", "detail": "The stream failed; reconnect"}, event="error").encode()
 
 
 async def _frames(events: AsyncIterator[Any], ping_interval: float | None) -> AsyncIterator[bytes]:
@@ -122,11 +116,12 @@ def _encode(item: Any) -> bytes:
     if type(item) is dict and len(item) == 1:
         data = item.get("data")
         if type(data) is SharedMessage:
-            frame = data._sse
-            if frame is None:
-                frame = data._sse = encode_item(item)
-            return frame
+            return data.encoded(_data_frame)
     return encode_item(item)
+
+
+def _data_frame(message: SharedMessage, message_id: Any) -> bytes:
+    return encode_item({"data": message})
 
 
 async def _aclose(events: Any) -> None:
@@ -236,6 +231,10 @@ class SSEView(View):
         to keep the frame shared by every stream.
         """
         return message
+
+    def relay_transform(self) -> Any:
+        """``relay_message`` when overridden, else None: the identity costs nothing on the hot path."""
+        return None if type(self).relay_message is SSEView.relay_message else self.relay_message
 
     async def stream(self, request: HttpRequest, **params: Any) -> AsyncIterator[dict[str, Any]]:
         """Yield dicts with ``data`` and optional ``event``, ``id`` and ``retry``."""

@@ -22,6 +22,10 @@ _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
 _KEYS = frozenset({"data", "event", "id", "retry", "comment"})
 
 PING = b": ping\n\n"
+#: The first frame of every stream (a comment: EventSource ignores it).
+OPENED = b": connected\n\n"
+#: Sent to every stream when the server shuts down: reconnect in about a second.
+SHUTDOWN = b"retry: 1000\n: server shutting down\n\n"
 
 
 def _field(name: str, value: Any) -> str:
@@ -80,3 +84,7 @@ def encode_item(item: Any) -> bytes:
     return check_text(
         encode_event(item["data"], item.get("event"), event_id, item.get("retry"), item.get("comment"))
     ).encode("utf-8")
+
+
+#: Sent when a stream's generator raised: the error is logged, the client reconnects.
+FAILED = encode_event({"code": "internal_error", "detail": "The stream failed; reconnect"}, event="error").encode()

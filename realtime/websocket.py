@@ -138,7 +138,7 @@ class WebSocketView(AsyncConsumer):
         self._releases: list[Any] = []
         self._expiry: asyncio.Task[Any] | None = None
         self._heartbeat: Beat | None = None
-        self._relay_sink: Any = None
+        self._relay: Any = None
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -445,19 +445,22 @@ class WebSocketView(AsyncConsumer):
 
     def _start_relay(self, ws: WebSocket, channel: Any) -> None:
         from . import daphne_flow, uvicorn_flow
-        from .relay import RelaySink
+        from .relay import Relay
 
         send = ws._server_send
         writer = daphne_flow.writer_for(send) or uvicorn_flow.writer_for(send)
-        sink = RelaySink(self, ws, writer, channel)
-        channel.attach(sink)
+        # The default relay_message is the identity: skip the call on the hot path.
+        transform = None if type(self).relay_message is WebSocketView.relay_message else self.relay_message
         # Unsubscribed as soon as the connection ends (before its tasks are cancelled), and again
-        # on exit in case it never started: a sink must not spawn a task for a closed socket.
-        self._relay_sink = sink
+        # on exit in case it never started: a relay must not spawn a task for a closed socket.
+        self._relay = Relay(
+            ws, writer, channel, self.encoding, transform=transform, gap=self.relay_gap, spawn=self._spawn,
+            name=type(self).__name__,
+        )
 
     def _stop_relay(self) -> None:
-        if self._relay_sink is not None:
-            self._relay_sink.stop()
+        if self._relay is not None:
+            self._relay.close()
 
     async def _push(self, ws: WebSocket, items: AsyncIterator[Any]) -> None:
         send = {"json": ws.send_json, "text": ws.send_text, "bytes": ws.send_bytes}[self.encoding]

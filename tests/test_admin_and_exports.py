@@ -58,7 +58,7 @@ def test_all_matches_what_the_package_exports():
                   "AllowAny", "IsAuthenticated", "IsAdmin", "HasRole", "IsOwner", "WebSocketState"}
     assert spec_names <= set(realtime.__all__)
     assert importlib.import_module("realtime.permissions").Permission is realtime.Permission
-    assert importlib.import_module("realtime.broker").BrokerUnavailable is realtime.BrokerUnavailable
+    assert importlib.import_module("realtime.pubsub.broker").BrokerUnavailable is realtime.BrokerUnavailable
     with pytest.raises(AttributeError):
         realtime.NotAThing  # noqa: B018
 

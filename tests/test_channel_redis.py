@@ -15,7 +15,7 @@ from httpx_sse import aconnect_sse
 from websockets.exceptions import ConnectionClosed
 
 from realtime import BrokerUnavailable, Channel
-from realtime.channel import group_name
+from realtime.pubsub.channel import group_name
 from tests.servers import PYTHON, ROOT, Daphne, free_port, prepare_database, require, stop, wait_for_port, which
 from tests.sse_client import read_events, text_until
 

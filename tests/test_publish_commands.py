@@ -9,8 +9,8 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from project.trading.channels import trades
-from realtime.channel import Channel
 from realtime.management.commands._layer import reaches_other_processes
+from realtime.pubsub.channel import Channel
 from tests.servers import PYTHON, ROOT
 
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

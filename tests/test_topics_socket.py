@@ -8,7 +8,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.tokens import AccessToken
 
-from realtime.channel import registry
+from realtime.pubsub.channel import registry
 from realtime.topics.presence import COMPANION, memory_presence
 from tests.topicsapp.routing import Lobby, Sockets
 
@@ -133,7 +133,7 @@ async def test_a_slow_subscription_gets_a_gap_with_the_number_dropped():
     await request(communicator, {"op": "subscribe", "ref": "1", "channel": "lobby:slow"})
     channel = Lobby.channel("lobby:slow")
     sink = channel.subscribers[0]
-    sink.active = False  # hold deliveries, as a client whose buffer is full holds its sends
+    sink.held = True  # hold deliveries, as a client whose buffer is full holds its sends
     for i in range(Lobby.maxlen + 7):
         await channel.publish({"i": i})
     sink.activate()
@@ -298,7 +298,7 @@ async def test_a_publish_to_ready_subscribers_is_written_once_built_and_wakes_no
         for i in range(5):
             await channel.publish({"i": i})
         assert scheduled == [] and len(asyncio.all_tasks()) == tasks
-        assert all(not sink.items and not sink.outbox._ready for sink in sinks)
+        assert all(not sink.items and not sink.outbox.ready_sinks for sink in sinks)
         frames = sinks[0].outbox.writer.frames
         assert [payload(f) for f in frames] == [
             {"op": "message", "channel": "unit-direct", "id": str(i + 1), "data": {"i": i}} for i in range(5)
@@ -351,7 +351,7 @@ async def test_nothing_goes_direct_while_another_channel_of_the_connection_has_f
         for _ in range(5):
             await asyncio.sleep(0)
         assert [s.split('"data":')[1] for s in sent] == ['"a0"}', '"b0"}', '"a1"}']
-        assert not outbox._ready and not outbox.sending
+        assert not outbox.ready_sinks and not outbox.sending
         await b.publish("b1")  # all sent: direct again
         assert [payload(f)["data"] for f in outbox.writer.frames] == ["b1"] and len(sent) == 3
         # The connection's own publish holds the direct path until its reply is out.
@@ -382,7 +382,7 @@ async def test_the_direct_path_skips_replayed_ids_once_and_sends_presence_frames
         sink.offer({"op": "join", "channel": "unit-seam", "member": {"id": 1}}, PRESENCE)
         await channel.publish({"i": 2})
         frames = [payload(f) for f in sink.outbox.writer.frames]
-        assert [f.get("id", f["op"]) for f in frames] == ["join", "3"] and sink.skip == set()
+        assert [f.get("id", f["op"]) for f in frames] == ["join", "3"] and not sink.skip
         assert scheduled == []
     finally:
         channel.detach(sink)

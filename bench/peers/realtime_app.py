@@ -24,7 +24,7 @@ from django.urls import include, path  # noqa: E402
 
 from bench.peers._common import publish_loop, publish_params, spawn  # noqa: E402
 from realtime import Channel, CoreApp, Router, SSEView, Topic, TopicSocket, WebSocketView  # noqa: E402
-from realtime.channel import registry  # noqa: E402
+from realtime.pubsub.channel import registry  # noqa: E402
 
 CHANNEL = Channel("bench")
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from django.utils.asyncio import async_unsafe
 
-from realtime.broker import BrokerUnavailable, is_unreachable
-from realtime.history import redis_url
+from realtime.pubsub.broker import BrokerUnavailable, is_unreachable
+from realtime.pubsub.redis import redis_url
 
 from .channels import ticks
 

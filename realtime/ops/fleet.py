@@ -13,9 +13,9 @@ import json
 import logging
 from typing import Any
 
-from ..channel import PROCESS_ID
 from ..conf import setting
-from ..history import client_options, redis_url
+from ..pubsub.channel import PROCESS_ID
+from ..pubsub.redis import client_options, redis_url
 from . import snapshot
 
 logger = logging.getLogger("realtime.ops")

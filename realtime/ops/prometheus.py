@@ -17,8 +17,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from ..broker import broker_state
 from ..conf import setting
+from ..pubsub.broker import broker_state
 from .labels import channel_labels
 from .snapshot import channel_figures, endpoint_figures
 from .stats import stats

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
-from ..broker import broker_state
-from ..history import redis_url
+from ..pubsub.broker import broker_state
+from ..pubsub.redis import redis_url
 from .stats import stats
 
 #: Channels listed per process: the busiest by subscribers, then by messages.
@@ -80,7 +80,7 @@ def endpoint_figures() -> list[dict[str, Any]]:
 
 def channel_figures() -> list[dict[str, Any]]:
     """Every named channel of this process with its counters (see Channel's attributes)."""
-    from ..channel import registry
+    from ..pubsub.channel import registry
 
     rows = []
     for name, channel in list(registry.items()):

@@ -36,7 +36,7 @@ class Capture:
     """The publishes seen on a channel while the capture is open; use it as a context manager."""
 
     def __init__(self, channel: Any = None) -> None:
-        from realtime.channel import Channel
+        from realtime.pubsub.channel import Channel
 
         if channel is not None and not isinstance(channel, (str, Channel)):
             raise TypeError(f"capture() takes a Channel, a channel name, or nothing (every channel), not {channel!r}")
@@ -136,7 +136,7 @@ def _install() -> None:
     global _original
     if _original is not None:
         return
-    from realtime.channel import Channel
+    from realtime.pubsub.channel import Channel
 
     original = _original = Channel.publish
 
@@ -153,7 +153,7 @@ def _install() -> None:
 
 def _uninstall() -> None:
     global _original
-    from realtime.channel import Channel
+    from realtime.pubsub.channel import Channel
 
     if _original is not None:
         Channel.publish = _original
@@ -181,7 +181,7 @@ async def publish(channel: Any, message: Any, *, subscribers: int = 1, timeout: 
 
 
 def _channel(channel: Any) -> Any:
-    from realtime.channel import Channel
+    from realtime.pubsub.channel import Channel
 
     if isinstance(channel, str):
         return Channel.named(channel)

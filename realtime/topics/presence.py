@@ -22,9 +22,9 @@ import logging
 import time
 from typing import Any
 
-from ..channel import PROCESS_ID, Channel, registry
 from ..conf import setting
-from ..history import client_options, redis_url
+from ..pubsub.channel import PROCESS_ID, Channel, registry
+from ..pubsub.redis import client_options, redis_url
 from .topic import release_channel
 
 logger = logging.getLogger("realtime.presence")

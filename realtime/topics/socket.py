@@ -30,18 +30,19 @@ from typing import Any, ClassVar
 from channels.db import database_sync_to_async
 
 from ..auth import AuthenticationFailed
-from ..broker import BrokerUnavailable, is_unreachable
-from ..channel import Channel
 from ..closecodes import CloseCode, WebSocketException, refused_credentials_code
 from ..conf import setting
 from ..connection import WebSocket, WebSocketDisconnect
 from ..encoding import UnencodableMessage
 from ..permissions import first_denial, get_permissions, is_authenticated
+from ..pubsub.broker import BrokerUnavailable, is_unreachable
+from ..pubsub.channel import Channel
+from ..pubsub.delivery import Listener
 from ..revocation import close_soon, revocations
 from ..security import websocket_users
 from ..websocket import WebSocketView
 from . import protocol as p
-from .delivery import ChannelSink, Outbox, PresenceSink, message_event
+from .delivery import ChannelSink, Outbox, message_event, presence_listener
 from .presence import announce, companion, presence_store
 from .topic import Refused, Topic, release_channel
 
@@ -64,7 +65,7 @@ class Joined:
     topic: Topic
     channel: Channel
     sink: ChannelSink
-    presence_sink: PresenceSink | None = None
+    presence_sink: Listener | None = None
     member: Any = None  # the user's pk once counted in presence
 
 
@@ -270,7 +271,7 @@ class TopicSocket(WebSocketView):
         channel.attach(sink)
         try:
             if route.topic.presence:
-                joined.presence_sink = PresenceSink(sink)
+                joined.presence_sink = presence_listener(sink)
                 companion(name).attach(joined.presence_sink)
                 if is_authenticated(self.user):
                     joined.member = self.user.pk  # before the await, so a cancelled join is still undone

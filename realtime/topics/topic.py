@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from ..channel import Channel, registry
+from ..pubsub.channel import Channel, registry
 
 _PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
 

@@ -4,8 +4,8 @@ import asyncio
 import os
 
 from realtime import Channel, Gap, Router, SSEView, Topic, TopicSocket, WebSocketView
-from realtime.channel import registry
 from realtime.encoding import UnencodableMessage
+from realtime.pubsub.channel import registry
 from realtime.topics.presence import COMPANION, announce, member
 
 fanout = Channel("wire-fanout", maxlen=500, history=50)

@@ -2,7 +2,7 @@
 
 from django.core.management.base import CommandError
 
-from realtime.channel import Channel
+from realtime.pubsub.channel import Channel
 
 
 def reaches_other_processes(channel: Channel) -> bool:

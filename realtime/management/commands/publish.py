@@ -8,8 +8,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from realtime.broker import BrokerUnavailable
-from realtime.channel import Channel
+from realtime.pubsub.broker import BrokerUnavailable
+from realtime.pubsub.channel import Channel
 from realtime.routing import AutoRouter
 
 from ._layer import require_cross_process

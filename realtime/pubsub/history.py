@@ -20,19 +20,9 @@ import re
 from collections import deque
 from typing import Any
 
+from .redis import READER_TIMEOUT, client_options
+
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
-#: Seconds a command (or a connection attempt) may take before Redis counts as unreachable.
-COMMAND_TIMEOUT = 5.0
-#: The blocking reader's socket timeout: longer than any ``block_ms`` it is given, so a Redis that
-#: vanished without closing the connection (a partition) is noticed instead of awaited forever.
-READER_TIMEOUT = 30.0
-
-
-def redis_url() -> str | None:
-    """``settings.REDIS_URL``, or None for single-process set-ups."""
-    from django.conf import settings
-
-    return getattr(settings, "REDIS_URL", None) or None
 
 
 class MemoryHistory:
@@ -61,20 +51,6 @@ class MemoryHistory:
         oldest = self.entries[0][0] if self.entries else self.last + 1
         recovered = wanted + 1 >= oldest
         return [(str(i), m) for i, m in self.entries if i > wanted], recovered
-
-
-def client_options(socket_timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
-    """Connection options for redis-py clients: bounded waits, one reconnect on a broken connection."""
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    return {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": COMMAND_TIMEOUT,
-        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        "retry_on_error": [RedisConnectionError],
-    }
 
 
 def _parse_stream_id(value: str) -> tuple[int, int] | None:

@@ -1,0 +1,236 @@
+"""The one delivery engine: a subscriber's bounded, drop-oldest queue, with the direct write.
+
+Every kind of subscriber a connection holds (a WebSocket relay, an SSE relay, each ``TopicSocket``
+subscription, a ``subscribe()`` iterator) is a :class:`DeliveryQueue` attached to a Channel. The
+Channel's fan-out calls :meth:`DeliveryQueue.offer` in the publisher's turn, and one of two things
+happens:
+
+- **the direct write**: when nothing of the queue is pending, the queue is not held, no drop is
+  still to be reported, and its :class:`Drain` (the connection) is idle and has a writer whose
+  transport has room, the message's frame is built by the queue's encoder (once per publish for a
+  shared message, see ``SharedMessage.encoded``) and written straight to the transport. No task
+  wakes, no ASGI hop.
+- otherwise **the queue**: the message is appended, dropping the oldest one when the queue is full
+  (``dropped`` counts them: the drain reports a gap before the next message), and the drain is woken.
+  The drain sends what is queued through the ordinary path, which waits for the client and applies
+  the slow-consumer policy (``realtime.flow``).
+
+Order is kept: nothing goes direct while anything of the connection is queued or being sent.
+
+A queue can be **held** (a subscription whose reply and replay are not sent yet): offers are
+queued, never written nor woken, until :meth:`DeliveryQueue.release`. Ids in ``skip`` (those a
+replay already sent) are dropped once at the seam, whether they arrive before or after it.
+
+A :class:`Listener` is the other subscriber kind: a function called with every message (revocations,
+presence frames folded into a subscription's queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+#: The id of an entry outside the channel's own sequence (a presence frame folded into a topic
+#: subscription): never skipped, and it does not move the replay seam.
+UNORDERED: Any = object()
+
+
+class Writer(Protocol):
+    """A connection's writer of ready-made frames (``realtime.servers``): ``ready()`` when it has room."""
+
+    def ready(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
+class Drain(Protocol):
+    """The consumer side of one connection's queues."""
+
+    #: The connection's direct writer, or None (another server, direct writes off).
+    writer: Writer | None
+    #: True when nothing of the connection is queued or being sent: a direct write keeps order.
+    idle: bool
+    #: Frames written directly; ``counter.sent`` counts them for realtime.ops as well.
+    direct: int
+    counter: Any
+
+    def wake(self, queue: DeliveryQueue) -> None:
+        """``queue`` has something to send."""
+
+    def failed(self, queue: DeliveryQueue) -> None:
+        """The queue's transform or encoder raised on a message (the error is being handled)."""
+
+
+class DeliveryQueue:
+    """One subscription's pending ``(id, message)`` entries, and the direct write."""
+
+    __slots__ = ("__weakref__", "channel", "closed", "drain", "dropped", "encoder", "held", "items", "maxlen",
+                 "reported", "skip", "transform")
+
+    def __init__(
+        self, drain: Drain, maxlen: int, encoder: Callable[[Any, Any], bytes] | None = None, *,
+        channel: Any = None, transform: Callable[[Any], Any] | None = None, held: bool = False,
+    ) -> None:
+        self.drain = drain
+        self.maxlen = maxlen
+        #: ``encoder(message, message_id)``: the frame bytes written directly (None: never direct).
+        self.encoder = encoder
+        #: The Channel this queue is attached to, detached from by :meth:`close`.
+        self.channel = channel
+        #: Called on each message before anything else; None skips it.
+        self.transform = transform
+        self.held = held
+        #: Pending entries. An empty deque costs 760 bytes, so a queue that has never been pushed
+        #: back shares this empty tuple instead (idle memory per socket).
+        self.items: deque[tuple[Any, Any]] | tuple[()] = ()
+        self.dropped = 0
+        self.reported = 0
+        #: Ids a replay already sent, dropped once when their live copies arrive.
+        self.skip: set[str] | None = None
+        self.closed = False
+
+    def offer(self, message: Any, message_id: Any) -> None:
+        """Called by the Channel for each published message, in the publisher's turn."""
+        if self.closed:
+            return
+        skip = self.skip
+        if skip is not None and not self.held and message_id is not UNORDERED:
+            if message_id in skip:
+                return
+            self.skip = None  # past the seam: later ids are all new
+        if self.transform is not None:
+            try:
+                message = self.transform(message)
+            except Exception:
+                self.fail()
+                return
+            if message is None:
+                return
+        items = self.items
+        if not items and not self.held and self.dropped == self.reported:
+            drain = self.drain
+            writer = drain.writer
+            if writer is not None and drain.idle and writer.ready() and self.encoder is not None:
+                try:
+                    frame = self.encoder(message, message_id)
+                except Exception:
+                    self.fail()
+                    return
+                writer.write(frame)
+                drain.counter.sent += 1  # counted as the ASGI path counts its sends (realtime.ops)
+                drain.direct += 1
+                return
+        if type(items) is not deque:
+            items = self.items = deque()
+        elif len(items) >= self.maxlen:
+            items.popleft()
+            self.dropped += 1
+        items.append((message_id, message))
+        if not self.held:
+            self.drain.wake(self)
+
+    def take(self) -> tuple[Any, Any] | None:
+        """The next ``(id, message)`` to send, or None; replayed ids are skipped."""
+        items = self.items
+        while items:
+            message_id, message = items.popleft()
+            skip = self.skip
+            if skip is not None and message_id is not UNORDERED:
+                if message_id in skip:
+                    continue
+                self.skip = None
+            return message_id, message
+        return None
+
+    def missed(self) -> int:
+        """Messages dropped since the last call (a gap to report before the next message)."""
+        missed = self.dropped - self.reported
+        if missed:
+            self.reported = self.dropped
+        return missed
+
+    def qsize(self) -> int:
+        """Messages waiting (as ``asyncio.Queue.qsize``)."""
+        return len(self.items)
+
+    def empty(self) -> bool:
+        return not self.items
+
+    @property
+    def pending(self) -> bool:
+        """True while a message or a gap waits to be sent."""
+        return bool(self.items) or self.dropped > self.reported
+
+    def release(self, skip: set[str] | None = None) -> None:
+        """Stop holding: what arrived meanwhile goes to the drain (minus ``skip``, the replayed ids)."""
+        if skip:
+            self.skip = skip
+        self.held = False
+        if self.pending:
+            self.drain.wake(self)
+
+    def clear(self) -> None:
+        """Drop what is pending (the drain may still hold the deque)."""
+        if type(self.items) is deque:
+            self.items.clear()
+        self.items = ()
+
+    def close(self) -> None:
+        """Detach from the channel and drop what is pending; idempotent."""
+        self.closed = True
+        self.clear()
+        if self.channel is not None:
+            self.channel.detach(self)
+
+    def fail(self) -> None:
+        """The transform or the encoder raised on a message: stop, and let the drain end its connection."""
+        self.close()
+        self.drain.failed(self)
+
+
+class Reader:
+    """The drain of one consumer that awaits its queue itself (``subscribe()``, an SSE relay body)."""
+
+    __slots__ = ("counter", "direct", "error", "idle", "waiter", "writer")
+
+    def __init__(self, writer: Writer | None = None, counter: Any = None) -> None:
+        self.writer = writer
+        #: False while the consumer is busy sending (its owner keeps it so).
+        self.idle = True
+        self.direct = 0
+        self.counter = counter
+        self.waiter: asyncio.Future[None] | None = None
+        #: True once a queue of this reader failed; its owner ends the connection.
+        self.error = False
+
+    def wake(self, queue: DeliveryQueue | None = None) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def failed(self, queue: DeliveryQueue) -> None:
+        self.error = True
+        self.wake()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Park until woken (or ``timeout`` seconds: ``TimeoutError``)."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.waiter
+        finally:
+            self.waiter = None
+
+
+class Listener:
+    """A subscriber that calls ``callback(message, message_id)`` in the publisher's turn."""
+
+    __slots__ = ("__weakref__", "callback")
+
+    def __init__(self, callback: Callable[[Any, Any], None]) -> None:
+        self.callback = callback
+
+    def offer(self, message: Any, message_id: Any) -> None:
+        self.callback(message, message_id)
