@@ -11,14 +11,16 @@ router.register_websocket("/ws", Realtime)
 ```
 
 Topics are registered on the socket (``topics = [...]``), the first matching pattern serves a
-channel. The protocol's state, the connection's and each subscription's, is the machine's
-(``realtime.topics.protocol``): the socket feeds it frames, carries out the events it returns
-(one handler per event type) and reports back how each subscribe and unsubscribe went. Requests
-are carried out one at a time in the connection's own task, so replies come in request order;
-deliveries of every subscription are written straight to the transport when
+channel. Requests are carried out one at a time in the connection's own task, so replies come in
+request order; deliveries of every subscription are written straight to the transport when
 nothing is queued and it has room, else go through one :class:`Outbox` task
 (``realtime.topics.delivery``). Everything a connection holds (sinks on channels, presence
 entries, its outbox task) goes with it.
+
+The protocol's state, the connection's and each subscription's, is the machine's
+(``realtime.topics.protocol``): the socket feeds it frames, carries out the events it returns
+(one handler per event type, in ``_carry_out``) and reports back how each subscribe and
+unsubscribe went. The socket keeps only the runtime handles of a subscription (:class:`Handles`).
 """
 
 from __future__ import annotations
