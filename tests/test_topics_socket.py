@@ -219,6 +219,37 @@ async def test_redis_unreachable_is_a_broker_unavailable_reply_and_the_socket_go
     assert registry.get("lobby:down") is None or registry["lobby:down"].subscriber_count == 0
 
 
+async def test_the_machine_keeps_the_one_record_of_the_subscriptions(users, settings):
+    """Refused, failed and ended subscribes leave nothing in the machine; the socket holds only handles."""
+    from tests.servers import free_port
+
+    sockets = []
+
+    class Recorded(Sockets):
+        async def on_connect(self, ws, **params):
+            sockets.append(self)
+            await super().on_connect(ws, **params)
+
+    communicator = WebsocketCommunicator(Recorded.as_asgi(), "/ws", subprotocols=["realtime.v1"])
+    assert (await communicator.connect())[0]
+    await request(communicator, {"op": "connect", "ref": "c", "token": token(users["ana"])})
+    socket = sockets[0]
+    assert (await request(communicator, {"op": "subscribe", "ref": "1", "channel": f"owned:{users['bob'].pk}"}))[
+        "error"]["code"] == "forbidden"
+    assert (await request(communicator, {"op": "subscribe", "ref": "2", "channel": "picky"}))["ok"]
+    assert (await request(communicator, {"op": "subscribe", "ref": "3", "channel": "open:record"}))["ok"]
+    assert (await request(communicator, {"op": "unsubscribe", "ref": "4", "channel": "picky"}))["ok"]
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there: presence fails
+    assert (await request(communicator, {"op": "subscribe", "ref": "5", "channel": "lobby:record"}))["error"][
+        "code"] == "broker_unavailable"
+    joined = {name: sub.state.value for name, sub in socket.protocol.subscriptions.items()}
+    assert joined == {f"user:{users['ana'].pk}": "joined", "open:record": "joined"}
+    assert set(socket.handles) == set(joined)
+    await communicator.disconnect()
+    assert socket.protocol.subscriptions == {} and socket.handles == {}
+    assert socket.protocol.state.value == "closing"
+
+
 # -- delivery units: the frames of a published message, and the direct path --------------------
 
 

@@ -16,6 +16,11 @@ request order; deliveries of every subscription are written straight to the tran
 nothing is queued and it has room, else go through one :class:`Outbox` task
 (``realtime.topics.delivery``). Everything a connection holds (sinks on channels, presence
 entries, its outbox task) goes with it.
+
+The protocol's state, the connection's and each subscription's, is the machine's
+(``realtime.topics.protocol``): the socket feeds it frames, carries out the events it returns
+(one handler per event type, in ``_carry_out``) and reports back how each subscribe and
+unsubscribe went. The socket keeps only the runtime handles of a subscription (:class:`Handles`).
 """
 
 from __future__ import annotations
@@ -59,8 +64,8 @@ class Failed(Exception):
 
 
 @dataclass
-class Joined:
-    """One live subscription of a connection."""
+class Handles:
+    """What carries out one subscription (its state is the machine's): its Topic, Channel and sinks."""
 
     topic: Topic
     channel: Channel
@@ -84,7 +89,8 @@ class TopicSocket(WebSocketView):
 
     def __init__(self, **initkwargs: Any) -> None:
         super().__init__(**initkwargs)
-        self.subscriptions: dict[str, Joined] = {}
+        #: Channel name → the runtime handles of that subscription, from its join to its end.
+        self.handles: dict[str, Handles] = {}
         self._silence: asyncio.TimerHandle | None = None
         self._counted_user = False
 
@@ -125,32 +131,50 @@ class TopicSocket(WebSocketView):
         self._spawn(ws.close(CloseCode.POLICY_VIOLATION, "No message within the first seconds"))
 
     async def on_receive(self, ws: WebSocket, data: Any) -> None:
-        if self._silence is not None:
-            self._silence.cancel()
-            self._silence = None
         for throttle in self.limits:
             if not throttle.allow_message(ws, self):
                 ref = data.get("ref") if type(data) is dict else None
                 await ws.send_json(p.error(ref, "rate_limited", throttle.message))
                 raise WebSocketException(CloseCode.POLICY_VIOLATION, throttle.message)
-        outcome = self.protocol.receive(data)
-        if type(outcome) is dict:
-            await ws.send_json(outcome)
-            return
-        try:
-            await getattr(self, f"_do_{outcome.op}")(ws, outcome)
-        except Failed as failure:
-            await ws.send_json(p.error(outcome.ref, failure.code, failure.detail))
+        for event in self.protocol.receive_frame(data):
+            try:
+                await self._carry_out(ws, event)
+            except Failed as failure:
+                await ws.send_json(p.error(event.ref, failure.code, failure.detail))
 
     async def on_disconnect(self, ws: WebSocket, code: int) -> None:
         if self._silence is not None:
             self._silence.cancel()
-        for name in list(self.subscriptions):
-            await self._leave(name)
+        for request in self.protocol.close():
+            await self._do_unsubscribe(ws, request)
+
+    async def _carry_out(self, ws: WebSocket, event: p.Event) -> None:
+        """Do what one event of the machine asks; a Failed becomes the request's error reply."""
+        match event:
+            case p.FirstFrame():
+                if self._silence is not None:
+                    self._silence.cancel()
+                    self._silence = None
+            case p.Ping() | p.Rejected():
+                await ws.send_json(event.frame)
+            case p.Connect():
+                await self._do_connect(ws, event)
+            case p.Refresh():
+                await self._do_refresh(ws, event)
+            case p.Subscribe():
+                await self._do_subscribe(ws, event)
+            case p.Unsubscribe():
+                await self._do_unsubscribe(ws, event)
+            case p.Publish():
+                await self._do_publish(ws, event)
+            case p.Presence():
+                await self._do_presence(ws, event)
+            case _:
+                raise TypeError(f"TopicSocket has no handler for {event!r}")
 
     # -- requests -------------------------------------------------------------------------------
 
-    async def _do_connect(self, ws: WebSocket, request: p.Request) -> None:
+    async def _do_connect(self, ws: WebSocket, request: p.Connect) -> None:
         user, validated = await self._validate(request.token)
         if self.user is not None and user.pk != self.user.pk:
             raise Failed("user_mismatch", "The token belongs to another user than the connection's")
@@ -168,7 +192,7 @@ class TopicSocket(WebSocketView):
         data = {"v": p.VERSION, "user": user.pk, "exp": validated.get("exp"), "channels": channels}
         await ws.send_json(p.reply(request.ref, data))
 
-    async def _do_refresh(self, ws: WebSocket, request: p.Request) -> None:
+    async def _do_refresh(self, ws: WebSocket, request: p.Refresh) -> None:
         user, validated = await self._validate(request.token)
         if self.user is None or user.pk != self.user.pk:
             raise Failed("user_mismatch", "refresh needs a token of the connection's user")
@@ -185,22 +209,29 @@ class TopicSocket(WebSocketView):
             raise Failed(error.code, error.detail) from None
         return user, validated
 
-    async def _do_subscribe(self, ws: WebSocket, request: p.Request) -> None:
+    async def _do_subscribe(self, ws: WebSocket, request: p.Subscribe) -> None:
         route, name = request.route, request.channel
-        topic = route.topic(name, route.params, ws=ws, user=self.user)
-        ws.user = self.user
-        denied = await first_denial(get_permissions(topic.permission_classes), ws, topic)
-        if denied is not None:
-            raise Failed("forbidden", str(getattr(denied, "message", "Permission denied")))
-        await self._hook(topic, "on_subscribe", "forbidden")
-        await self._join(ws, name, route, topic, request.last_id, request.ref)
+        try:
+            topic = route.topic(name, route.params, ws=ws, user=self.user)
+            ws.user = self.user
+            denied = await first_denial(get_permissions(topic.permission_classes), ws, topic)
+            if denied is not None:
+                raise Failed("forbidden", str(getattr(denied, "message", "Permission denied")))
+            await self._hook(topic, "on_subscribe", "forbidden")
+        except BaseException:
+            self.protocol.join_failed(name)
+            raise
+        await self._join(ws, request, topic)
 
-    async def _do_unsubscribe(self, ws: WebSocket, request: p.Request) -> None:
+    async def _do_unsubscribe(self, ws: WebSocket, request: p.Unsubscribe) -> None:
+        """The client's unsubscribe, or (without a ref) one of the subscriptions a closing connection leaves."""
         await self._leave(request.channel)
-        await ws.send_json(p.reply(request.ref, {}))
+        self.protocol.unsubscribed(request.channel)
+        if request.ref is not None:
+            await ws.send_json(p.reply(request.ref, {}))
 
-    async def _do_publish(self, ws: WebSocket, request: p.Request) -> None:
-        joined = self.subscriptions[request.channel]
+    async def _do_publish(self, ws: WebSocket, request: p.Publish) -> None:
+        joined = self.handles[request.channel]
         data = request.data
         topic = joined.topic
         if type(topic).on_publish is not Topic.on_publish:
@@ -219,7 +250,7 @@ class TopicSocket(WebSocketView):
         finally:
             self.outbox.held -= 1
 
-    async def _do_presence(self, ws: WebSocket, request: p.Request) -> None:
+    async def _do_presence(self, ws: WebSocket, request: p.Presence) -> None:
         members = []
         if request.route.topic.presence:
             try:
@@ -244,30 +275,30 @@ class TopicSocket(WebSocketView):
         """Join the channels ``auto_subscribe`` names (no permission check: the server chose them)."""
         joined = []
         for name in self.auto_subscribe(self.user) or ():
-            if name in self.subscriptions:
+            if name in self.protocol.subscriptions:
                 joined.append(name)
                 continue
-            route = self.protocol.resolve(name)
-            if route is None or not self.protocol.can_subscribe():
+            request = self.protocol.server_subscribe(name)
+            if request is None:
                 logger.warning("auto_subscribe: cannot join %r (no topic serves it, or the cap is reached)", name)
                 continue
+            route = request.route
             topic = route.topic(name, route.params, ws=ws, user=self.user)
             try:
                 await self._hook(topic, "on_subscribe", "forbidden")
             except Failed:
+                self.protocol.join_failed(name)
                 continue
-            await self._join(ws, name, route, topic, None, None)
+            await self._join(ws, request, topic)
             joined.append(name)
         return joined
 
-    async def _join(
-        self, ws: WebSocket, name: str, route: p.Route, topic: Topic, last_id: str | None, ref: str | None
-    ) -> None:
+    async def _join(self, ws: WebSocket, request: p.Subscribe, topic: Topic) -> None:
         """Subscribe a sink (held until the reply and the replay are out), count presence, reply, replay."""
+        name, route, last_id, ref = request.channel, request.route, request.last_id, request.ref
         channel = route.topic.channel(name)
         sink = ChannelSink(self.outbox, name, route.topic.maxlen)
-        joined = self.subscriptions[name] = Joined(topic, channel, sink)
-        self.protocol.subscribed(name, route)
+        joined = self.handles[name] = Handles(topic, channel, sink)
         channel.attach(sink)
         try:
             if route.topic.presence:
@@ -295,10 +326,12 @@ class TopicSocket(WebSocketView):
             sink.skip = {message_id for message_id, _ in replay}
         except BaseException as error:
             await self._leave(name, hook=False)
+            self.protocol.join_failed(name)
             if isinstance(error, Exception) and not isinstance(error, (WebSocketDisconnect, Failed)):
                 raise _unavailable(error) from None
             raise
         sink.activate()
+        self.protocol.subscribed(name)
         if self.outbox.task is None:
             self.outbox.task = self._spawn(self._deliver())
 
@@ -310,11 +343,10 @@ class TopicSocket(WebSocketView):
             pass
 
     async def _leave(self, name: str, hook: bool = True) -> None:
-        """End one subscription: unhook its sinks, leave presence, call ``on_unsubscribe``."""
-        joined = self.subscriptions.pop(name, None)
+        """End one subscription's effects: unhook its sinks, leave presence, call ``on_unsubscribe``."""
+        joined = self.handles.pop(name, None)
         if joined is None:
             return
-        self.protocol.unsubscribed(name)
         joined.channel.detach(joined.sink)
         self.outbox.forget(joined.sink)
         release_channel(joined.channel)
