@@ -25,7 +25,7 @@ from typing import Any
 from ..channel import PROCESS_ID, Channel, registry
 from ..conf import setting
 from ..history import client_options, redis_url
-from .topic import release_channel
+from .channels import release_channel
 
 logger = logging.getLogger("realtime.presence")
 
