@@ -10,11 +10,11 @@
 //   listen("/api/myapp/ws/ticks", { token: () => auth.access(), onMessage });        // one WebSocketView
 //   follow("/api/myapp/events", { token: () => auth.access(), onEvent });             // one SSEView
 //
-// Ideas from Phoenix's socket.js (a reconnect timer, rejoin every channel after a reconnect, a
-// heartbeat) and presence.js (a member list kept in sync by a snapshot and join/leave diffs).
-// Where it differs: the delay is full jitter (random between 0 and the exponential ceiling, so a
-// thousand clients dropped by one restart do not come back in step), the token travels in the first
-// message instead of the URL, and every channel resumes from the last id it received.
+// Realtime takes ideas from Phoenix's socket.js (a reconnect timer, rejoin every channel after a
+// reconnect, a heartbeat) and presence.js (a member list kept in sync by a snapshot and join/leave
+// diffs). Where it differs: the delay is full jitter (random between 0 and the exponential ceiling,
+// so a thousand clients dropped by one restart do not come back in step), the token travels in the
+// first message instead of the URL, and every channel resumes from the last id it received.
 
 /** The subprotocol of version 1. */
 export const PROTOCOL = "realtime.v1";
@@ -814,7 +814,9 @@ export function follow(url, { onEvent, token = null, lastEventId = null, onState
     const headers = { Accept: "text/event-stream", "Cache-Control": "no-cache" };
     if (state.lastEventId !== null) headers["Last-Event-ID"] = state.lastEventId;
     try {
-      const value = typeof token === "function" ? await token({ refused: state.refused }) : token;
+      const refused = state.refused;
+      state.refused = false; // until the server answers 401 to this one
+      const value = typeof token === "function" ? await token({ refused }) : token;
       if (value) headers.Authorization = `Bearer ${value}`;
       const response = await fetchImpl(url, { headers, signal: state.controller.signal });
       state.refused = response.status === 401;
