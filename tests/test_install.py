@@ -190,7 +190,7 @@ def test_the_wheel_holds_the_app_alone_with_its_static_files_and_runtime_depende
 
     dist_info = f"django_realtime_endpoints-{realtime.__version__}.dist-info"
     assert {name.split("/")[0] for name in names} == {"realtime", dist_info}
-    assert "realtime/static/realtime/client.js" in names
+    assert "realtime/static/realtime/realtime.js" in names
     assert "realtime/management/commands/realtime_routes.py" in names and "realtime/py.typed" in names
     requires = re.findall(r"^Requires-Dist: (.+)$", metadata, re.M)
     runtime = {re.split(r"[<>=!; \[]", line, maxsplit=1)[0].lower() for line in requires if "extra ==" not in line}
@@ -219,7 +219,7 @@ def test_pip_install_of_the_clone_itself_installs_the_same_app(installed):
          "install", "-q", "--no-deps", str(installed.work / CLONE)], installed.work, installed.env)
     out = run([str(venv / "bin" / "python"), "-c", (
         "import importlib.metadata as m, importlib.resources as r; "
-        f"print(m.version({DIST!r}), (r.files('realtime') / 'static/realtime/client.js').is_file())"
+        f"print(m.version({DIST!r}), (r.files('realtime') / 'static/realtime/realtime.js').is_file())"
     )], installed.work, installed.env)
     assert out.split() == [realtime.__version__, "True"]
 
@@ -329,7 +329,7 @@ async def test_runserver_serves_websockets_and_the_js_client(installed):
         await asyncio.to_thread(wait_for_port, port, 60, process)
         assert await echo(f"ws://127.0.0.1:{port}/api/myapp/ws/echo") == {"echo": {"hello": "world"}}
         async with httpx.AsyncClient(timeout=10) as client:
-            script = await client.get(f"http://127.0.0.1:{port}/static/realtime/client.js")
-        assert script.status_code == 200 and "export class LiveSocket" in script.text
+            script = await client.get(f"http://127.0.0.1:{port}/static/realtime/realtime.js")
+        assert script.status_code == 200 and "export function listen" in script.text
     finally:
         stop(process)

@@ -103,12 +103,12 @@ def test_page_and_static_files_are_served(stack):
     assert page.status_code == 200
     assert "trading demo" in page.text
     assert "/static/trading/app.js" in page.text
-    script = httpx.get(f"{stack.url}/static/realtime/client.js", timeout=10)
+    script = httpx.get(f"{stack.url}/static/realtime/realtime.js", timeout=10)
     assert script.status_code == 200
     assert script.headers["content-type"].startswith("text/javascript")
-    assert "export class ResumableEvents" in script.text
+    assert "export function follow" in script.text
     # Served by nginx from the collectstatic directory: daphne (DEBUG off) has no /static/ route.
-    assert httpx.get(f"{stack.a.url}/static/realtime/client.js", timeout=10).status_code == 404
+    assert httpx.get(f"{stack.a.url}/static/realtime/realtime.js", timeout=10).status_code == 404
 
 
 async def test_websocket_upgrade_through_nginx_and_ticks_on_both_backends(stack):

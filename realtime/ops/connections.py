@@ -32,6 +32,9 @@ current: contextvars.ContextVar[ConnectionRecord | None] = contextvars.ContextVa
 #: The HTTP request being served by CoreApp: its scope, send guard and (for SSEView) user.
 current_http: contextvars.ContextVar[HttpContext | None] = contextvars.ContextVar("realtime_http", default=None)
 
+#: Open connections (handshakes included), insertion-ordered: the records, not counters, so kept here.
+live: dict[ConnectionRecord, None] = {}
+
 _sequence = itertools.count()
 #: Subscriptions a record keeps before it folds those that have ended into its total.
 _COMPACT_AT = 16
@@ -120,7 +123,7 @@ class ConnectionRecord:
 
     def close(self) -> None:
         """Called once when the connection ends: totals, counters and the log line."""
-        if stats.live.pop(self, 0) is not None:
+        if live.pop(self, 0) is not None:
             return
         duration = time.monotonic() - self.started
         slow = bool(getattr(self.guard, "slow", False))
@@ -188,7 +191,7 @@ def track_websocket(view: Any, ws: Any) -> ConnectionRecord:
     sample = setting("METRICS_LATENCY_SAMPLE")
     if sample and next(_sequence) % int(sample) == 0:
         ws.send_json = _timed(ws.send_json)
-    stats.live[record] = None
+    live[record] = None
     current.set(record)
     return record
 
@@ -198,7 +201,7 @@ def track_sse() -> ConnectionRecord:
     http = current_http.get()
     record = ConnectionRecord("sse", _sse_route(http), http.guard if http is not None else None)
     record.user = http.user if http is not None else None
-    stats.live[record] = None
+    live[record] = None
     current.set(record)
     return record
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from .. import __version__
 from ..pubsub.broker import broker_state
+from ..pubsub.channel import PROCESS_ID, registry
 from ..pubsub.redis import redis_url
+from .connections import live
 from .stats import stats
 
 #: Channels listed per process: the busiest by subscribers, then by messages.
@@ -66,7 +68,7 @@ def endpoint_figures() -> list[dict[str, Any]]:
         figures["messages_in"] += totals.received
         figures["messages_out"] += totals.sent
         figures["dropped"] += totals.dropped
-    for record in list(stats.live):
+    for record in list(live):
         if not record.accepted or getattr(record.ws, "refused", False):
             continue
         figures = row((record.endpoint, record.protocol))
@@ -80,8 +82,6 @@ def endpoint_figures() -> list[dict[str, Any]]:
 
 def channel_figures() -> list[dict[str, Any]]:
     """Every named channel of this process with its counters (see Channel's attributes)."""
-    from ..pubsub.channel import registry
-
     rows = []
     for name, channel in list(registry.items()):
         subscribers = channel.subscribers
@@ -113,8 +113,6 @@ def take() -> dict[str, Any]:
         except Exception:  # noqa: S112 - a broken provider must not hide the rest
             continue
     endpoints = endpoint_figures()
-    from .fleet import PROCESS_ID
-
     return {
         "process": {"id": PROCESS_ID, "pid": os.getpid(), "host": socket.gethostname(), "version": __version__,
                     "started": stats.started, "updated": now},

@@ -12,10 +12,7 @@ import time
 from array import array
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .connections import ConnectionRecord
+from typing import Any
 
 #: Connection durations, in seconds: from a refused handshake to a day-long socket.
 DURATION_BUCKETS = (0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0)
@@ -150,8 +147,6 @@ class ProcessStats:
 
     def __init__(self) -> None:
         self.started = time.time()
-        #: Open connections (handshakes included), insertion-ordered.
-        self.live: dict[ConnectionRecord, None] = {}
         #: Ended connections, by (endpoint, protocol).
         self.ended: defaultdict[tuple[str, str], EndpointTotals] = defaultdict(EndpointTotals)
         #: Ended connections, by (protocol, close code or SSE end, who closed).

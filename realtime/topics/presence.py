@@ -25,7 +25,7 @@ from typing import Any
 from ..conf import setting
 from ..pubsub.channel import PROCESS_ID, Channel, registry
 from ..pubsub.redis import client_options, redis_url
-from .topic import release_channel
+from .channels import release_channel
 
 logger = logging.getLogger("realtime.presence")
 

@@ -26,6 +26,8 @@ import re
 from typing import Any, ClassVar
 
 from ..pubsub.channel import Channel, registry
+from .channels import release_channel as release_channel  # its old home: topics.socket imports it from here
+from .presence import presence_store
 
 _PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
 
@@ -164,13 +166,6 @@ class Topic:
     @classmethod
     async def members(cls, name: str | None = None, /, **params: Any) -> list[dict[str, Any]]:
         """Who is in a channel, across processes: ``await Room.members(id=42)``."""
-        from .presence import presence_store
-
         name = name if name is not None else cls.channel_name_for(**params)
         return await presence_store().members(name)
 
-
-def release_channel(channel: Channel) -> None:
-    """Forget a history-less channel nobody in this process subscribes to (channel names are unbounded)."""
-    if not channel.history and channel.subscriber_count == 0 and registry.get(channel.name) is channel:
-        del registry[channel.name]

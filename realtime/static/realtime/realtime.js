@@ -1,17 +1,20 @@
-// realtime.js: the client of the multi-channel protocol v1 (docs/protocol.md) and a small
-// Server-Sent Events helper. One ES module, no build step, no dependency; browsers and Node 20
-// (pass `WebSocket` from the `ws` package where there is no global one).
+// realtime.js: the browser's (and Node 20's) client of realtime. One ES module, no build step, no
+// dependency (pass `WebSocket` from the `ws` package where there is no global one):
 //
-//   import { Realtime } from "/static/realtime/realtime.js";
-//   const rt = new Realtime("wss://example.com/api/realtime/ws", { getToken: () => auth.access() });
+//   import { Auth, Realtime, follow, listen } from "/static/realtime/realtime.js";
+//   const auth = new Auth();                              // login, refresh, logout (simplejwt's views)
+//   await auth.login("ada", "secret");
+//   const rt = new Realtime("/api/realtime/ws", { getToken: () => auth.access() });   // protocol v1
 //   const room = rt.subscribe("room:lobby", { onMessage: (data, message) => ..., onJoin, onLeave });
 //   await rt.publish("room:lobby", { text: "hi" });
+//   listen("/api/myapp/ws/ticks", { token: () => auth.access(), onMessage });        // one WebSocketView
+//   follow("/api/myapp/events", { token: () => auth.access(), onEvent });             // one SSEView
 //
-// Ideas from Phoenix's socket.js (a reconnect timer, rejoin every channel after a reconnect, a
-// heartbeat) and presence.js (a member list kept in sync by a snapshot and join/leave diffs).
-// Where it differs: the delay is full jitter (random between 0 and the exponential ceiling, so a
-// thousand clients dropped by one restart do not come back in step), the token travels in the first
-// message instead of the URL, and every channel resumes from the last id it received.
+// Realtime takes ideas from Phoenix's socket.js (a reconnect timer, rejoin every channel after a
+// reconnect, a heartbeat) and presence.js (a member list kept in sync by a snapshot and join/leave
+// diffs). Where it differs: the delay is full jitter (random between 0 and the exponential ceiling,
+// so a thousand clients dropped by one restart do not come back in step), the token travels in the
+// first message instead of the URL, and every channel resumes from the last id it received.
 
 /** The subprotocol of version 1. */
 export const PROTOCOL = "realtime.v1";
@@ -561,6 +564,192 @@ export class Realtime {
   }
 }
 
+// -- One WebSocketView ---------------------------------------------------------------------------
+
+/**
+ * Close codes after which reconnecting cannot help (realtime's CloseCode): the conversation is over
+ * (1000), the client sent what the view refuses (1003, 1007, 1009), a policy refused it (1008), or
+ * a permission did (4003 whose reason is not a credential code).
+ */
+export const FINAL_CLOSE_CODES = Object.freeze([1000, 1003, 1007, 1008, 1009, 4003]);
+
+/** A 4003 whose reason starts with one of these refused the token, not the user: a fresh one may do. */
+const CREDENTIAL_REASON = /^(token_expired|token_not_valid|session_revoked|user_mismatch)\b/;
+
+/**
+ * Whether a close event says the server refused the token: 4003 with a credential reason, or 4001
+ * (`REALTIME["STRICT_TOKENS"]`).
+ * @param {{code: number, reason?: string}} event
+ * @returns {boolean}
+ */
+export function tokenRefused(event) {
+  return event.code === 4001 || (event.code === 4003 && CREDENTIAL_REASON.test(event.reason || ""));
+}
+
+/**
+ * Listens to one `WebSocketView` (not the multi-channel protocol: that is `Realtime`) and
+ * reconnects by itself until `close()`.
+ *
+ * Messages are JSON-decoded when they are JSON; the view's keepalive (`{"type": "ping"}`) is not
+ * passed on, but it keeps the watchdog fed: `watchdog` ms without any message (pick more than the
+ * view's `keepalive`, 30 s by default) drops the socket as dead and reconnects. A browser cannot set
+ * headers on a WebSocket, so the token goes in `?token=` (keep it out of proxy logs; realtime's
+ * nginx.conf does). After a drop the next attempt waits a full-jitter delay; it stops for good on a
+ * close code of `FINAL_CLOSE_CODES` or `finalCodes`, and on a refused token when `token` is not a
+ * function.
+ *
+ * @param {string} url ws(s)://, http(s):// or, in a browser, relative ("/api/myapp/ws/ticks")
+ * @param {object} options
+ * @param {(data: any, event: MessageEvent) => void} options.onMessage
+ * @param {string|((hint: {refused: boolean}) => (string|Promise<string>))} [options.token] a function
+ *   is called before each connection, with `refused: true` after the server refused the last token
+ *   (4003 `token_expired`, `session_revoked`, ... or 4001): return a fresh one then
+ * @param {(state: string, detail: string) => void} [options.onStateChange] "connecting", "open",
+ *   "reconnecting", "closed"
+ * @param {{base?: number, cap?: number}} [options.backoff] reconnect delays in ms (full jitter)
+ * @param {number} [options.watchdog] ms without a message before the socket counts as dead; 0: never
+ * @param {number[]} [options.finalCodes] the view's own close codes that also stop it (e.g. 4004)
+ * @param {typeof WebSocket} [options.WebSocket] the constructor, where there is no global one
+ * @returns {{send: (data: any) => boolean, close: () => void, readonly state: string}}
+ */
+export function listen(url, {
+  onMessage,
+  token = null,
+  onStateChange = () => {},
+  backoff = {},
+  watchdog = 45000,
+  finalCodes = [],
+  WebSocket: Socket = globalThis.WebSocket,
+} = {}) {
+  if (!Socket) throw new TypeError("No global WebSocket here: pass one, e.g. listen(url, { WebSocket }) with WebSocket from the 'ws' package");
+  let target;
+  try {
+    target = websocketUrl(url);
+  } catch {
+    throw new TypeError(`Not a URL: ${url} (outside a browser give a full ws:// or wss:// URL)`);
+  }
+  const delays = { base: 500, cap: 30000, ...backoff };
+  const final = new Set([...FINAL_CLOSE_CODES, ...finalCodes]);
+  const state = { name: null, ws: null, attempt: 0, refused: false, retry: null, dog: null };
+
+  function setState(name, detail) {
+    if (state.name === name && name !== "reconnecting") return;
+    state.name = name;
+    try {
+      onStateChange(name, detail);
+    } catch (error) {
+      console.error("realtime: onStateChange raised", error);
+    }
+  }
+
+  function retry(why) {
+    if (state.name === "closed") return;
+    const delay = backoffDelay(state.attempt++, delays);
+    setState("reconnecting", `${why}; retrying in ${(delay / 1000).toFixed(1)} s`);
+    clearTimeout(state.retry);
+    state.retry = setTimeout(connect, delay);
+  }
+
+  function stop(detail) {
+    if (state.name === "closed") return;
+    clearTimeout(state.retry);
+    clearTimeout(state.dog);
+    const ws = state.ws;
+    state.ws = null;
+    if (ws) ws.close(1000);
+    setState("closed", detail);
+  }
+
+  function feed(ws) {
+    clearTimeout(state.dog);
+    if (!watchdog) return;
+    state.dog = setTimeout(() => {
+      if (ws !== state.ws) return;
+      state.ws = null; // its close event, whenever the dead connection gives one, is ignored
+      ws.close(4000, "watchdog");
+      retry(`no message for ${(watchdog / 1000).toFixed(0)} s`);
+    }, watchdog);
+  }
+
+  async function connect() {
+    if (state.name === "closed") return;
+    setState("connecting", state.attempt ? `attempt ${state.attempt + 1}` : "");
+    let address = target;
+    try {
+      const value = typeof token === "function" ? await token({ refused: state.refused }) : token;
+      if (value) {
+        const withToken = new URL(target);
+        withToken.searchParams.set("token", value);
+        address = withToken.href;
+      }
+    } catch (error) {
+      return retry(`cannot get a token: ${error.message}`);
+    }
+    if (state.name === "closed") return;
+    let ws;
+    try {
+      ws = state.ws = new Socket(address);
+    } catch (error) {
+      return retry(error.message);
+    }
+    ws.onopen = () => {
+      if (ws !== state.ws) return;
+      setState("open", "");
+      feed(ws);
+    };
+    ws.onmessage = (event) => {
+      if (ws !== state.ws) return;
+      feed(ws);
+      state.attempt = 0; // data flows: the next outage starts from the shortest delay again
+      let data = event.data;
+      if (typeof data === "string") {
+        try {
+          data = JSON.parse(data);
+        } catch {
+          /* plain text */
+        }
+      }
+      if (data && data.type === "ping" && Object.keys(data).length === 1) return; // the view's keepalive
+      try {
+        onMessage(data, event);
+      } catch (error) {
+        console.error("realtime: onMessage raised", error);
+      }
+    };
+    ws.onerror = () => {}; // a close event follows
+    ws.onclose = (event) => {
+      if (ws !== state.ws) return;
+      clearTimeout(state.dog);
+      state.ws = null;
+      const why = `${event.code}${event.reason ? `: ${event.reason}` : ""}`;
+      state.refused = tokenRefused(event);
+      if (state.refused ? typeof token !== "function" : final.has(event.code)) {
+        stop(`closed by the server (${why})`);
+        return;
+      }
+      retry(`connection lost (${why})`);
+    };
+  }
+
+  connect();
+  return {
+    /** Sends `data` JSON-encoded; false (nothing sent) while not connected. */
+    send(data) {
+      const ws = state.ws;
+      if (!ws || ws.readyState !== 1) return false;
+      ws.send(JSON.stringify(data));
+      return true;
+    },
+    /** Closes the socket for good: no reconnection. */
+    close() {
+      stop("");
+    },
+    get state() {
+      return state.name;
+    },
+  };
+}
+
 // -- Server-Sent Events -------------------------------------------------------------------------
 
 /**
@@ -599,21 +788,25 @@ export function parseEventStream(buffer) {
  * reads the stream with `fetch` instead, in browsers and Node 20 alike: the token goes in the
  * Authorization header (`token` may be a function, called on each connection for a fresh one), and
  * after any failure it reconnects with full-jitter backoff (the server's `retry:` is the base).
+ * An event whose id was delivered already is dropped and counted in `duplicates` (the server should
+ * send none: it replays only what comes after `Last-Event-ID`).
  *
  * @param {string} url
  * @param {object} options
  * @param {(event: {event: string, id: (string|null), data: any}) => void} options.onEvent data is
  *   JSON-decoded when it is JSON
- * @param {string|(() => (string|Promise<string>))} [options.token]
+ * @param {string|((hint: {refused: boolean}) => (string|Promise<string>))} [options.token] a function
+ *   gets `refused: true` after the server answered 401 to the last token: return a fresh one
  * @param {string} [options.lastEventId] resume after this id from the start
  * @param {(state: string, detail: string) => void} [options.onStateChange] "connecting", "open",
  *   "reconnecting", "closed"
  * @param {{base?: number, cap?: number}} [options.backoff]
- * @returns {{close: () => void, readonly lastEventId: (string|null)}}
+ * @returns {{close: () => void, readonly lastEventId: (string|null), readonly duplicates: number}}
  */
 export function follow(url, { onEvent, token = null, lastEventId = null, onStateChange = () => {}, backoff = {}, fetch: fetchImpl = globalThis.fetch } = {}) {
   const delays = { base: 1000, cap: 30000, ...backoff };
-  const state = { lastEventId, closed: false, attempt: 0, controller: null, timer: null };
+  const state = { lastEventId, closed: false, attempt: 0, controller: null, timer: null, refused: false, duplicates: 0 };
+  const seen = new Set();
 
   async function connect() {
     onStateChange("connecting", state.lastEventId ? `resuming after ${state.lastEventId}` : "");
@@ -621,9 +814,12 @@ export function follow(url, { onEvent, token = null, lastEventId = null, onState
     const headers = { Accept: "text/event-stream", "Cache-Control": "no-cache" };
     if (state.lastEventId !== null) headers["Last-Event-ID"] = state.lastEventId;
     try {
-      const value = typeof token === "function" ? await token() : token;
+      const refused = state.refused;
+      state.refused = false; // until the server answers 401 to this one
+      const value = typeof token === "function" ? await token({ refused }) : token;
       if (value) headers.Authorization = `Bearer ${value}`;
       const response = await fetchImpl(url, { headers, signal: state.controller.signal });
+      state.refused = response.status === 401;
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       onStateChange("open", "");
       state.attempt = 0;
@@ -636,7 +832,15 @@ export function follow(url, { onEvent, token = null, lastEventId = null, onState
         rest = parsed.rest;
         for (const event of parsed.events) {
           if (event.retry !== null) delays.base = event.retry;
-          if (event.id !== null) state.lastEventId = event.id;
+          if (event.id !== null) {
+            if (seen.has(event.id)) {
+              state.duplicates += 1;
+              continue;
+            }
+            seen.add(event.id);
+            if (seen.size > SEEN_IDS) seen.delete(seen.values().next().value);
+            state.lastEventId = event.id;
+          }
           if (!event.data && event.event === "message") continue;
           let data = event.data;
           try {
@@ -667,5 +871,171 @@ export function follow(url, { onEvent, token = null, lastEventId = null, onState
     get lastEventId() {
       return state.lastEventId;
     },
+    get duplicates() {
+      return state.duplicates;
+    },
   };
+}
+
+// -- Logging in -----------------------------------------------------------------------------------
+
+/** Where `Auth` keeps tokens when the platform has no sessionStorage (Node) or refuses it. */
+function memoryStorage() {
+  const items = new Map();
+  return {
+    getItem: (key) => (items.has(key) ? items.get(key) : null),
+    setItem: (key, value) => items.set(key, String(value)),
+    removeItem: (key) => items.delete(key),
+  };
+}
+
+function defaultStorage() {
+  try {
+    if (globalThis.sessionStorage) return globalThis.sessionStorage;
+  } catch {
+    /* a sandboxed frame: sessionStorage throws */
+  }
+  return memoryStorage();
+}
+
+/** A RealtimeError for an HTTP answer that is not ok, with `status` and the JSON body as `data`. */
+function httpError(response, data, what) {
+  const fields = data && typeof data === "object" && Object.keys(data).length ? JSON.stringify(data) : "";
+  const detail = (data && data.detail) || fields || `${what} (HTTP ${response.status})`; // DRF: {field: [...]}
+  const error = new RealtimeError((data && data.code) || `http_${response.status}`, String(detail));
+  error.status = response.status;
+  error.data = data;
+  return error;
+}
+
+/**
+ * Access and refresh tokens from simplejwt's views, as the README's URLconf serves them
+ * (`/api/auth/token/`, `/api/auth/token/refresh/`) and realtime's `LogoutView` (`/api/auth/logout/`).
+ * They are kept in `sessionStorage` under `key` (this tab only; in memory where there is none), so
+ * a reload stays logged in. Errors are `RealtimeError`s: the server's `code` (or `http_<status>`)
+ * with its `detail`, `not_logged_in`, `unreachable`, `session_expired`.
+ */
+export class Auth {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.tokenUrl] simplejwt's TokenObtainPairView
+   * @param {string} [options.refreshUrl] simplejwt's TokenRefreshView
+   * @param {string} [options.logoutUrl] realtime.views.LogoutView
+   * @param {string} [options.key] the storage key
+   * @param {{getItem, setItem, removeItem}} [options.storage] sessionStorage by default
+   * @param {number} [options.refreshBefore] ms before the access token's `exp` to refresh it
+   * @param {() => void} [options.onLogout] called when the tokens are forgotten (logout, or a
+   *   refresh token the server no longer accepts)
+   * @param {typeof fetch} [options.fetch]
+   */
+  constructor({
+    tokenUrl = "/api/auth/token/",
+    refreshUrl = "/api/auth/token/refresh/",
+    logoutUrl = "/api/auth/logout/",
+    key = "realtime.tokens",
+    storage = defaultStorage(),
+    refreshBefore = 30000,
+    onLogout = null,
+    fetch: fetchImpl = (...args) => globalThis.fetch(...args),
+  } = {}) {
+    Object.assign(this, { tokenUrl, refreshUrl, logoutUrl, key, storage, refreshBefore, onLogout });
+    this._fetch = fetchImpl;
+    /** `{access, refresh}` or null. */
+    this.tokens = null;
+    try {
+      this.tokens = JSON.parse(storage.getItem(key) || "null");
+    } catch {
+      /* not ours: start logged out */
+    }
+    this._refreshing = null;
+  }
+
+  /** Whether a refresh token is held (it may still be refused by the server). */
+  get loggedIn() {
+    return Boolean(this.tokens && this.tokens.refresh);
+  }
+
+  _store(tokens) {
+    this.tokens = tokens;
+    if (tokens) this.storage.setItem(this.key, JSON.stringify(tokens));
+    else this.storage.removeItem(this.key);
+  }
+
+  /** fetch(), with a network failure as RealtimeError("unreachable"). */
+  async _request(url, init) {
+    try {
+      return await this._fetch(url, init);
+    } catch (error) {
+      throw new RealtimeError("unreachable", `${url}: ${error.message}`);
+    }
+  }
+
+  _post(url, body) {
+    return this._request(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  }
+
+  /** Obtains a token pair; rejects with the server's refusal (bad credentials, throttled). */
+  async login(username, password) {
+    const response = await this._post(this.tokenUrl, { username, password });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw httpError(response, body, "Login failed");
+    this._store({ access: body.access, refresh: body.refresh });
+  }
+
+  /**
+   * Forgets the tokens of this tab and, unless `revoke` is false, tells the server: it blacklists
+   * the refresh token and closes this user's connections everywhere. Resolves once the server
+   * answered, or could not be reached: the tokens are forgotten either way.
+   */
+  async logout({ revoke = true } = {}) {
+    let access = null;
+    if (revoke && this.loggedIn) access = await this.access().catch(() => null); // refreshed if expiring
+    const refresh = this.tokens && this.tokens.refresh;
+    this._store(null);
+    if (this.onLogout) this.onLogout();
+    if (!access) return;
+    await this._fetch(this.logoutUrl, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${access}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ refresh }),
+      keepalive: true,
+    }).catch(() => {});
+  }
+
+  /**
+   * A valid access token: the one held, or a refreshed one when it expires within `refreshBefore`
+   * ms (or when `force`). Concurrent calls share one refresh.
+   */
+  async access({ force = false } = {}) {
+    if (!this.loggedIn) throw new RealtimeError("not_logged_in", "log in first");
+    const exp = jwtPayload(this.tokens.access).exp || 0;
+    if (!force && exp * 1000 - Date.now() > this.refreshBefore) return this.tokens.access;
+    this._refreshing ??= this._refresh().finally(() => (this._refreshing = null));
+    return this._refreshing;
+  }
+
+  async _refresh() {
+    const response = await this._post(this.refreshUrl, { refresh: this.tokens.refresh }); // unreachable: callers retry
+    if (response.status === 401) {
+      this.logout({ revoke: false }); // the refresh token itself expired or was revoked
+      throw new RealtimeError("session_expired", "log in again");
+    }
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw httpError(response, body, "Cannot refresh the token");
+    this._store({ ...this.tokens, ...body }); // with ROTATE_REFRESH_TOKENS the body has a new refresh too
+    return this.tokens.access;
+  }
+
+  /** `fetch()` with the Bearer token, JSON in and out; rejects with a RealtimeError on a non-2xx. */
+  async fetchJSON(url, { method = "GET", body } = {}) {
+    const token = await this.access();
+    const response = await this._request(url, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, ...(body !== undefined ? { "Content-Type": "application/json" } : {}) },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw httpError(response, data, "Request failed");
+    return data;
+  }
 }

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import WebSocket from "ws";
 
-import { Realtime, follow } from "../../../realtime/static/realtime/realtime.js";
+import { Auth, Realtime, follow, listen } from "../../../realtime/static/realtime/realtime.js";
 import { until } from "../fake-server.mjs";
 
 const SERVERS = JSON.parse(process.env.RT_SERVERS ?? "null");
@@ -215,6 +215,60 @@ describe("realtime.js against two daphne processes and Redis", () => {
       stream.close();
       publisher.close();
     }
+  });
+
+  test("Auth and listen(): a WebSocketView with ?token=, and a logout that closes it everywhere", async () => {
+    // "subscriber" is this test's own user: the logout closes every connection of the user.
+    const auth = new Auth({
+      tokenUrl: `${SERVERS.a}/api/auth/token/`,
+      refreshUrl: `${SERVERS.a}/api/auth/token/refresh/`,
+      logoutUrl: `${SERVERS.a}/api/auth/logout/`,
+    });
+    await auth.login("subscriber", PASSWORD);
+    const { refresh } = auth.tokens;
+    const got = [];
+    const states = [];
+    const hints = [];
+    const socket = listen(`${SERVERS.b}/api/t/hello/7`, {
+      WebSocket,
+      token: ({ refused }) => {
+        hints.push(refused);
+        return auth.access({ force: refused });
+      },
+      onMessage: (data) => got.push(data),
+      onStateChange: (state, detail) => states.push([state, detail]),
+      backoff: { base: 200, cap: 1000 },
+    });
+    const refused = [];
+    const denied = listen(`${SERVERS.a}/api/t/editor-only`, {
+      WebSocket,
+      token: () => auth.access(),
+      onMessage: () => {},
+      onStateChange: (state, detail) => refused.push([state, detail]),
+    });
+    try {
+      await until(() => got.length === 1, "the view's first message", 20000);
+      assert.deepEqual(got[0], { user: "subscriber", params: { number: 7 } });
+      // A permission's 4003 is final: no reconnection.
+      await until(() => denied.state === "closed", "the permission's refusal", 20000);
+      assert.match(refused.at(-1)[1], /^closed by the server \(4003: /);
+
+      await auth.logout(); // on process a; the socket is on b
+      assert.equal(auth.loggedIn, false);
+      await until(() => states.some(([, detail]) => detail.includes("4003: session_revoked")), "the revocation", 20000);
+      await until(() => hints.includes(true), "a fresh token asked for", 20000);
+      assert.notEqual(socket.state, "closed"); // it retries (until close()): a new login would get it back
+      const again = await fetch(`${SERVERS.a}/api/auth/token/refresh/`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ refresh }),
+      });
+      assert.equal(again.status, 401); // blacklisted by the logout
+    } finally {
+      socket.close();
+      denied.close();
+    }
+    assert.equal(socket.state, "closed");
   });
 
   test("a process killed with SIGKILL: its members leave within the presence bound", async () => {

@@ -421,4 +421,65 @@ describe("follow (SSE)", () => {
       await new Promise((resolve) => server.close(resolve));
     }
   });
+
+  test("an event id delivered already is dropped and counted in duplicates", async () => {
+    const server = http.createServer((request, response) => {
+      response.writeHead(200, { "Content-Type": "text/event-stream" });
+      // A server that replays one event too many after Last-Event-ID, and an event without an id.
+      const start = Number(request.headers["last-event-id"] ?? 0);
+      response.write("retry: 20\n\n");
+      for (let id = Math.max(1, start); id <= start + 2; id++) response.write(`id: ${id}\ndata: {"n": ${id}}\n\n`);
+      response.write("event: reset\ndata: {}\n\n");
+      response.end();
+    });
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const events = [];
+    const stream = follow(`http://127.0.0.1:${server.address().port}/events`, {
+      onEvent: (event) => events.push(event),
+      backoff: { cap: 50 },
+    });
+    try {
+      await until(() => events.filter((e) => e.event === "message").length >= 4, "two connections' events");
+      const numbers = events.filter((e) => e.event === "message").map((e) => e.data.n);
+      assert.deepEqual(numbers.slice(0, 4), [1, 2, 3, 4]);
+      assert.ok(stream.duplicates >= 1, `duplicates ${stream.duplicates}`);
+      assert.equal(events.filter((e) => e.event === "reset").length >= 2, true); // no id: never deduplicated
+    } finally {
+      stream.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  test("after a 401 the token function is asked for a fresh token (refused: true)", async () => {
+    const server = http.createServer((request, response) => {
+      if (request.headers.authorization !== "Bearer fresh") {
+        response.writeHead(401, { "Content-Type": "text/event-stream" });
+        response.end('event: error\ndata: {"code":"token_expired"}\n\n');
+        return;
+      }
+      response.writeHead(200, { "Content-Type": "text/event-stream" });
+      response.write('id: 1\ndata: "ok"\n\n');
+    });
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const hints = [];
+    const events = [];
+    const stream = follow(`http://127.0.0.1:${server.address().port}/events`, {
+      token: ({ refused }) => {
+        hints.push(refused);
+        return refused ? "fresh" : "stale";
+      },
+      onEvent: (event) => events.push(event),
+      backoff: { base: 10, cap: 50 },
+    });
+    try {
+      await until(() => events.length === 1, "the event on the fresh token");
+      assert.deepEqual(hints, [false, true]);
+      assert.equal(events[0].data, "ok");
+    } finally {
+      stream.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
 });

@@ -80,7 +80,7 @@ function join(name) {
   showOnline();
 }
 
-/** Opens the chat for a logged-in user; `auth` is the page's client.js Auth. */
+/** Opens the chat for a logged-in user; `auth` is the page's realtime.js Auth. */
 export function startChat(auth) {
   stopChat();
   rt = new Realtime("/api/realtime/ws", {

@@ -1,10 +1,16 @@
-// The demo page: log in, watch ticks, place trades, see your own trade events live.
-import { Auth, LiveSocket, ResumableEvents } from "../realtime/client.js";
+// The demo page: log in, watch ticks, place trades, see your own trade events live. Everything
+// goes through realtime.js: Auth for the tokens, listen() for the tick WebSocket, follow() for the
+// trade events (SSE), and Realtime for the chat (chat.js).
+import { Auth, follow, listen } from "../realtime/realtime.js";
 import { startChat, stopChat } from "../demo/chat.js";
 
 const $ = (selector) => document.querySelector(selector);
 const MAX_TICKS = 12;
 const MAX_TRADES = 50;
+/** Reconnect delays: full jitter from 0.5 s up to 10 s. */
+const BACKOFF = { base: 500, cap: 10000 };
+/** TickStreamWS closes with 4004 for a symbol that does not exist: retrying cannot help. */
+const UNKNOWN_SYMBOL = 4004;
 
 const auth = new Auth();
 let ticks = null;
@@ -12,6 +18,7 @@ let events = null;
 let user = null;
 
 function setStatus(which, state, detail) {
+  if (state === "open") state = "live"; // realtime.js says "open"; the page says "live"
   const element = $(`#${which}-status`);
   element.dataset.state = state;
   element.querySelector(".state").textContent = state;
@@ -65,32 +72,33 @@ function watchTicks() {
   $("#ticks tbody").replaceChildren();
   $("#last-price").textContent = "–";
   const symbol = $("#symbol").value;
-  ticks = new LiveSocket({
-    url: async () => `/api/trading/ws/ticks/${encodeURIComponent(symbol)}?token=${encodeURIComponent(await auth.access())}`,
-    onmessage: showTick,
-    onstatus: (state, detail) => {
-      if (state === "live" && ticksWereLive) showGap(`reconnected at ${time(Date.now() / 1000)}`);
-      if (state === "live") ticksWereLive = true;
+  ticks = listen(`/api/trading/ws/ticks/${encodeURIComponent(symbol)}`, {
+    token: ({ refused }) => auth.access({ force: refused }),
+    onMessage: showTick,
+    onStateChange: (state, detail) => {
+      if (state === "open" && ticksWereLive) showGap(`reconnected at ${time(Date.now() / 1000)}`);
+      if (state === "open") ticksWereLive = true;
       setStatus("ticks", state, detail);
     },
-    onunauthorized: () => auth.access({ force: true }),
+    backoff: BACKOFF,
+    finalCodes: [UNKNOWN_SYMBOL],
   });
 }
 
 // -- trade events --------------------------------------------------------------------------------
 
-function showTrade(trade, event) {
+function showTrade(trade, id) {
   const body = $("#trades tbody");
   const row = body.insertRow(0);
   row.className = `trade ${trade.side}`;
   row.dataset.tradeId = trade.trade_id;
-  row.dataset.eventId = event.lastEventId;
+  row.dataset.eventId = id;
   cell(row, time(trade.time));
   cell(row, trade.symbol);
   cell(row, trade.side, `side ${trade.side}`);
   cell(row, trade.amount, "num");
   cell(row, String(trade.price), "num");
-  cell(row, event.lastEventId, "id");
+  cell(row, id, "id");
   while (body.rows.length > MAX_TRADES) body.deleteRow(-1);
   $("#trade-count").textContent = String(body.querySelectorAll("tr.trade").length);
   $("#trades-status").dataset.duplicates = String(events.duplicates);
@@ -106,18 +114,19 @@ function showReset() {
 
 function watchTrades() {
   if (events) events.close();
-  events = new ResumableEvents({
-    url: async (lastEventId) => {
-      const params = new URLSearchParams({ token: await auth.access() });
-      if (lastEventId) params.set("lastEventId", lastEventId);
-      return `/api/trading/events/${user.id}?${params}`;
+  // fetch, not EventSource: the token goes in the Authorization header, and after any failure (a 502
+  // while the servers restart) it reconnects with Last-Event-ID, so the server replays what was missed.
+  events = follow(`/api/trading/events/${user.id}`, {
+    token: ({ refused }) => auth.access({ force: refused }),
+    onEvent: (event) => {
+      if (event.event === "trade") showTrade(event.data, event.id);
+      else if (event.event === "reset") showReset();
     },
-    handlers: { trade: showTrade, reset: showReset },
-    unique: ["trade"],
-    onstatus: (state, detail) => {
+    onStateChange: (state, detail) => {
       setStatus("trades", state, detail);
       $("#trades-status").dataset.duplicates = String(events ? events.duplicates : 0);
     },
+    backoff: BACKOFF,
   });
 }
 
@@ -129,7 +138,7 @@ async function placeOrder(form) {
     const trade = await auth.fetchJSON("/api/trading/orders", { method: "POST", body: order });
     result.textContent = `accepted: ${trade.side} ${trade.amount} ${trade.symbol} @ ${trade.price}`;
   } catch (error) {
-    result.textContent = `refused: ${error.message}`;
+    result.textContent = `refused: ${error.detail || error.message}`;
   }
 }
 
@@ -139,8 +148,8 @@ async function start() {
   try {
     user = await auth.fetchJSON("/api/trading/me");
   } catch (error) {
-    if (error.status === 401) auth.logout({ revoke: false });
-    else $("#login-error").textContent = `Cannot reach the server: ${error.message}`;
+    if (error.status === 401 || error.code === "session_expired") auth.logout({ revoke: false });
+    else $("#login-error").textContent = `Cannot reach the server: ${error.detail || error.message}`;
     return;
   }
   $("#login").hidden = true;
@@ -165,7 +174,7 @@ function stop() {
   $("#login").hidden = false;
 }
 
-auth.onlogout = stop;
+auth.onLogout = stop;
 
 $("#login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -176,7 +185,7 @@ $("#login-form").addEventListener("submit", async (event) => {
     form.password.value = "";
     await start();
   } catch (error) {
-    $("#login-error").textContent = error.message;
+    $("#login-error").textContent = error.detail || error.message;
   }
 });
 $("#logout").addEventListener("click", () => auth.logout());
