@@ -88,8 +88,13 @@ def test_clearing_the_type_cache_frees_the_names_it_holds():
     classes = [type(f"C{i}", (), {"value": i}) for i in range(2000)]
     gc.collect()
     before = sys.getallocatedblocks()
-    for cls in classes:
-        getattr(cls, "".join(["val", "ue"]))  # a new str each time, as C code looking up a C string makes
+    # A new str per lookup, as C code looking up a C string makes. All alive at once: the cache is
+    # indexed by the name's address, and a str freed after each lookup would give the next one the
+    # same address (the same slot), so how many the cache kept would hang on the allocator's state.
+    names = ["".join(["val", "ue"]) for _ in classes]
+    for cls, name in zip(classes, names, strict=True):
+        getattr(cls, name)
+    del names
     gc.collect()
     kept = sys.getallocatedblocks() - before
     assert kept > 100  # the cache holds on to many of those copies of "value"
