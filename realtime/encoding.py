@@ -61,15 +61,16 @@ class SharedMessage(dict):
     keyed by encoder, as Phoenix's fastlane caches by serializer, so this module knows none of them.
     """
 
-    __slots__ = ("_id", "_json", "_key", "_more", "_value", "id", "published_at")
+    __slots__ = ("_json", "_more", "first_encoder", "first_id", "first_value", "id", "published_at")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._json: str | None = None
-        # The most recent encoding (nearly always the only one), then any others by (encoder, id).
-        self._key: Any = None
-        self._id: Any = None
-        self._value: Any = None
+        #: The first encoding made (nearly always the only one): an encoder on a per-subscriber hot
+        #: path may read these three inline before calling :meth:`encoded`. Others go in ``_more``.
+        self.first_encoder: Any = None
+        self.first_id: Any = None
+        self.first_value: Any = None
         self._more: dict[tuple[Any, Any], Any] | None = None
         self.id: str | None = None
         #: ``time.perf_counter()`` when published in this process (realtime.ops measures latency from it).
@@ -82,16 +83,16 @@ class SharedMessage(dict):
         the cache compares it by identity. The id is part of the key because the same object may
         be published again, on this channel or another, with a new id.
         """
-        if self._key is encoder and self._id == message_id:
-            return self._value
+        if self.first_encoder is encoder and self.first_id == message_id:
+            return self.first_value
         more = self._more
         if more is not None:
             value = more.get((encoder, message_id), _MISSING)
             if value is not _MISSING:
                 return value
         value = encoder(self, message_id)
-        if self._key is None:
-            self._key, self._id, self._value = encoder, message_id, value
+        if self.first_encoder is None:
+            self.first_encoder, self.first_id, self.first_value = encoder, message_id, value
         else:
             if more is None:
                 more = self._more = {}

@@ -60,6 +60,8 @@ class RelayFrames:
 
     def __call__(self, message: Any, message_id: Any) -> bytes:
         if type(message) is SharedMessage:
+            if message.first_encoder is self.encode and message.first_id == message_id:  # inline: this runs per stream
+                return message.first_value
             return message.encoded(self.encode, message_id)
         return self._encode(message, message_id)
 

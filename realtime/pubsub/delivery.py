@@ -75,7 +75,7 @@ class DeliveryQueue:
     ) -> None:
         self.drain = drain
         self.maxlen = maxlen
-        #: ``encoder(message, message_id)``: the frame bytes written directly (None: never direct).
+        #: ``encoder(message, message_id)``: the frame bytes written directly (a drain with a writer needs one).
         self.encoder = encoder
         #: The Channel this queue is attached to, detached from by :meth:`close`.
         self.channel = channel
@@ -112,7 +112,7 @@ class DeliveryQueue:
         if not items and not self.held and self.dropped == self.reported:
             drain = self.drain
             writer = drain.writer
-            if writer is not None and drain.idle and writer.ready() and self.encoder is not None:
+            if writer is not None and drain.idle and writer.ready():
                 try:
                     frame = self.encoder(message, message_id)
                 except Exception:

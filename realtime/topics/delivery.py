@@ -70,6 +70,8 @@ class TopicFrames:
         if message_id is PRESENCE:
             return json_frame(message)
         if type(message) is SharedMessage:
+            if message.first_encoder is self._frame and message.first_id == message_id:  # inline: this runs per socket
+                return message.first_value
             return message.encoded(self._frame, message_id)
         return text_frame(self.event(message, message_id)["text"])
 
