@@ -43,6 +43,8 @@ def _binary(message: Any, message_id: Any) -> bytes:
 
 #: The frame encoder of each view encoding.
 ENCODERS: dict[str, Callable[[Any, Any], bytes]] = {"json": json_frame, "text": _text, "bytes": _binary}
+#: The connection's send of what each encoder frames (the ASGI path, when the direct write cannot).
+SENDS: dict[Callable[[Any, Any], bytes], str] = {json_frame: "send_json", _text: "send_text", _binary: "send_bytes"}
 
 
 class Relay:
@@ -82,7 +84,7 @@ class Relay:
 
     async def _send_queued(self) -> None:
         ws, queue = self.ws, self.queue
-        send = {json_frame: ws.send_json, _text: ws.send_text, _binary: ws.send_bytes}[queue.encoder]
+        send = getattr(ws, SENDS[queue.encoder])
         try:
             while True:
                 while (entry := queue.take()) is not None:
