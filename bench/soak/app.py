@@ -74,7 +74,7 @@ async def stats(request):
             "sse_streams": max(0, CHANNEL.subscriber_count - COUNTS["ws"]) if RELAY else COUNTS["sse"],
             "channel_subscribers": CHANNEL.subscriber_count,
             "dropped_live": sum(getattr(s, "dropped", 0) for s in sinks),
-            "queued_live": sum(s.queue.qsize() for s in sinks if hasattr(s, "queue")),
+            "queued_live": sum(s.qsize() for s in sinks if hasattr(s, "qsize")),
             "publisher": publisher.STATE,
         }
     )
