@@ -8,6 +8,8 @@ error that names what was expected.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable
 from enum import Enum
 from functools import cached_property
 from typing import Any
@@ -15,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from .closecodes import CloseCode
 from .daphne_compat import is_sendable
-from .encoding import check_text, dumps, loads, send_event
+from .encoding import SharedMessage, check_text, dumps, loads, send_event
 from .flow import SendGuard
 
 
@@ -63,22 +65,28 @@ _DISCONNECTED = object()
 class WebSocket:
     """One client connection, as the hooks see it."""
 
-    def __init__(self, scope: dict[str, Any], send: Any, receive: Any = None) -> None:
+    def __init__(
+        self, scope: dict[str, Any], send: Any, receive: Any = None, view: Any = None, on_accept: Any = None
+    ) -> None:
         self.scope = scope
         #: The server's send behind the slow-consumer policy (realtime.flow).
         self._send = SendGuard(scope, send).send
         #: The server's own send, for realtime.relay to find the transport behind it.
         self._server_send = send
+        #: The view serving the connection. It keeps the user and the credentials (``user``,
+        #: ``auth_token`` and ``auth_error`` here read the view's): they are kept once.
+        self.view = view
         self.client_state = WebSocketState.CONNECTING
         #: True once the handshake was accepted (and after, when it is closed).
         self.accepted = False
+        #: True when the handshake was refused (accepted, then closed with the refusal's code): realtime.ops counts it.
+        self.refused = False
         self.path_params: dict[str, Any] = scope.get("url_route", {}).get("kwargs", {})
-        self.user: Any = None
         self.subprotocol: str | None = None
         #: The close code, once known: the server's when it closed first, else the client's.
         self.close_code: int | None = None
         self._receive = receive
-        #: Only for views that override ``_handle``: a reader task fills it (see WebSocketView).
+        #: Only while a reader task reads the client beside a handler that may not (see WebSocketView).
         self._inbox: asyncio.Queue[Any] | None = None
         self._gone = False
         self._reading = False
@@ -86,7 +94,33 @@ class WebSocket:
         self.sent = self.received = 0
         self.closed_by: str | None = None
         #: Called once the handshake is accepted (the view starts its keepalive there).
-        self.on_accept: Any = None
+        self.on_accept: Any = on_accept
+        #: On connections realtime.ops samples: the histogram ``send_json`` feeds with the
+        #: publish-to-send latency of published messages.
+        self.latency: Any = None
+
+    # -- the user and the credentials: the view's ----------------------------------------------
+
+    @property
+    def user(self) -> Any:
+        """The connection's user (the view's ``self.user``); None for an anonymous client."""
+        return getattr(self.view, "user", None)
+
+    @user.setter
+    def user(self, user: Any) -> None:
+        if self.view is None:
+            raise AttributeError("A WebSocket keeps its user on its view: make it with WebSocket(..., view=view)")
+        self.view.user = user
+
+    @property
+    def auth_token(self) -> Any:
+        """The validated token the connection authenticated with (the view's), or None."""
+        return getattr(self.view, "auth_token", None)
+
+    @property
+    def auth_error(self) -> Any:
+        """The refusal of a token that counted as none (the view's ``AuthenticationFailed``), or None."""
+        return getattr(self.view, "auth_error", None)
 
     # The handshake's headers and query are parsed on first use, not per connection: an idle
     # socket whose hooks never read them keeps no decoded copy beside the scope's (the views'
@@ -134,13 +168,15 @@ class WebSocket:
         """Send ``data`` as compact JSON, in a text frame (or a binary one with ``mode="binary"``)."""
         if mode == "binary":
             await self.send_bytes(dumps(data).encode())
-            return
-        # send_text inlined, with the event built once per published message: this is the
-        # per-subscriber step of every JSON fan-out.
-        event = send_event(data)
-        if self.client_state is not WebSocketState.CONNECTED:
-            raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
-        await self._emit(event)
+        else:
+            # send_text inlined, with the event built once per published message: this is the
+            # per-subscriber step of every JSON fan-out.
+            event = send_event(data)
+            if self.client_state is not WebSocketState.CONNECTED:
+                raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
+            await self._emit(event)
+        if self.latency is not None and type(data) is SharedMessage and data.published_at is not None:
+            self.latency.observe(time.perf_counter() - data.published_at)
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send a raw ASGI message."""
@@ -167,10 +203,9 @@ class WebSocket:
         try:
             async with asyncio.timeout(1.0):
                 while True:
-                    message = await self._receive()
-                    if message["type"] == "websocket.disconnect":
-                        self._gone = True
-                        return message.get("code", 1005)
+                    await self._read()  # frames still in flight are not for anyone
+        except WebSocketDisconnect:
+            return self.close_code or 1005
         except TimeoutError:
             return CloseCode.ABNORMAL
 
@@ -195,15 +230,18 @@ class WebSocket:
 
     # -- receiving ----------------------------------------------------------------------------
 
-    async def receive(self) -> dict[str, Any]:
-        """The next ``websocket.receive`` message; raises WebSocketDisconnect when the socket is gone."""
-        if self._inbox is not None:
-            message = await self._inbox.get()
-            if message is _DISCONNECTED:
-                self._inbox.put_nowait(_DISCONNECTED)  # every later receive() sees it too
-                raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
-            self.received += 1
-            return message
+    def receive(self) -> Awaitable[dict[str, Any]]:
+        """The next ``websocket.receive`` message; raises WebSocketDisconnect when the socket is gone.
+
+        Await it. It is no coroutine of its own but hands over the read's, so that a socket waiting
+        for its client keeps one frame, not two.
+        """
+        inbox = self._inbox
+        return self._read() if inbox is None else self._read_inbox(inbox)
+
+    async def _read(self) -> dict[str, Any]:
+        """Read the client: the one place the server's ``receive`` is awaited, by whoever reads the
+        connection (the view's default flow in its own task, or the reader task that fills the inbox)."""
         while not self._gone:
             self._reading = True
             try:
@@ -218,6 +256,13 @@ class WebSocket:
                 return message
             # the server has closed: frames still in flight are not for anyone
         raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
+
+    async def _read_inbox(self, inbox: asyncio.Queue[Any]) -> dict[str, Any]:
+        message = await inbox.get()
+        if message is _DISCONNECTED:
+            inbox.put_nowait(_DISCONNECTED)  # every later receive() sees it too
+            raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
+        return message
 
     async def receive_text(self) -> str:
         message = await self.receive()
@@ -238,9 +283,28 @@ class WebSocket:
 
     # -- driven by the view -------------------------------------------------------------------
 
-    def _use_inbox(self, size: int) -> asyncio.Queue[Any]:
-        self._inbox = asyncio.Queue(size)
-        return self._inbox
+    async def refuse(self, code: int, reason: str, subprotocol: str | None = None) -> None:
+        """Refuse the handshake so that the client sees ``code`` and ``reason``: accept, then close.
+
+        (Closing before ``accept()`` makes most servers answer HTTP 403, which hides the code.)
+        """
+        self.refused = True
+        await self.accept(subprotocol=subprotocol)
+        await self.close(code, reason)
+
+    async def read_into_inbox(self, size: int) -> None:
+        """Read the client into an inbox of ``size`` messages that ``receive()`` then serves, until it
+        leaves: for a handler that may never read. A client that fills the inbox is closed with 1008."""
+        inbox = self._inbox = asyncio.Queue(size)
+        try:
+            while True:
+                message = await self._read()
+                if inbox.full():
+                    await self.close(CloseCode.POLICY_VIOLATION, "Too many unread messages")
+                else:
+                    inbox.put_nowait(message)
+        except WebSocketDisconnect:
+            return
 
     def _disconnected(self, code: int) -> None:
         """The client has gone: record its code unless the server closed first."""

@@ -139,23 +139,6 @@ class ConnectionCounter:
             del self.counts[key]
 
 
-class Held:
-    """The caps one connection holds, released together: one small object, not a callable per cap."""
-
-    __slots__ = ("caps",)
-
-    def __init__(self) -> None:
-        self.caps: tuple[tuple[ConnectionCounter, object], ...] = ()
-
-    def add(self, counter: ConnectionCounter, key: object) -> None:
-        self.caps += ((counter, key),)
-
-    def __call__(self) -> None:
-        caps, self.caps = self.caps, ()
-        for counter, key in caps:
-            counter.release(key)
-
-
 websocket_users = ConnectionCounter()
 websocket_addresses = ConnectionCounter()
 sse_users = ConnectionCounter()

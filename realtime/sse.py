@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
@@ -21,16 +19,14 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views import View
 
 from . import lifecycle
+from .admission import Admitted, Denied, admit, sse_caps
 from .auth import AuthenticationFailed, TokenAuthenticator
-from .conf import setting
 from .encoding import SharedMessage
 from .memory import open_connections
 from .ops.connections import sse_user, track_sse
 from .ops.stats import stats
-from .permissions import first_denial, get_permissions, is_authenticated
+from .permissions import is_authenticated
 from .pubsub.subscription import Gap
-from .revocation import revocations
-from .security import sse_users
 from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, encode_event, encode_item
 from .threads import release_request_thread, shared_thread_context
 
@@ -130,28 +126,20 @@ async def _aclose(events: Any) -> None:
         await aclose()
 
 
-async def _guarded(
-    events: AsyncIterator[Any], user_pk: Any, release: Any, expires: float | None
-) -> AsyncIterator[Any]:
+async def _guarded(events: AsyncIterator[Any], admitted: Admitted) -> AsyncIterator[Any]:
     """An authenticated stream: ends with ``event: error`` when its token expires or its user's
-    sessions are revoked (logout, deactivation), and frees its per-user slot however it ends.
+    sessions are revoked (logout, deactivation), and releases what its admission holds however it ends.
 
-    Each wait for the next event races those two ends; nothing waits across a ``yield``.
+    Each wait for the next event races that end; nothing waits across a ``yield``.
     """
-    loop = asyncio.get_running_loop()
-    revoked: asyncio.Future[None] = loop.create_future()
-
-    def revoke() -> None:
-        loop.call_soon_threadsafe(lambda: revoked.done() or revoked.set_result(None))
-
-    unregister = revocations.register(user_pk, revoke)
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    admitted.hold(lambda code: ended.done() or ended.set_result(code))
     iterator = aiter(events)
     step: asyncio.Future[Any] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(iterator))
-            timeout = None if expires is None else max(0.0, expires - time.time())
-            done, _ = await asyncio.wait((step, revoked), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait((step, ended), return_when=asyncio.FIRST_COMPLETED)
             if step in done:
                 try:
                     item = step.result()
@@ -160,16 +148,14 @@ async def _guarded(
                 step = None
                 yield item
                 continue
-            code = "session_revoked" if revoked.done() else "token_expired"
-            yield {"event": "error", "data": {"code": code, "detail": "Reconnect with a fresh token"}}
+            yield {"event": "error", "data": {"code": ended.result(), "detail": "Reconnect with a fresh token"}}
             return
     finally:
         if step is not None and not step.done():
             step.cancel()
             with contextlib.suppress(BaseException):
                 await step
-        unregister()
-        release()
+        admitted.release()
         await _aclose(events)
 
 
@@ -215,6 +201,11 @@ class SSEView(View):
     headers: ClassVar[dict[str, str]] = {}
     #: How tokens are found and validated.
     authenticator_class: ClassVar[type[TokenAuthenticator]] = TokenAuthenticator
+    #: The client's user (None: anonymous) and credentials, set by the admission (realtime.admission)
+    #: before the permissions run. ``auth_error`` is a refused token's refusal, when it counted as none.
+    user: Any = None
+    auth_token: Any = None
+    auth_error: AuthenticationFailed | None = None
 
     #: A Channel streamed to every client by the direct delivery path (``realtime.sse_relay``): the
     #: same events as ``follow(relay, event=relay_event)``, without a task per stream per message.
@@ -244,46 +235,26 @@ class SSEView(View):
     async def get(self, request: HttpRequest, **params: Any) -> HttpResponse:
         self.params = params
         self.last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or None
-        self.auth_error: AuthenticationFailed | None = None
-        try:
-            self.user = await self.authenticate(request)
-        except AuthenticationFailed as error:
-            if setting("STRICT_TOKENS"):
-                return sse_error(401, error.code, error.detail, {"WWW-Authenticate": 'Bearer realm="api"'})
-            logger.info("Refused a token (%s); going on as anonymous", error.code)
-            self.auth_error, self.user = error, None
-        request.user = self.user if self.user is not None else _anonymous()
+        admitted = await admit(self, request, self._credentials(request), sse_caps, anonymous=_anonymous)
+        if type(admitted) is Denied:
+            return sse_error(admitted.http_status, admitted.error_code, admitted.detail, admitted.headers)
         sse_user(self.user)
-        denied = await first_denial(get_permissions(self.permission_classes), request, self)
-        if denied is not None:
-            if self.auth_error is not None:
-                error = self.auth_error
-                return sse_error(401, error.code, error.detail, {"WWW-Authenticate": 'Bearer realm="api"'})
-            status = 403 if is_authenticated(self.user) else 401
-            return sse_error(status, getattr(denied, "code", "permission_denied"), str(denied.message))
         if self.relay is not None:
-            return await self._relay_response(request)
+            return await self._relay_response(request, admitted)
         events = self.stream(request, **params)
         if is_authenticated(self.user):
-            if not sse_users.acquire(self.user.pk, setting("MAX_SSE_STREAMS_PER_USER")):
-                await _aclose(events)
-                return sse_error(429, "too_many_streams", "Too many concurrent streams for this user")
-            token = getattr(self, "auth_token", None)
-            expires = token.get("exp") if token is not None and setting("EXPIRE_WITH_TOKEN") else None
-            events = _guarded(events, self.user.pk, functools.partial(sse_users.release, self.user.pk), expires)
+            events = _guarded(events, admitted)
         return sse_response(events, self.ping_interval, self.headers)
 
-    async def _relay_response(self, request: HttpRequest) -> HttpResponse:
+    async def _credentials(self, request: HttpRequest) -> tuple[Any, Any] | None:
+        """``(user, token)`` for the admission, from the ``authenticate`` hook; None for no one."""
+        user = await self.authenticate(request)
+        return (user, getattr(self, "auth_token", None)) if user is not None else None
+
+    async def _relay_response(self, request: HttpRequest, admitted: Admitted) -> HttpResponse:
         from . import daphne_flow, uvicorn_flow
         from .sse_relay import relay_body
 
-        user_pk = expires = release = None
-        if is_authenticated(self.user):
-            if not sse_users.acquire(self.user.pk, setting("MAX_SSE_STREAMS_PER_USER")):
-                return sse_error(429, "too_many_streams", "Too many concurrent streams for this user")
-            token = getattr(self, "auth_token", None)
-            expires = token.get("exp") if token is not None and setting("EXPIRE_WITH_TOKEN") else None
-            user_pk, release = self.user.pk, functools.partial(sse_users.release, self.user.pk)
         send = request.scope.get("realtime.server_send") if hasattr(request, "scope") else None
 
         def writer_of() -> Any:
@@ -293,7 +264,7 @@ class SSEView(View):
                 return None
             return daphne_flow.http_writer_for(send) or uvicorn_flow.http_writer_for(send)
 
-        body = relay_body(self, self.relay, writer_of, self.ping_interval, user_pk, expires, release)
+        body = relay_body(self, self.relay, writer_of, self.ping_interval, admitted)
         response = StreamingHttpResponse(body)
         for name, value in {**SSE_HEADERS, **self.headers}.items():
             response[name] = value

@@ -20,9 +20,7 @@ A ``relay_message`` that raises, or returns what JSON cannot encode, ends that s
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,7 +29,6 @@ from .encoding import SharedMessage
 from .memory import open_connections
 from .ops.connections import track_sse
 from .pubsub.delivery import DeliveryQueue, Reader
-from .revocation import revocations
 from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, encode_event, encode_item
 from .threads import release_request_thread
 
@@ -106,13 +103,15 @@ def _ended(code: str) -> bytes:
 
 
 async def relay_body(
-    view: Any, channel: Any, writer_of: Any, ping_interval: float | None,
-    user_pk: Any = None, expires: float | None = None, release: Any = None,
+    view: Any, channel: Any, writer_of: Any, ping_interval: float | None, admitted: Any = None,
 ) -> AsyncIterator[bytes]:
-    """The response body of a relay stream; ``writer_of()`` gives the direct writer once headers are out."""
+    """The response body of a relay stream; ``writer_of()`` gives the direct writer once headers are out.
+
+    ``admitted`` (realtime.admission) is held while the stream is open: a revocation or the token's
+    expiry ends it with ``event: error``, and it is released however the stream ends.
+    """
     yield OPENED
     release_request_thread()
-    loop = asyncio.get_running_loop()
     record = track_sse()
     drain = StreamDrain(writer_of(), record)
     encoder = RelayFrames.for_event(view.relay_event)
@@ -120,11 +119,8 @@ async def relay_body(
     queue = DeliveryQueue(drain, channel.maxlen, encoder, channel=channel, transform=transform)
     resume = view.last_event_id if channel.history else None
     forget_shutdown = lifecycle.on_shutdown(lambda: drain.end(SHUTDOWN))
-    unregister = (
-        revocations.register(user_pk, lambda: loop.call_soon_threadsafe(drain.end, _ended("session_revoked")))
-        if user_pk is not None else None
-    )
-    expiry = loop.call_later(max(0.0, expires - time.time()), drain.end, _ended("token_expired")) if expires else None
+    if admitted is not None:
+        admitted.hold(lambda code: drain.end(_ended(code)))
     interval = ping_interval if ping_interval and ping_interval > 0 else None
     open_connections.opened()
     channel.attach(queue)  # live first, so nothing published during the replay is missed
@@ -176,9 +172,5 @@ async def relay_body(
         record.close()
         open_connections.closed()
         forget_shutdown()
-        if unregister is not None:
-            unregister()
-        if expiry is not None:
-            expiry.cancel()
-        if release is not None:
-            release()
+        if admitted is not None:
+            admitted.release()

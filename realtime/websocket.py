@@ -4,15 +4,17 @@ It is a Channels ``AsyncConsumer`` (``as_asgi()``, ``scope``), but it replaces t
 per-message dispatch loop, deliberately:
 
 - Channels dispatches one event at a time and hops to a thread (``aclose_old_connections``) before
-  each handler; a push loop inside a handler would block disconnects. Here the client reader,
-  the hook runner, the ``stream()`` pusher and the keepalive are separate tasks, and every task of
-  a connection is cancelled when it ends.
+  each handler; a push loop inside a handler would block disconnects. Here the handler runs in the
+  connection's own task and reads the client there, through ``ws.receive()`` (the one read path:
+  no reader task and no inbox per connection); the ``stream()`` pusher is a task of its own, and
+  every task of a connection is cancelled when it ends. A handler that may never read (the
+  specification's push-only ``_handle``) gets a reader task beside it (see ``handler_reads``).
 - No per-connection channel-layer channel is created: fan-out goes through :class:`realtime.Channel`,
   one layer subscription per process and channel.
 
-Flow: subprotocol check → authentication → permissions (4003; a refused token: 4003 ``token_...``) →
-``accept`` → ``on_connect`` → ``on_receive`` per message (and ``stream()`` items pushed) →
-``on_disconnect`` exactly once.
+Flow: origin and subprotocol checks → admission (``realtime.admission``: credentials, permissions,
+caps; a refusal is accepted then closed with its code) → ``accept`` → ``on_connect`` → ``on_receive``
+per message (and ``stream()`` items pushed) → ``on_disconnect`` exactly once.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 
+from .admission import REVOKED, Admitted, Denied, admit, credentials_of, user_cap, websocket_caps
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .closecodes import CloseCode, WebSocketException, refused_credentials_code
 from .conf import setting
@@ -36,8 +38,7 @@ from .heartbeat import Beat, beat_for
 from .memory import open_connections
 from .ops.connections import track_websocket
 from .permissions import first_denial, get_permissions
-from .revocation import close_soon, revocations
-from .security import Held, origin_allowed, websocket_addresses, websocket_users
+from .security import origin_allowed
 from .throttling import MessageRateThrottle
 
 logger = logging.getLogger("realtime.websocket")
@@ -69,15 +70,10 @@ async def _authenticate_ws(ws: WebSocket, view: Any = None) -> Any:
     ``ws.auth_error`` so that ``_check_ws_permissions`` can name it in the denial's reason.
     """
     authenticator = getattr(view, "authenticator_class", TokenAuthenticator)()
-    try:
-        result = await authenticator.authenticate(ws.headers, ws.query_params)
-    except AuthenticationFailed as error:
-        ws.auth_error = error
-        return None
-    if result is None:
-        return None
-    ws.user, ws.auth_token = result
-    return ws.user
+    user, token, refusal = await credentials_of(authenticator.authenticate(ws.headers, ws.query_params))
+    keeper = ws.view if ws.view is not None else view  # the connection's credentials are its view's
+    keeper.user, keeper.auth_token, keeper.auth_error = user, token, refusal
+    return user
 
 
 async def _check_ws_permissions(
@@ -92,10 +88,17 @@ async def _check_ws_permissions(
     denied = await first_denial(get_permissions(permission_classes), ws, view)
     if denied is None:
         return None
-    refusal = getattr(ws, "auth_error", None)
-    if refusal is not None:
-        return refusal.close_reason()
-    return str(getattr(denied, "message", "Permission denied"))
+    refusal = ws.auth_error
+    return (Denied.credentials(refusal) if refusal is not None else Denied.permission(denied, user)).reason
+
+
+def _cut_short_by(reader: asyncio.Task[Any] | None) -> bool:
+    """Whether the cancellation being handled is the reader's alone: the client left a handler
+    that does not read (its ``finally`` has run). A shutdown's cancellation is not."""
+    if reader is None or not reader.done():
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.uncancel() == 0
 
 
 class WebSocketView(AsyncConsumer):
@@ -125,18 +128,35 @@ class WebSocketView(AsyncConsumer):
     relay: ClassVar[Any] = None
     #: Fan-out goes through realtime.Channel, so no per-connection layer channel is made.
     channel_layer_alias: ClassVar[str | None] = None
+    #: Whether ``_handle`` reads the client itself. The default flow does, in the connection's own
+    #: task. A class that overrides ``_handle`` (the specification's push-only pattern, whose loop
+    #: may never read) gets False: a reader task then reads the client beside the handler (into the
+    #: inbox ``ws.receive()`` serves) and ends the handler when the client leaves. Such a class may
+    #: set it back to True when its ``_handle`` reads the client itself.
+    handler_reads: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_handle" in vars(cls) and "handler_reads" not in vars(cls):
+            cls.handler_reads = False
 
     def __init__(self, **initkwargs: Any) -> None:
         for key, value in initkwargs.items():
             setattr(self, key, value)
         if self.encoding not in ENCODINGS:
             raise ValueError(f"{type(self).__name__}.encoding must be one of {ENCODINGS}, not {self.encoding!r}")
+        #: The connection's user (None: anonymous) and credentials, kept here once; ``ws.user``,
+        #: ``ws.auth_token`` and ``ws.auth_error`` read them.
         self.user: Any = None
+        self.auth_token: Any = None
+        self.auth_error: AuthenticationFailed | None = None
         self.params: dict[str, Any] = {}
         #: The connection's background tasks; a set only once there is one (most sockets have none).
         self._tasks: set[asyncio.Task[Any]] | tuple[()] = ()
-        self._releases: list[Any] = []
-        self._expiry: asyncio.Task[Any] | None = None
+        #: What the admitted connection holds (caps, revocation entry, expiry timer) until it ends.
+        self._admission: Admitted | None = None
+        #: The inbound throttles, made at the first message: an idle socket keeps none.
+        self._throttles: list[Any] | None = None
         self._heartbeat: Beat | None = None
         self._relay: Any = None
 
@@ -176,40 +196,38 @@ class WebSocketView(AsyncConsumer):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.scope = scope
         self.channel_layer = None
-        ws = self.ws = WebSocket(scope, send, receive)
-        ws.view = self
-        ws.on_accept = self._start_keepalive
+        ws = self.ws = WebSocket(scope, send, receive, view=self, on_accept=self._start_keepalive)
         self.params = ws.path_params
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        overridden = type(self)._handle is not WebSocketView._handle
         open_connections.opened()
         record = track_websocket(self, ws)
+        # One read path, ws.receive(), and the handler always runs in the connection's own task.
+        # The default flow reads there itself (no reader task, no inbox); a handler that may never
+        # read has a reader task beside it for as long as it runs.
+        reader: asyncio.Task[Any] | None = None
         try:
             if not _origin_allowed(scope):
                 await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Origin not allowed")
-            elif overridden:
-                # A custom push loop (the specification's pattern) may never read: it runs as a
-                # task beside a reader, and is cancelled when the client leaves.
-                ws._use_inbox(64)
-                handler = self._spawn(self._run(ws))
-                reader = self._spawn(self._read(ws, receive))
-                done, _ = await asyncio.wait((handler, reader), return_when=asyncio.FIRST_COMPLETED)
-                (reader if handler in done else handler).cancel()
-                await asyncio.gather(handler, reader, return_exceptions=True)
             else:
-                # The default flow reads the client itself, in the connection's own task: no
-                # reader task and no inbox per connection, and no _run frame (it catches what
-                # _run would).
+                if not self.handler_reads:
+                    reader = self._spawn(self._read_beside(ws, asyncio.current_task()))
                 await self._handle(ws)
+                if reader is not None:
+                    reader.cancel()
                 if ws.client_state is not WebSocketState.DISCONNECTED:
                     await ws.close(CloseCode.NORMAL)
         except asyncio.CancelledError:
-            # The server is shutting down (daphne cancels every application on SIGTERM): say so.
+            if not _cut_short_by(reader):
+                # The server is shutting down (daphne cancels every application on SIGTERM): say so.
+                with contextlib.suppress(Exception):
+                    await ws.close(CloseCode.GOING_AWAY, "Server shutting down")
+                raise
+        except Exception:  # the default flow catches its own; this is an overridden _handle's
+            logger.exception("Unhandled error in %s", type(self).__name__)
             with contextlib.suppress(Exception):
-                await ws.close(CloseCode.GOING_AWAY, "Server shutting down")
-            raise
+                await ws.close(CloseCode.INTERNAL_ERROR)
         finally:
             if self._heartbeat is not None:
                 self._heartbeat.leave(self)
@@ -217,43 +235,20 @@ class WebSocketView(AsyncConsumer):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._stop_relay()
-            for release in self._releases:
-                release()
+            if self._admission is not None:
+                self._admission.release()
             open_connections.closed()
             record.close()
 
-    async def _read(self, ws: WebSocket, receive: Any) -> None:
-        """For overridden ``_handle``: pump client messages into the inbox until the client leaves."""
+    async def _read_beside(self, ws: WebSocket, handler: asyncio.Task[Any] | None) -> None:
+        """For a handler that may never read: read the client, and end the handler when it leaves."""
         try:
-            await self._pump(ws, receive)
+            await ws.read_into_inbox(64)
         except Exception:
             logger.exception("Reading from the client failed")
-            ws._disconnected(CloseCode.INTERNAL_ERROR)  # wakes the handler waiting on the inbox
-            raise
-
-    async def _pump(self, ws: WebSocket, receive: Any) -> None:
-        while True:
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                if ws.client_state is not WebSocketState.CONNECTED:
-                    continue
-                if ws._inbox.full():
-                    await ws.close(CloseCode.POLICY_VIOLATION, "Too many unread messages")
-                else:
-                    ws._inbox.put_nowait(message)
-            elif kind == "websocket.disconnect":
-                ws._disconnected(message.get("code", 1005))
-                return
-
-    async def _run(self, ws: WebSocket) -> None:
-        try:
-            await self._handle(ws)
-        except Exception:
-            logger.exception("Unhandled error in %s", type(self).__name__)
-            await ws.close(CloseCode.INTERNAL_ERROR)
-        if ws.client_state is not WebSocketState.DISCONNECTED:
-            await ws.close(CloseCode.NORMAL)
+            ws._disconnected(CloseCode.INTERNAL_ERROR)  # wakes a handler waiting on the inbox
+        if handler is not None:
+            handler.cancel()
 
     # -- the default flow (the specification's ``_handle``) ------------------------------------
 
@@ -268,19 +263,15 @@ class WebSocketView(AsyncConsumer):
             await ws.close(CloseCode.INTERNAL_ERROR)
             return
         code: int = CloseCode.NORMAL
-        throttles: list[Any] | None = None  # made at the first message: an idle socket keeps none
         limit = self.max_message_size if self.max_message_size is not None else setting("MAX_MESSAGE_SIZE")
         try:
-            self._watch_expiry(ws, getattr(ws, "auth_token", None))
+            if self._admission is not None:
+                self._admission.hold(self._credentials_ended)
             await self.on_connect(ws, **self.params)
             self._start_stream(ws)
             while True:
                 message = await ws.receive()
-                if throttles is None:
-                    throttles = [throttle() for throttle in self._throttle_classes()]
-                for throttle in throttles:
-                    if not throttle.allow_message(ws, self):
-                        raise WebSocketException(CloseCode.POLICY_VIOLATION, throttle.message)
+                self.check_throttles(ws)
                 data = self._decode(message, limit)
                 if self.encoding == "json" and type(data) is dict and data.get("type") == self.refresh_message_type:
                     await self._refresh(ws, data.get("token"))
@@ -303,66 +294,60 @@ class WebSocketView(AsyncConsumer):
             await self._call_on_disconnect(ws, code)
 
     async def _admit(self, ws: WebSocket) -> bool:
-        """Subprotocol, credentials, permissions. A refusal is accepted then closed, so clients see the code."""
+        """The subprotocol, then the admission (realtime.admission). A refusal is accepted then
+        closed, so the client sees its code."""
         if self.subprotocol and self.subprotocol not in (self.scope.get("subprotocols") or ()):
             return await self._refuse(ws, CloseCode.POLICY_VIOLATION, f"Subprotocol {self.subprotocol!r} required")
-        ws.auth_error = None
-        try:
-            result = await self.authenticator_class().authenticate(parse_headers(ws.scope), parse_query(ws.scope))
-        except AuthenticationFailed as error:
-            if setting("STRICT_TOKENS"):
-                return await self._refuse(ws, CloseCode.UNAUTHORIZED, error.close_reason())
-            # The specification's behaviour: a refused token counts as none. A public endpoint
-            # serves the client as anonymous; a protected one names the refusal when it denies.
-            logger.info("Refused a token (%s); going on as anonymous", error.code)
-            ws.auth_error, result = error, None
-        if result is not None:
-            ws.user, ws.auth_token = result
-            self.user = ws.user
-        denied = await _check_ws_permissions(self.permission_classes, ws, self.user, self)
-        if denied is not None:
-            return await self._refuse(ws, CloseCode.FORBIDDEN, denied)
-        if not self._within_caps(ws):
-            return await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Too many connections")
-        if self.user is not None and getattr(self.user, "pk", None) is not None:
-            closer = close_soon(lambda: ws.close(refused_credentials_code(), "session_revoked"))
-            self._releases.append(revocations.register(self.user.pk, closer))
+        scope = ws.scope
+        credentials = self.authenticator_class().authenticate(parse_headers(scope), parse_query(scope))
+        result = await admit(self, ws, credentials, lambda user: websocket_caps(user, scope))
+        if type(result) is Denied:
+            return await self._refuse(ws, result.close_code, result.reason)
+        self._admission = result
         return True
 
-    def _within_caps(self, ws: WebSocket) -> bool:
-        """Count this connection against the per-user and per-address caps (released on exit)."""
-        caps = []
-        if self.user is not None and getattr(self.user, "pk", None) is not None:
-            caps.append((websocket_users, self.user.pk, setting("MAX_CONNECTIONS_PER_USER")))
-        client = self.scope.get("client")
-        if client:
-            caps.append((websocket_addresses, client[0], setting("MAX_CONNECTIONS_PER_IP")))
-        held = Held()
-        self._releases.append(held)
-        for counter, key, limit in caps:
-            if not counter.acquire(key, limit):
-                return False
-            held.add(counter, key)
-        return True
+    async def _refuse(self, ws: WebSocket, code: int, reason: str) -> bool:
+        offered = self.scope.get("subprotocols") or ()
+        await ws.refuse(code, reason, self.subprotocol if self.subprotocol in offered else None)
+        return False
 
-    def _throttle_classes(self) -> list[type]:
-        return list(self.throttle_classes) if self.throttle_classes is not None else [MessageRateThrottle]
+    # -- inbound rate limits ------------------------------------------------------------------
 
-    # -- credentials that expire on open connections ------------------------------------------
+    def get_throttles(self) -> list[Any]:
+        """New instances of the inbound throttles: ``throttle_classes``, else one MessageRateThrottle."""
+        classes = self.throttle_classes if self.throttle_classes is not None else [MessageRateThrottle]
+        return [throttle() for throttle in classes]
 
-    def _watch_expiry(self, ws: WebSocket, token: Any) -> None:
-        """Close (4003, or 4001 with STRICT_TOKENS) when the token expires, unless refreshed in-band first."""
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        expires = token.get("exp") if token is not None else None
-        if expires is None or not setting("EXPIRE_WITH_TOKEN"):
-            return
-        self._expiry = self._spawn(self._expire(ws, float(expires)))
+    def check_throttles(self, ws: WebSocket) -> None:
+        """Run before each inbound message is decoded; over a rate, closes with 1008 and the throttle's message."""
+        throttles = self._throttles
+        if throttles is None:
+            throttles = self._throttles = self.get_throttles()
+        for throttle in throttles:
+            if not throttle.allow_message(ws, self):
+                raise WebSocketException(CloseCode.POLICY_VIOLATION, throttle.message)
 
-    async def _expire(self, ws: WebSocket, expires: float) -> None:
-        await asyncio.sleep(max(0.0, expires - time.time()))
-        await ws.close(refused_credentials_code(), "token_expired: refresh the token and reconnect")
+    # -- credentials that end or change on open connections -----------------------------------
+
+    def _credentials_ended(self, code: str) -> None:
+        """The token expired, or the user's sessions were revoked: close (4003; 4001 with STRICT_TOKENS)."""
+        reason = "session_revoked" if code == REVOKED else "token_expired: refresh the token and reconnect"
+        self._spawn(self.ws.close(refused_credentials_code(), reason))
+
+    def _accept_token(self, user: Any, token: Any) -> None:
+        """A token presented in-band. A fresh one of the connection's user renews its expiry; on an
+        anonymous connection (TopicSocket's ``connect``) the user signs in: counted under the per-user
+        cap (over it: 1008), registered for revocation, its expiry watched."""
+        admission = self._admission
+        if admission is None:
+            raise RuntimeError(f"{type(self).__name__} took a token in-band without having been admitted (_admit)")
+        if self.user is None:
+            if not admission.sign_in(user, token, [user_cap(user)]):
+                raise WebSocketException(CloseCode.POLICY_VIOLATION, "Too many connections")
+            self.user, self.auth_error = user, None
+        else:
+            admission.renew(token)
+        self.auth_token = token
 
     async def _refresh(self, ws: WebSocket, raw_token: Any) -> None:
         """Swap the connection's token for a fresh one of the same user; closes as at expiry when refused."""
@@ -376,16 +361,8 @@ class WebSocketView(AsyncConsumer):
             raise WebSocketException(refused_credentials_code(), error.close_reason()) from None
         if self.user is None or user.pk != self.user.pk:
             raise WebSocketException(refused_credentials_code(), "user_mismatch: the token belongs to another user")
-        ws.auth_token = validated
-        self._watch_expiry(ws, validated)
+        self._accept_token(user, validated)
         await ws.send_json({"type": self.refresh_message_type, "ok": True, "exp": validated.get("exp")})
-
-    async def _refuse(self, ws: WebSocket, code: int, reason: str) -> bool:
-        ws.refused = True  # counted as a refused handshake (realtime.ops)
-        offered = self.scope.get("subprotocols") or ()
-        await ws.accept(subprotocol=self.subprotocol if self.subprotocol in offered else None)
-        await ws.close(code, reason)
-        return False
 
     def _decode(self, message: dict[str, Any], limit: int) -> Any:
         """Decode one frame for ``on_receive``; a frame of the wrong kind or shape closes the socket."""

@@ -285,3 +285,87 @@ async def test_instance_per_connection():
     assert seen[0] != seen[1]
     await first.disconnect()
     await second.disconnect()
+
+
+# -- one read path: a handler that may never read gets a reader beside it ---------------------------
+
+
+def test_only_classes_that_override_handle_get_a_reader():
+    class Default(WebSocketView):
+        pass
+
+    class PushOnly(WebSocketView):
+        async def _handle(self, ws):
+            await ws.accept()
+
+    class Inherited(PushOnly):
+        pass
+
+    class ReadsItself(WebSocketView):
+        handler_reads = True
+
+        async def _handle(self, ws):
+            await super()._handle(ws)
+
+    assert (Default.handler_reads, PushOnly.handler_reads, Inherited.handler_reads) == (True, False, False)
+    assert ReadsItself.handler_reads is True
+
+
+async def test_a_push_only_handle_is_cut_short_when_the_client_leaves_and_leaves_no_task():
+    ran = []
+
+    class PushOnly(WebSocketView):
+        async def _handle(self, ws):
+            await ws.accept()
+            await ws.send_json({"hello": 1})
+            try:
+                await asyncio.Event().wait()  # never reads, never ends by itself
+            finally:
+                ran.append(ws.client_state.name)
+
+    gc.collect()
+    baseline = len(asyncio.all_tasks())
+    communicator, accepted, _ = await connect(PushOnly)
+    assert accepted and await communicator.receive_json_from() == {"hello": 1}
+    await communicator.disconnect(code=4100)  # waits for the application to return, not raise
+    assert ran == ["DISCONNECTED"]
+    assert len(asyncio.all_tasks()) == baseline
+
+
+async def test_a_handle_override_that_reads_gets_the_messages_through_receive():
+    class Reads(WebSocketView):
+        async def _handle(self, ws):
+            await ws.accept()
+            while True:
+                await ws.send_json({"echo": await ws.receive_json()})
+
+    communicator, _, _ = await connect(Reads)
+    for n in range(3):
+        await communicator.send_json_to({"n": n})
+        assert await communicator.receive_json_from() == {"echo": {"n": n}}
+    await communicator.disconnect()
+
+
+async def test_a_push_only_handle_that_raises_closes_1011():
+    class Fails(WebSocketView):
+        async def _handle(self, ws):
+            await ws.accept()
+            raise RuntimeError("boom")
+
+    communicator, _, _ = await connect(Fails)
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 1011, "reason": ""}
+    await communicator.wait()
+
+
+async def test_a_shutdown_cancels_a_push_only_handle_with_1001_and_propagates():
+    class PushOnly(WebSocketView):
+        async def _handle(self, ws):
+            await ws.accept()
+            await asyncio.Event().wait()
+
+    communicator, _, _ = await connect(PushOnly)
+    communicator.future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await communicator.future
+    assert communicator.output_queue.get_nowait() == {
+        "type": "websocket.close", "code": 1001, "reason": "Server shutting down"}

@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 from ..conf import setting
-from ..encoding import SharedMessage
 from ..lifecycle import shutting_down
 from .stats import stats
 
@@ -190,7 +189,7 @@ def track_websocket(view: Any, ws: Any) -> ConnectionRecord:
     record.view = view
     sample = setting("METRICS_LATENCY_SAMPLE")
     if sample and next(_sequence) % int(sample) == 0:
-        ws.send_json = _timed(ws.send_json)
+        ws.latency = stats.latency  # send_json observes publish-to-send latency of published messages
     live[record] = None
     current.set(record)
     return record
@@ -229,15 +228,3 @@ def _sse_route(http: HttpContext | None) -> str:
         return "/" + resolve(http.scope["path"]).route
     except Resolver404:
         return "-"
-
-
-def _timed(send_json: Any) -> Any:
-    """``send_json`` that observes publish-to-send latency of published messages (sampled connections)."""
-    latency = stats.latency
-
-    async def send_json_timed(data: Any, mode: str = "text") -> None:
-        await send_json(data, mode)
-        if type(data) is SharedMessage and data.published_at is not None:
-            latency.observe(time.perf_counter() - data.published_at)
-
-    return send_json_timed

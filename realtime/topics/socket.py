@@ -26,7 +26,6 @@ unsubscribe went. The socket keeps only the runtime handles of a subscription (:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from typing import Any, ClassVar
 from channels.db import database_sync_to_async
 
 from ..auth import AuthenticationFailed
-from ..closecodes import CloseCode, WebSocketException, refused_credentials_code
+from ..closecodes import CloseCode, WebSocketException
 from ..conf import setting
 from ..connection import WebSocket, WebSocketDisconnect
 from ..encoding import UnencodableMessage
@@ -43,8 +42,6 @@ from ..permissions import first_denial, get_permissions, is_authenticated
 from ..pubsub.broker import BrokerUnavailable, is_unreachable
 from ..pubsub.channel import Channel
 from ..pubsub.delivery import Listener
-from ..revocation import close_soon, revocations
-from ..security import websocket_users
 from ..websocket import WebSocketView
 from . import protocol as p
 from .delivery import ChannelSink, Outbox, message_event, presence_listener
@@ -92,7 +89,6 @@ class TopicSocket(WebSocketView):
         #: Channel name → the runtime handles of that subscription, from its join to its end.
         self.handles: dict[str, Handles] = {}
         self._silence: asyncio.TimerHandle | None = None
-        self._counted_user = False
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -107,12 +103,10 @@ class TopicSocket(WebSocketView):
         if offered and p.SUBPROTOCOL not in offered:
             return await self._refuse(ws, CloseCode.POLICY_VIOLATION, f"Subprotocol {p.SUBPROTOCOL!r} required")
         self.subprotocol = p.SUBPROTOCOL if offered else None
-        admitted = await super()._admit(ws)
-        self._counted_user = admitted and self.user is not None
-        return admitted
+        return await super()._admit(ws)
 
-    def _throttle_classes(self) -> list[type]:
-        return []  # run in on_receive instead, so the client gets its rate_limited reply first
+    def check_throttles(self, ws: WebSocket) -> None:
+        """Nothing here: the throttles run in ``on_receive``, so the client gets its rate_limited reply first."""
 
     async def on_connect(self, ws: WebSocket, **params: Any) -> None:
         limit = self.max_subscriptions if self.max_subscriptions is not None else setting("MAX_SUBSCRIPTIONS")
@@ -120,7 +114,7 @@ class TopicSocket(WebSocketView):
             p.resolver(self.topics), limit, publishable=lambda route: route.topic.accepts_publish()
         )
         self.outbox = Outbox(ws.send, _direct_writer(ws), ws)
-        self.limits = [throttle() for throttle in WebSocketView._throttle_classes(self)]
+        self.limits = self.get_throttles()
         if self.first_message_timeout:
             loop = asyncio.get_running_loop()
             self._silence = loop.call_later(self.first_message_timeout, self._too_quiet, ws)
@@ -178,16 +172,7 @@ class TopicSocket(WebSocketView):
         user, validated = await self._validate(request.token)
         if self.user is not None and user.pk != self.user.pk:
             raise Failed("user_mismatch", "The token belongs to another user than the connection's")
-        if self.user is None:
-            if not websocket_users.acquire(user.pk, setting("MAX_CONNECTIONS_PER_USER")):
-                raise WebSocketException(CloseCode.POLICY_VIOLATION, "Too many connections")
-            self._releases.append(functools.partial(websocket_users.release, user.pk))
-            closer = close_soon(lambda: ws.close(refused_credentials_code(), "session_revoked"))
-            self._releases.append(revocations.register(user.pk, closer))
-            self.user = ws.user = user
-            ws.auth_error = None
-        ws.auth_token = validated
-        self._watch_expiry(ws, validated)
+        self._accept_token(user, validated)  # signs an anonymous connection in (per-user cap: 1008)
         channels = await self._auto_subscribe(ws)
         data = {"v": p.VERSION, "user": user.pk, "exp": validated.get("exp"), "channels": channels}
         await ws.send_json(p.reply(request.ref, data))
@@ -196,8 +181,7 @@ class TopicSocket(WebSocketView):
         user, validated = await self._validate(request.token)
         if self.user is None or user.pk != self.user.pk:
             raise Failed("user_mismatch", "refresh needs a token of the connection's user")
-        ws.auth_token = validated
-        self._watch_expiry(ws, validated)
+        self._accept_token(user, validated)
         await ws.send_json(p.reply(request.ref, {"exp": validated.get("exp")}))
 
     async def _validate(self, token: str | None) -> tuple[Any, Any]:

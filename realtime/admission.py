@@ -1,0 +1,242 @@
+"""One admission for every connection, as DRF's ``APIView.initial()`` is one for every request.
+
+:func:`admit` runs, in order:
+
+1. **credentials**: the view's authenticator (SSE: ``SSEView.authenticate``, which also accepts a
+   Django session). A refused token is refused at once under ``REALTIME["STRICT_TOKENS"]``;
+   otherwise it counts as no token, as in the specification: the client goes on as anonymous and
+   the refusal is kept, to be named if a permission then denies;
+2. **permissions**: ``first_denial(get_permissions(view.permission_classes))``, once;
+3. **connection caps**: the counters of ``realtime.security`` (a WebSocket: per user and per client
+   address; an SSE stream: per user).
+
+It returns :class:`Admitted` or :class:`Denied`. ``Denied`` is transport-neutral: it carries the
+WebSocket close code and reason and the HTTP status, error code, detail and headers, and each edge
+maps it (a WebSocket is accepted, then closed with the code so that the client sees it; SSE answers
+``sse_error``). An ``Admitted`` connection holds its places under the caps and, once it is open
+(:meth:`Admitted.hold`), its entry in the revocation registry and its token's expiry timer;
+:meth:`Admitted.release` undoes all of it, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .auth import AuthenticationFailed
+from .closecodes import CloseCode, refused_credentials_code
+from .conf import setting
+from .permissions import first_denial, get_permissions, is_authenticated
+from .revocation import revocations
+from .security import ConnectionCounter, sse_users, websocket_addresses, websocket_users
+
+logger = logging.getLogger("realtime.admission")
+
+#: One cap: the counter, the key counted (a user id, a client address) and the limit (None: none).
+Cap = tuple[ConnectionCounter, object, int | None]
+
+#: Why an open connection's credentials ended: the codes ``Admitted.hold``'s callback receives.
+REVOKED = "session_revoked"
+EXPIRED = "token_expired"
+
+BEARER = {"WWW-Authenticate": 'Bearer realm="api"'}
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """A refused connection, as each transport tells its client."""
+
+    #: WebSocket: the close code and reason (the handshake is accepted first, so the client sees them).
+    close_code: int
+    reason: str
+    #: SSE: the status and the ``event: error`` frame's ``code`` and ``detail``, and extra headers.
+    http_status: int
+    error_code: str
+    detail: str
+    headers: Mapping[str, str] | None = None
+
+    @classmethod
+    def credentials(cls, error: AuthenticationFailed) -> Denied:
+        """A refused token: 4003 (4001 with STRICT_TOKENS) ``"<code>: <detail>"``; HTTP 401, ``WWW-Authenticate``."""
+        return cls(refused_credentials_code(), error.close_reason(), 401, error.code, error.detail, BEARER)
+
+    @classmethod
+    def permission(cls, permission: Any, user: Any) -> Denied:
+        """A permission that refuses: 4003 with its message; HTTP 403 (401 for an anonymous client) with its code."""
+        message = str(getattr(permission, "message", "Permission denied"))
+        status = 403 if is_authenticated(user) else 401
+        return cls(CloseCode.FORBIDDEN, message, status, getattr(permission, "code", "permission_denied"), message)
+
+
+#: Over a connection cap: WebSocket 1008, SSE 429.
+TOO_MANY = Denied(
+    CloseCode.POLICY_VIOLATION, "Too many connections",
+    429, "too_many_streams", "Too many concurrent streams for this user",
+)
+
+
+class Admitted:
+    """What an admitted connection holds until :meth:`release`.
+
+    Its places under the caps are taken by :func:`admit`; its entry in the revocation registry and its
+    token's expiry timer start with :meth:`hold`, once the connection is open. One small object per
+    connection, not a callable per cap (idle sockets are many).
+    """
+
+    __slots__ = ("_caps", "_end", "_exp", "_expiry", "_loop", "_unregister", "_user_pk")
+
+    def __init__(self, user: Any = None, token: Any = None) -> None:
+        self._caps: tuple[tuple[ConnectionCounter, object], ...] = ()
+        self._user_pk = getattr(user, "pk", None) if user is not None else None
+        self._exp: Any = token.get("exp") if token is not None else None
+        #: Set by hold(): called on the connection's loop with REVOKED or EXPIRED.
+        self._end: Callable[[str], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unregister: Callable[[], None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+
+    def take(self, caps: Iterable[Cap]) -> bool:
+        """Count the connection under each cap; False at the first that is full (release() frees the rest)."""
+        for counter, key, limit in caps:
+            if not counter.acquire(key, limit):
+                return False
+            self._caps += ((counter, key),)
+        return True
+
+    def hold(self, end: Callable[[str], None]) -> None:
+        """The connection is open: register it for revocation (an authenticated user) and watch its
+        token's expiry (``EXPIRE_WITH_TOKEN``). ``end(REVOKED)`` or ``end(EXPIRED)`` is called on this
+        loop when one comes, until release()."""
+        self._end = end
+        self._loop = asyncio.get_running_loop()
+        self._register()
+        self._watch()
+
+    def sign_in(self, user: Any, token: Any, caps: Iterable[Cap]) -> bool:
+        """An anonymous connection authenticated in-band (TopicSocket's ``connect``): counted under
+        ``caps`` (False, nothing registered, when one is full), registered for revocation, its expiry watched."""
+        if not self.take(caps):
+            return False
+        self._user_pk = user.pk
+        self._register()
+        self.renew(token)
+        return True
+
+    def renew(self, token: Any) -> None:
+        """A fresh token of the same user (an in-band refresh): its expiry replaces the old one's."""
+        self._exp = token.get("exp") if token is not None else None
+        self._watch()
+
+    def release(self) -> None:
+        """Free the caps, leave the revocation registry, stop the expiry timer. A second call does nothing."""
+        caps, self._caps = self._caps, ()
+        for counter, key in caps:
+            counter.release(key)
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._end = self._loop = None
+
+    @property
+    def holds_anything(self) -> bool:
+        """True while a cap, a revocation entry or an expiry timer is held (False after release)."""
+        return bool(self._caps) or self._unregister is not None or self._expiry is not None
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        if self._loop is not None and self._unregister is None and self._user_pk is not None:
+            self._unregister = revocations.register(self._user_pk, self._revoked)
+
+    def _revoked(self) -> None:
+        """Called by realtime.revocation, from any thread."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._ended, REVOKED)
+
+    def _watch(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        loop = self._loop  # None until hold(): a connection not open yet has nothing to watch
+        if loop is None or self._exp is None or not setting("EXPIRE_WITH_TOKEN"):
+            return
+        self._expiry = loop.call_later(max(0.0, float(self._exp) - time.time()), self._ended, EXPIRED)
+
+    def _ended(self, code: str) -> None:
+        end = self._end
+        if end is not None:
+            end(code)
+
+
+async def credentials_of(found: Awaitable[tuple[Any, Any] | None]) -> tuple[Any, Any, AuthenticationFailed | None]:
+    """``(user, token, refusal)`` from an authenticator's result: a refused token counts as none."""
+    try:
+        result = await found
+    except AuthenticationFailed as error:
+        return None, None, error
+    if result is None:
+        return None, None, None
+    user, token = result
+    return user, token, None
+
+
+async def admit(
+    view: Any,
+    request: Any,
+    credentials: Awaitable[tuple[Any, Any] | None],
+    caps: Callable[[Any], Iterable[Cap]],
+    anonymous: Callable[[], Any] | None = None,
+) -> Admitted | Denied:
+    """Admit one connection: credentials, then permissions, then caps.
+
+    ``credentials`` is the authenticator's awaitable ``(user, token)`` or None. The view's ``user``,
+    ``auth_token`` and ``auth_error`` are set before the permissions run, and ``request.user`` too
+    (``request`` is what the permissions see: the ``ws``, or SSE's HttpRequest, whose anonymous user
+    is ``anonymous()``). ``caps(user)`` names the caps the connection is counted under.
+    """
+    user, token, refusal = await credentials_of(credentials)
+    if refusal is not None:
+        if setting("STRICT_TOKENS"):
+            return Denied.credentials(refusal)
+        logger.info("Refused a token (%s); going on as anonymous", refusal.code)
+    view.user, view.auth_token, view.auth_error = user, token, refusal
+    request.user = user if user is not None or anonymous is None else anonymous()
+    denied = await first_denial(get_permissions(view.permission_classes), request, view)
+    if denied is not None:
+        return Denied.credentials(refusal) if refusal is not None else Denied.permission(denied, user)
+    admitted = Admitted(user, token)
+    if not admitted.take(caps(user)):
+        admitted.release()
+        return TOO_MANY
+    return admitted
+
+
+def websocket_caps(user: Any, scope: Mapping[str, Any]) -> list[Cap]:
+    """A WebSocket counts under its user's cap (an authenticated one) and its client address's."""
+    caps: list[Cap] = []
+    if user is not None and getattr(user, "pk", None) is not None:
+        caps.append(user_cap(user))
+    client = scope.get("client")
+    if client:
+        caps.append((websocket_addresses, client[0], setting("MAX_CONNECTIONS_PER_IP")))
+    return caps
+
+
+def user_cap(user: Any) -> Cap:
+    """The per-user WebSocket cap (``MAX_CONNECTIONS_PER_USER``)."""
+    return websocket_users, user.pk, setting("MAX_CONNECTIONS_PER_USER")
+
+
+def sse_caps(user: Any) -> list[Cap]:
+    """An SSE stream of an authenticated user counts under ``MAX_SSE_STREAMS_PER_USER``."""
+    if is_authenticated(user):
+        return [(sse_users, user.pk, setting("MAX_SSE_STREAMS_PER_USER"))]
+    return []
