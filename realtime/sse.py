@@ -244,7 +244,9 @@ class SSEView(View):
         events = self.stream(request, **params)
         if is_authenticated(self.user):
             events = _guarded(events, admitted)
-        return sse_response(events, self.ping_interval, self.headers)
+        response = sse_response(events, self.ping_interval, self.headers)
+        _release_on_close(response, admitted)
+        return response
 
     async def _credentials(self, request: HttpRequest) -> tuple[Any, Any] | None:
         """``(user, token)`` for the admission, from the ``authenticate`` hook; None for no one."""
@@ -268,6 +270,7 @@ class SSEView(View):
         response = StreamingHttpResponse(body)
         for name, value in {**SSE_HEADERS, **self.headers}.items():
             response[name] = value
+        _release_on_close(response, admitted)
         return response
 
     async def follow(
@@ -313,6 +316,29 @@ class SSEView(View):
             if is_authenticated(user):
                 return user
         return None
+
+
+def _release_on_close(response: StreamingHttpResponse, admitted: Admitted) -> None:
+    """Free the stream's caps when Django closes the response, however far its body got.
+
+    A client that leaves before the body passes its first frame closes an async generator that
+    never reached its ``try``, so its ``finally`` never runs; Django calls ``close()`` on every
+    response it sent, and a release after the body's own is a no-op.
+    """
+    response.streaming_content = _Releasing(response.streaming_content, admitted.release)
+
+
+class _Releasing:
+    """An async iterable with a ``close()``: Django adds that to the response's closers."""
+
+    __slots__ = ("close", "iterable")
+
+    def __init__(self, iterable: AsyncIterator[bytes], close: Any) -> None:
+        self.iterable = iterable
+        self.close = close
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return aiter(self.iterable)
 
 
 def _anonymous() -> Any:

@@ -395,6 +395,18 @@ async def test_a_relayed_sse_stream_ends_on_revocation_and_leaves_nothing(users)
     assert sse_users.counts == {} and str(users["ana"].pk) not in revocations.closers
 
 
+@pytest.mark.parametrize("view", [ProtectedEvents, RelayEvents], ids=["stream", "relay"])
+async def test_a_stream_closed_before_its_body_ran_still_frees_its_cap(users, view):
+    """A client gone right after the headers: Django closes the response, whose body never started."""
+    response = await sse_get(view, token_for(users["ana"]))
+    assert sse_users.counts == {users["ana"].pk: 1}
+    chunks = aiter(response.streaming_content)
+    assert await anext(chunks) == b": connected\n\n"
+    await chunks.aclose()  # the generator is closed at its first yield, as Django does on a disconnect
+    response.close()
+    assert sse_users.counts == {} and str(users["ana"].pk) not in revocations.closers
+
+
 # -- TopicSocket: in-band sign-in goes through the same admission -----------------------------------
 
 
