@@ -4,8 +4,8 @@ The general ``stream()`` hook runs user code per socket: every published message
 per socket (the push task, the generator, the subscription), and goes through the ASGI ``send``.
 A relay needs none of that. Its :class:`RelaySink` is the Channel subscriber itself: when a
 message is published, ``offer`` writes the message's WebSocket frame, built once per publish and
-cached on the shared message, straight to the socket's transport (``realtime.daphne_flow`` and
-``realtime.uvicorn_flow`` find it), in the publisher's own loop turn, with no task woken.
+cached on the shared message, straight to the socket's transport (``realtime.servers`` finds it),
+in the publisher's own loop turn, with no task woken.
 
 When it cannot (another server, a transport pushing back, a message still queued), the message
 goes to the sink's bounded drop-oldest queue and one drain task sends the queue through the

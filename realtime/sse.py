@@ -275,7 +275,7 @@ class SSEView(View):
         return sse_response(events, self.ping_interval, self.headers)
 
     async def _relay_response(self, request: HttpRequest) -> HttpResponse:
-        from . import daphne_flow, uvicorn_flow
+        from . import servers
         from .sse_relay import relay_body
 
         user_pk = expires = release = None
@@ -292,7 +292,7 @@ class SSEView(View):
             # that re-encodes the stream (GZipMiddleware) gets every frame through its iterator.
             if response.has_header("Content-Encoding") or getattr(response, "_iterator", None) is not body:
                 return None
-            return daphne_flow.http_writer_for(send) or uvicorn_flow.http_writer_for(send)
+            return servers.response_writer(send)
 
         body = relay_body(self, self.relay, writer_of, self.ping_interval, user_pk, expires, release)
         response = StreamingHttpResponse(body)

@@ -4,8 +4,8 @@ It streams what ``follow(channel)`` streams (ids, resume after ``Last-Event-ID``
 reset`` when history cannot reach back, ``event: reset`` with ``missed`` after drops), without the
 generic path's two tasks and two queues per stream. When a message is published, the sink writes
 its SSE frame, built once per publish and cached on the shared message, straight to the response
-(on daphne through ``realtime.daphne_flow.http_writer_for``, on uvicorn's ``httptools`` protocol
-through ``realtime.uvicorn_flow.http_writer_for``), in the publisher's turn.
+(``realtime.servers.response_writer``: on daphne, and on uvicorn's ``httptools`` protocol), in the
+publisher's turn.
 
 When it cannot (another server, a transport pushing back, a frame still on its way through
 Django), frames wait in a bounded drop-oldest queue that the response body itself drains through

@@ -444,11 +444,11 @@ class WebSocketView(AsyncConsumer):
             self._spawn(self._push(ws, items))
 
     def _start_relay(self, ws: WebSocket, channel: Any) -> None:
-        from . import daphne_flow, uvicorn_flow
+        from . import servers
         from .relay import RelaySink
 
         send = ws._server_send
-        writer = daphne_flow.writer_for(send) or uvicorn_flow.writer_for(send)
+        writer = servers.websocket_writer(send)
         sink = RelaySink(self, ws, writer, channel)
         channel.attach(sink)
         # Unsubscribed as soon as the connection ends (before its tasks are cancelled), and again

@@ -5,7 +5,7 @@ presence, a :class:`PresenceSink` on the companion channel, writing into the sam
 is what the Channel's fan-out calls.
 
 The direct path: when the connection has a direct writer (daphne and uvicorn, see
-``realtime.daphne_flow`` and ``realtime.uvicorn_flow``) and nothing of that connection is waiting
+``realtime.servers``) and nothing of that connection is waiting
 (no sink of it ready in the :class:`Outbox`, no send of the outbox in progress, no publish of the
 connection's own awaiting its reply) and the transport has room, ``offer`` writes the frame bytes
 straight to the transport, in the publisher's loop turn, with no task woken. The frame of a
