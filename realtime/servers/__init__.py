@@ -30,13 +30,13 @@ def install() -> bool:
 
 
 def direct_writes_enabled() -> bool:
-    """``REALTIME["DIRECT_WRITES"]``, and no running server is on a version its adapter was not tested on."""
-    return bool(setting("DIRECT_WRITES")) and all(adapter.trusted() for adapter in ADAPTERS if adapter.running())
+    """``REALTIME["DIRECT_WRITES"]``: whether writers are given at all (each adapter also checks its versions)."""
+    return bool(setting("DIRECT_WRITES"))
 
 
 def websocket_writer(send: Any) -> Writer | None:
     """A writer of WebSocket frames for the accepted socket behind ``send``, or None."""
-    if not setting("DIRECT_WRITES"):
+    if not direct_writes_enabled():
         return None
     for adapter in ADAPTERS:
         if adapter.features.websocket_writes:
@@ -48,7 +48,7 @@ def websocket_writer(send: Any) -> Writer | None:
 
 def response_writer(send: Any) -> Writer | None:
     """A writer of SSE frames for the streaming response behind ``send``, or None."""
-    if send is None or not setting("DIRECT_WRITES"):
+    if send is None or not direct_writes_enabled():
         return None
     for adapter in ADAPTERS:
         if adapter.features.response_writes:

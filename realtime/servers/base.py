@@ -105,7 +105,7 @@ class ServerAdapter(ABC):
         self._trusted: bool | None = None
 
     def running(self) -> bool:
-        """True when this server is loaded in the process (so it is the one serving)."""
+        """True when this server's modules are loaded: it serves, or (daphne in INSTALLED_APPS) it could."""
         return any(name in sys.modules for name in self.modules)
 
     def installed_versions(self) -> dict[str, str | None]:
@@ -157,6 +157,13 @@ class ServerAdapter(ABC):
     @abstractmethod
     def response_writer(self, send: Any) -> Writer | None:
         """A writer of SSE frames for the streaming response behind ``send``, or None."""
+
+    def missing(self, send: Any) -> list[str]:
+        """What the adapter reads on the live connection behind ``send`` and that connection lacks.
+
+        Checked on a real server by tests/test_servers_contract.py.
+        """
+        return []
 
     def abort(self, send: Any) -> bool:
         """Drop the connection behind ``send`` in ABORT_GRACE_SECONDS; False when not this server's."""
