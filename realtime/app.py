@@ -14,7 +14,7 @@ from typing import Any
 from django.urls import Resolver404, URLResolver
 from django.urls.resolvers import RegexPattern
 
-from .daphne_compat import patch_daphne
+from . import servers
 from .flow import SendGuard
 from .ops import fleet, prometheus
 from .ops.connections import HttpContext, current_http
@@ -81,7 +81,7 @@ class CoreApp:
 
         # Set Django up before anything imports models (the routers' views may).
         http_app = http_app or get_asgi_application()
-        patch_daphne()
+        servers.install()
         prometheus.serve_metrics_port()
         if routers is None:
             discovered = AutoRouter()

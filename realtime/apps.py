@@ -6,9 +6,9 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Real-time"
 
     def ready(self) -> None:
-        from .daphne_compat import patch_daphne
+        from . import servers
 
-        patch_daphne()
+        servers.install()
 
         from . import signals
         from .pubsub.broker import quiet_channels_redis

@@ -51,3 +51,17 @@ class WebSocketException(Exception):
         super().__init__(f"{int(code)}: {reason}" if reason else str(int(code)))
         self.code = int(code)
         self.reason = reason
+
+
+#: Codes an endpoint may put in a close frame (RFC 6455 section 7.4, IANA registry).
+SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+def is_sendable(code: int) -> bool:
+    """True for a code a server may send: the registered ones above, and 3000-4999."""
+    return code in SENDABLE_CODES or 3000 <= code <= 4999
+
+
+def is_receivable(code: int) -> bool:
+    """Close codes a client may send (RFC 6455 7.4: 1005, 1006 and 1015 never appear in a frame)."""
+    return is_sendable(code)

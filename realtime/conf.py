@@ -23,6 +23,7 @@ REALTIME = {
     "OPS_KEY_PREFIX": "realtime:ops", # Redis key prefix of those snapshots
     "MAX_SUBSCRIPTIONS": 100,         # channels per TopicSocket connection
     "PRESENCE_TIMEOUT": 30,           # seconds after which a silent process's presence members leave (Redis)
+    "DIRECT_WRITES": True,            # relays write ready-made frames to the server's transport; False: ASGI only
 }
 ```
 """
@@ -53,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "OPS_KEY_PREFIX": "realtime:ops",
     "MAX_SUBSCRIPTIONS": 100,
     "PRESENCE_TIMEOUT": 30,
+    "DIRECT_WRITES": True,
 }
 
 

@@ -15,8 +15,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
-from .closecodes import CloseCode
-from .daphne_compat import is_sendable
+from .closecodes import CloseCode, is_sendable
 from .encoding import SharedMessage, check_text, dumps, loads, send_event
 from .flow import SendGuard
 

@@ -2,7 +2,7 @@
 
 A client that does not read must never make the server hold its messages without bound. The
 server's ``send`` waits while the connection's write buffer is over its high-water mark (uvicorn
-does this itself; on daphne :mod:`realtime.daphne_flow` makes it so). While a send waits, a
+does this itself; on daphne :mod:`realtime.servers.daphne` makes it so). While a send waits, a
 Channel subscriber's bounded queue fills and drops its oldest messages, counted and signalled as
 a ``Gap``. :class:`SendGuard` bounds the wait: a send that waits longer than
 ``REALTIME["SLOW_CONSUMER_TIMEOUT"]`` seconds, or that the server refuses because the client
@@ -17,6 +17,10 @@ owes more than ``REALTIME["SEND_BUFFER_LIMIT"]`` bytes, ends the connection as a
 Either way the TCP connection is dropped ``ABORT_GRACE_SECONDS`` later, whatever it still buffers.
 
 Other HTTP responses pass through untouched: a slow download is not a slow consumer.
+
+``ClientDisconnected``, ``SlowConsumer``, ``ABORT_KEY`` and ``ABORT_GRACE_SECONDS`` are defined beside
+the server adapters that raise and honour them (:mod:`realtime.servers.base`), and importable from
+here as before.
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ import asyncio
 import types
 from typing import Any
 
+from . import servers
 from .closecodes import CloseCode
 from .conf import setting
+from .servers.base import ABORT_GRACE_SECONDS as ABORT_GRACE_SECONDS
+from .servers.base import ABORT_KEY, SlowConsumer
+from .servers.base import ClientDisconnected as ClientDisconnected
 from .sse_encoder import encode_event
 
 #: The last frame of an SSE stream whose client stopped reading.
@@ -34,31 +42,6 @@ SLOW_CONSUMER_FRAME = encode_event(
     {"code": "slow_consumer", "detail": "The client did not read fast enough; reconnect and resume"},
     event="error",
 ).encode()
-
-#: ASGI extension key: asks the server to drop the TCP connection soon after this message,
-#: whatever is still buffered (daphne honours it through realtime.daphne_flow).
-ABORT_KEY = "realtime.abort"
-#: How long a slow consumer's last frame may take to flush before the connection is dropped.
-ABORT_GRACE_SECONDS = 1.0
-
-
-class ClientDisconnected(OSError):
-    """A send reached a connection the client has left (ASGI asks servers to raise an OSError).
-
-    ``code`` is the client's close code when the server knows it (daphne does), else None.
-    """
-
-    def __init__(self, code: int | None = None, reason: str = "") -> None:
-        super().__init__(reason or f"the client has disconnected ({code})")
-        self.code = code
-
-
-class SlowConsumer(ClientDisconnected):
-    """The connection was ended because its client did not read what it was sent."""
-
-    def __init__(self, reason: str = "slow consumer") -> None:
-        super().__init__(int(CloseCode.SLOW_CONSUMER), reason)
-
 
 class SendGuard:
     """Wraps one connection's ASGI ``send`` (and, for HTTP, ``receive``) with the policy above."""
@@ -160,15 +143,8 @@ def _resume(coroutine: Any, pending: Any) -> Any:
 
 
 def _abort_soon(send: Any) -> None:
-    """uvicorn: drop the TCP connection shortly, whatever it still buffers (daphne does it on ABORT_KEY).
-
-    ASGI has no message for it; uvicorn's ``send`` is a method of its protocol object, whose
-    asyncio transport can ``abort()``. Any other server is left to its own timeouts.
-    """
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    abort = getattr(transport, "abort", None)
-    if abort is not None and type(send.__self__).__module__.startswith("uvicorn."):
-        asyncio.get_running_loop().call_later(ABORT_GRACE_SECONDS, abort)
+    """Drop the TCP connection shortly, whatever it still buffers (daphne does it on ABORT_KEY)."""
+    servers.abort(send)
 
 
 def _is_event_stream(message: dict[str, Any]) -> bool:

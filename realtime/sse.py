@@ -254,7 +254,7 @@ class SSEView(View):
         return (user, getattr(self, "auth_token", None)) if user is not None else None
 
     async def _relay_response(self, request: HttpRequest, admitted: Admitted) -> HttpResponse:
-        from . import daphne_flow, uvicorn_flow
+        from . import servers
         from .sse_relay import relay_body
 
         send = request.scope.get("realtime.server_send") if hasattr(request, "scope") else None
@@ -264,7 +264,7 @@ class SSEView(View):
             # that re-encodes the stream (GZipMiddleware) gets every frame through its iterator.
             if response.has_header("Content-Encoding") or getattr(response, "_iterator", None) is not body:
                 return None
-            return daphne_flow.http_writer_for(send) or uvicorn_flow.http_writer_for(send)
+            return servers.response_writer(send)
 
         body = relay_body(self, self.relay, writer_of, self.ping_interval, admitted)
         response = StreamingHttpResponse(body)

@@ -421,11 +421,11 @@ class WebSocketView(AsyncConsumer):
             self._spawn(self._push(ws, items))
 
     def _start_relay(self, ws: WebSocket, channel: Any) -> None:
-        from . import daphne_flow, uvicorn_flow
+        from . import servers
         from .relay import Relay
 
         send = ws._server_send
-        writer = daphne_flow.writer_for(send) or uvicorn_flow.writer_for(send)
+        writer = servers.websocket_writer(send)
         # The default relay_message is the identity: skip the call on the hot path.
         transform = None if type(self).relay_message is WebSocketView.relay_message else self.relay_message
         # Unsubscribed as soon as the connection ends (before its tasks are cancelled), and again

@@ -118,7 +118,7 @@ class Uvicorn(Daphne):
 class UvicornHttptools(Uvicorn):
     """uvicorn with ``httptools``, its HTTP protocol when installed (``uvicorn[standard]``).
 
-    SSE relays write their frames directly there (``realtime.uvicorn_flow.ChunkWriter``)."""
+    SSE relays write their frames directly there (``realtime.servers.uvicorn.ChunkWriter``)."""
 
     def command(self) -> list[str]:
         return [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",

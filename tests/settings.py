@@ -1,4 +1,10 @@
-"""The demo project's settings plus the test endpoints of tests/liveapp."""
+"""The demo project's settings plus the test endpoints of tests/liveapp.
+
+``REALTIME_DIRECT_WRITES=0`` in a server's environment turns ``REALTIME["DIRECT_WRITES"]`` off (the
+``wire`` fixture of tests/conftest.py runs some servers so).
+"""
+
+import os
 
 from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS, MIDDLEWARE
@@ -7,7 +13,7 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.liveapp"]
 INSTALLED_APPS += ["tests.topicsapp"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 MIDDLEWARE = [*MIDDLEWARE, "tests.liveapp.middleware.Stamp"]
-REALTIME = {"MAX_SSE_STREAMS_PER_USER": 3}
+REALTIME = {"MAX_SSE_STREAMS_PER_USER": 3, "DIRECT_WRITES": os.environ.get("REALTIME_DIRECT_WRITES", "1") != "0"}
 # The live tests log in far more often than the shipped login throttles allow (tests/test_secure_defaults.py
 # runs the shipped rates on a server of its own).
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"login_username": None, "login_address": None}}  # noqa: F405

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from realtime import CloseCode, WebSocketView
-from realtime.daphne_compat import redact
+from realtime.redaction import redact
 from realtime.security import origin_allowed
 from realtime.throttling import MessageRateThrottle, parse_rate
 from tests.sse_client import text_until

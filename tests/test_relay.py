@@ -1,7 +1,9 @@
 """The direct delivery path (``relay = channel``) delivers exactly what the generic ``stream()`` does.
 
-On daphne the frame is written straight to each transport; on uvicorn the relay takes the ASGI
-path. Both are checked against the same server, side by side with the generic path.
+On daphne and uvicorn the frame is written straight to each transport that has room; every test
+runs again with ``REALTIME["DIRECT_WRITES"]`` off (the ``-asgi`` servers of the ``wire`` fixture), where
+the relay takes the ASGI path. Both are checked against the same server, side by side with the
+generic path.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from channels.testing import WebsocketCommunicator
 from realtime import Channel, WebSocketView
 from tests.raw_ws import RawClient
 from tests.wire import report
+
+pytestmark = pytest.mark.also_without_direct_writes
 
 
 async def received(ws, count: int) -> list[dict]:

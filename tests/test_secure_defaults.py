@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from project.settings import DEMO_SECRET_KEY
 from realtime import WebSocketView
 from realtime.conf import DEFAULTS
-from realtime.daphne_compat import redact
+from realtime.redaction import redact
 from realtime.security import origin_allowed
 from tests.servers import BIN, PYTHON, ROOT, Daphne
 

@@ -1,7 +1,9 @@
 """One client must never hurt another: backpressure, strict encoding, close frames, departures.
 
 Against a real daphne and a real uvicorn (tests.wire_settings: slow-consumer timeout 2 s, 64 KiB messages), with real
-clients over sockets; the hostile ones speak raw frames (tests.raw_ws).
+clients over sockets; the hostile ones speak raw frames (tests.raw_ws). The relay cases of the backpressure
+tests run again with ``REALTIME["DIRECT_WRITES"]`` off (the ``-asgi`` servers of the ``wire`` fixture): the
+other tests do not touch direct writes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from tests.raw_ws import RawClient, close_frame, frame
 from tests.servers import Uvicorn
 from tests.wire import never_reading_sse, report, rss_mib
 
+#: A relay case: it runs on the wire servers without direct writes too.
+ALSO_ASGI = pytest.mark.also_without_direct_writes
+
 
 def closed_with(server, view: str) -> list[int]:
     """From synchronous tests: the close codes the server's ``view`` has seen."""
@@ -28,7 +33,9 @@ def closed_with(server, view: str) -> list[int]:
 # -- backpressure ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["fanout", "relay"], ids=["stream", "relay"])
+@pytest.mark.parametrize(
+    "path", ["fanout", pytest.param("relay", marks=ALSO_ASGI)], ids=["stream", "relay"]
+)
 async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get_everything(wire, path):
     view = {"fanout": "Fanout", "relay": "Relay"}[path]
     before = await report(wire)
@@ -78,7 +85,9 @@ async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get
     assert after - rss_before < 15, f"{after - rss_before:.1f} MiB still held after the slow clients left"
 
 
-@pytest.mark.parametrize("path", ["fanout-events", "relay-events"], ids=["follow", "relay"])
+@pytest.mark.parametrize(
+    "path", ["fanout-events", pytest.param("relay-events", marks=ALSO_ASGI)], ids=["follow", "relay"]
+)
 async def test_a_slow_sse_follower_is_dropped_with_event_error_slow_consumer(wire, path):
     sock = never_reading_sse(wire.port, path)
     await asyncio.sleep(0.3)

@@ -354,10 +354,9 @@ class TopicSocket(WebSocketView):
 
 def _direct_writer(ws: WebSocket) -> Any:
     """The accepted socket's writer of ready-made frames on daphne or uvicorn, else None."""
-    from .. import daphne_flow, uvicorn_flow
+    from .. import servers
 
-    send = ws._server_send
-    return daphne_flow.writer_for(send) or uvicorn_flow.writer_for(send)
+    return servers.websocket_writer(ws._server_send)
 
 
 def _unavailable(error: Exception) -> Failed:

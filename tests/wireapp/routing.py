@@ -3,7 +3,7 @@
 import asyncio
 import os
 
-from realtime import Channel, Gap, Router, SSEView, Topic, TopicSocket, WebSocketView
+from realtime import Channel, Gap, Router, SSEView, Topic, TopicSocket, WebSocketView, servers
 from realtime.encoding import UnencodableMessage
 from realtime.pubsub.channel import registry
 from realtime.topics.presence import COMPANION, announce, member
@@ -127,7 +127,7 @@ class Report(WebSocketView):
         await ws.send_json({
             "closed": closed, "rss_kib": rss_kib(), "subscribers": fanout.subscriber_count,
             "topic_subscribers": sum(c.subscriber_count for name, c in list(registry.items()) if name.startswith(WT)),
-            "tasks": len(asyncio.all_tasks()), "direct": direct,
+            "tasks": len(asyncio.all_tasks()), "direct": direct, "direct_writes": servers.direct_writes_enabled(),
         })
 
 

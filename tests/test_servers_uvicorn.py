@@ -1,4 +1,4 @@
-"""realtime.uvicorn_flow against a real uvicorn: which protocols get a direct writer, and what it writes."""
+"""realtime.servers on a real uvicorn: which protocols get a direct writer, and what it writes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import asyncio
 import httpx
 import uvicorn
 
-from realtime import uvicorn_flow
+from realtime import servers
+from realtime.servers.uvicorn import ChunkWriter
 from tests.servers import free_port
 
 FRAMES = [b"data: one\n\n", b"id: 2\ndata: two\n\n", b"data: " + b"x" * 70000 + b"\n\n"]
@@ -20,7 +21,7 @@ def streaming_app(found: dict):
         assert scope["type"] == "http"
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         await send({"type": "http.response.body", "body": b": open\n\n", "more_body": True})
-        writer = found["writer"] = uvicorn_flow.http_writer_for(send)
+        writer = found["writer"] = servers.response_writer(send)
         for frame in FRAMES:
             if writer is not None and writer.ready():
                 writer.write(frame)
@@ -55,7 +56,7 @@ async def serve_once(http: str) -> tuple[bytes, dict]:
 
 async def test_httptools_streaming_responses_get_a_chunk_writer_that_frames_like_uvicorn():
     body, found = await serve_once("httptools")
-    assert isinstance(found["writer"], uvicorn_flow.ChunkWriter)
+    assert isinstance(found["writer"], ChunkWriter)
     assert body == b": open\n\n" + b"".join(FRAMES)  # httpx decoded our chunks like uvicorn's own
     assert found["ready_before_end"] is True and found["ready_after_end"] is False
 

@@ -1,0 +1,453 @@
+"""daphne (on Twisted and autobahn) as `realtime` uses it: patched for correctness, written to directly.
+
+Patches, applied once by :meth:`DaphneAdapter.install` when daphne is the running server:
+
+- **Close codes.** daphne closes sockets through autobahn's ``sendClose``, which refuses every code
+  but 1000 and 3000-4999 (so 1003, 1007, 1008, 1009, 1011 raise inside the server and the client
+  never gets a close frame), and passes no reason. RFC 6455 lets a server send all of them; daphne
+  itself uses autobahn's lower-level ``sendCloseFrame`` for 1011. The ASGI ``websocket.close`` goes
+  through that same call, with the reason. A client's close frame with a code no client may send
+  gets 1002 (autobahn would abort the TCP connection instead).
+- **Backpressure.** daphne's ASGI ``send`` never waits: it hands bytes to Twisted, whose write buffer
+  grows without bound for a client that does not read. Every WebSocket (at accept) and every
+  streaming HTTP response (at its first chunk) gets a :class:`WriteGate`, a Twisted push producer
+  paused by its transport over ``bufferSize``, and daphne's ``send`` waits while it is paused, as
+  uvicorn's does. What to do with a client that stays paused is :mod:`realtime.flow`'s policy.
+- **Per-connection limits.** autobahn's message and frame limits are ``MAX_MESSAGE_SIZE`` and
+  ``failByDrop`` is off, so 1009, 1007 and 1002 get a close frame, not a TCP reset; past
+  ``MAX_PENDING_MESSAGES`` unread inbound messages the socket is no longer read until half are.
+- **Empty payloads.** ``send_text("")`` and ``send_bytes(b"")`` are sent (daphne drops them).
+- **Departures.** A send that races the client's close raises ``ClientDisconnected`` with the
+  client's close code, instead of autobahn's ``Disconnected``; a message with ``ABORT_KEY`` drops
+  the HTTP connection ``ABORT_GRACE_SECONDS`` later.
+- **Shutdown.** On SIGTERM every open WebSocket is closed with 1001 before daphne cancels the
+  applications (daphne's own shutdown raises ``KeyError`` on a connection that has no application
+  yet and drops every socket without a close frame), then at most ``DRAIN_SECONDS`` are waited.
+- **Access log.** daphne prints whole URIs; ``token=`` values are redacted (:mod:`realtime.redaction`).
+
+Direct writes: :class:`DirectWriter` and :class:`ResponseWriter` hand the delivery path
+ready-made frames for the transport.
+
+Versions. Outside ``tested_versions`` the direct writers are refused (one warning at start-up,
+:meth:`ServerAdapter.trusted`): they read daphne's and Twisted's private state and skip daphne's
+send. The patches stay on while every name they wrap or read exists (:data:`CLASS_ATTRIBUTES`): a
+daphne without them is worse (close codes raise, buffers grow without bound, tokens reach the
+log). If any is missing none is applied (a half-patched daphne is worse still) and a warning names
+the versions and what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from importlib import import_module
+from typing import Any
+
+from ..closecodes import is_receivable
+from ..conf import setting
+from ..redaction import redact
+from .base import ABORT_GRACE_SECONDS, ABORT_KEY, ClientDisconnected, Features, ServerAdapter, SlowConsumer
+
+logger = logging.getLogger("realtime.servers")
+shutdown_logger = logging.getLogger("realtime.shutdown")
+
+#: Seconds between checks of a paused reader's queue.
+POLL_SECONDS = 0.05
+#: How long a SIGTERM waits for applications to finish after telling every client.
+DRAIN_SECONDS = 5.0
+
+#: What the patches wrap or read, by module (and class): the names tests/test_servers_contract.py
+#: checks on the installed packages.
+CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "daphne.ws_protocol.WebSocketProtocol": (
+        "handle_reply", "onConnect", "onMessage", "onCloseFrame", "sendCloseFrame", "sendMessage",
+        "dropConnection", "STATE_CONNECTING", "STATE_OPEN", "STATE_CLOSED", "CONFIG_ATTRS",
+    ),
+    "daphne.server.Server": ("handle_reply", "kill_all_applications"),
+    "daphne.http_protocol.WebRequest": ("handle_reply", "registerProducer", "unregisterProducer"),
+    "daphne.access.AccessLogGenerator": ("__call__",),
+    "twisted.internet.abstract.FileDescriptor": (
+        "registerProducer", "unregisterProducer", "pauseProducing", "resumeProducing", "bufferSize", "dataBuffer",
+    ),
+    "twisted.web.http.Request": ("write",),
+    "autobahn.util": ("encode_truncate",),
+    "autobahn.exception": ("Disconnected",),
+}
+#: autobahn's per-protocol options set before each handshake (``WebSocketProtocol.CONFIG_ATTRS``).
+OPTIONS = ("maxMessagePayloadSize", "maxFramePayloadSize", "failByDrop")
+#: What is read on live objects: checked on a real daphne by :meth:`DaphneAdapter.missing`.
+WEBSOCKET_ATTRIBUTES = ("state", "transport", "application_queue", "remoteCloseCode", "_realtime_gate")
+REQUEST_ATTRIBUTES = ("finished", "channel", "_realtime_gate")
+TRANSPORT_ATTRIBUTES = ("write", "dataBuffer", "_tempDataLen", "bufferSize", "abortConnection")
+SERVER_ATTRIBUTES = ("connections",)
+
+
+class WriteGate:
+    """A Twisted ``IPushProducer`` for one connection: ``wait()`` returns once its transport drains."""
+
+    __slots__ = ("_waiters", "paused", "stopped", "transport")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.paused = False
+        self.stopped = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    # -- IPushProducer, called by the transport ------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self.paused = False
+        self._wake()
+
+    # -- for the ASGI send ---------------------------------------------------------------------
+
+    def owed(self) -> int:
+        """Bytes waiting in the transport's user-space buffer (Twisted's ``dataBuffer`` and ``_tempDataLen``).
+
+        On a TLS transport (daphne's ``ssl:`` endpoint) the transport is Twisted's
+        ``TLSMemoryBIOProtocol``, which has neither: owed() is 0 there, so ``SEND_BUFFER_LIMIT``
+        never ends a client at once. The pause still works (the TLS layer passes the producer on
+        to the TCP transport), so sends wait and ``SLOW_CONSUMER_TIMEOUT`` ends a client that stops
+        reading.
+        """
+        transport = self.transport
+        return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
+
+    async def wait(self) -> None:
+        while self.paused and not self.stopped:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class DirectWriter:
+    """Writes ready-made frame bytes to one daphne WebSocket's transport, skipping the ASGI hop.
+
+    Only while the connection is open and its transport is not pushing back: otherwise the caller
+    takes the ASGI path, which waits, and the slow-consumer policy applies.
+    """
+
+    __slots__ = ("gate", "protocol")
+
+    def __init__(self, protocol: Any, gate: WriteGate) -> None:
+        self.protocol = protocol
+        self.gate = gate
+
+    def ready(self) -> bool:
+        gate = self.gate
+        return not gate.paused and not gate.stopped and self.protocol.state == self.protocol.STATE_OPEN
+
+    def write(self, data: bytes) -> None:
+        self.gate.transport.write(data)
+
+
+class ResponseWriter:
+    """Writes ready-made SSE frames to one daphne streaming response (chunked by Twisted)."""
+
+    __slots__ = ("gate", "request")
+
+    def __init__(self, request: Any, gate: WriteGate) -> None:
+        self.request = request
+        self.gate = gate
+
+    def ready(self) -> bool:
+        gate, request = self.gate, self.request
+        return not gate.paused and not gate.stopped and not request.finished and request.channel is not None
+
+    def write(self, data: bytes) -> None:
+        from twisted.web import http
+
+        http.Request.write(self.request, data)
+
+
+def _connection(send: Any) -> Any:
+    """The protocol or request behind daphne's ASGI ``send`` (``partial(server.handle_reply, it)``), or None."""
+    if isinstance(send, functools.partial) and len(send.args) == 1:
+        return send.args[0]
+    return None
+
+
+class DaphneAdapter(ServerAdapter):
+    name = "daphne"
+    modules = ("daphne.ws_protocol",)
+    features = Features(
+        websocket_writes=True, response_writes=True, close_code_on_disconnect=True, any_close_code=True,
+        backpressure=True, abort=True, graceful_shutdown=True,
+    )
+    tested_versions = {"daphne": ("4.2.3",), "twisted": ("26.10.0",), "autobahn": ("26.11.1",)}
+
+    def websocket_writer(self, send: Any) -> DirectWriter | None:
+        protocol = _connection(send)
+        gate = getattr(protocol, "_realtime_gate", None)
+        if not isinstance(gate, WriteGate) or not hasattr(protocol, "sendMessage"):
+            return None  # not an accepted daphne WebSocket with our gate (an HTTP request, another server)
+        return DirectWriter(protocol, gate)
+
+    def response_writer(self, send: Any) -> ResponseWriter | None:
+        request = _connection(send)
+        gate = getattr(request, "_realtime_gate", None)
+        if not isinstance(gate, WriteGate) or not hasattr(request, "finished"):
+            return None
+        return ResponseWriter(request, gate)
+
+    def missing_attributes(self) -> list[str]:
+        """The names of :data:`CLASS_ATTRIBUTES` and :data:`OPTIONS` the installed packages lack."""
+        missing = []
+        for path, names in CLASS_ATTRIBUTES.items():
+            try:
+                owner = import_module(path)
+            except ImportError:
+                module, _, attribute = path.rpartition(".")
+                try:
+                    owner = getattr(import_module(module), attribute)
+                except (ImportError, AttributeError):
+                    missing.append(path)
+                    continue
+            missing += [f"{path}.{name}" for name in names if not hasattr(owner, name)]
+        if not missing:
+            config = import_module("daphne.ws_protocol").WebSocketProtocol.CONFIG_ATTRS
+            missing += [f"autobahn option {name}" for name in OPTIONS if name not in config]
+        return missing
+
+    def missing(self, send: Any) -> list[str]:
+        """What the patches and writers read on the live connection behind ``send`` and it lacks.
+
+        Call it after ``websocket.accept``, or after a streaming response's first body chunk.
+        """
+        target = _connection(send)
+        if target is None:
+            return ["daphne's send: functools.partial(Server.handle_reply, connection)"]
+        server = getattr(send.func, "__self__", None)
+        missing = [f"Server.{name}" for name in SERVER_ATTRIBUTES if not hasattr(server, name)]
+        if hasattr(target, "sendMessage"):
+            kind, names, transport = "WebSocketProtocol", WEBSOCKET_ATTRIBUTES, getattr(target, "transport", None)
+        else:
+            kind, names = "WebRequest", REQUEST_ATTRIBUTES
+            transport = getattr(getattr(target, "channel", None), "transport", None)
+        missing += [f"{kind}.{name}" for name in names if not hasattr(target, name)]
+        missing += [f"{kind} transport.{name}" for name in TRANSPORT_ATTRIBUTES if not hasattr(transport, name)]
+        return missing
+
+    def install(self) -> bool:
+        if not self.running():
+            return False
+        from daphne.access import AccessLogGenerator
+        from daphne.http_protocol import WebRequest
+        from daphne.server import Server
+        from daphne.ws_protocol import WebSocketProtocol
+
+        if getattr(WebSocketProtocol, "_realtime_installed", False):
+            return True
+        missing = self.missing_attributes()
+        if missing:
+            logger.warning(
+                "realtime: %s lacks %s; daphne is left unpatched (close codes beyond 1000 and 3000-4999, "
+                "backpressure, the 1001 shutdown and access-log redaction are off)",
+                self.versions(), ", ".join(missing),
+            )
+            return True
+        _patch_websocket(WebSocketProtocol)
+        _patch_send(Server)
+        _patch_http(WebRequest)
+        _patch_shutdown(Server, WebSocketProtocol)
+        _patch_access_log(AccessLogGenerator)
+        WebSocketProtocol._realtime_installed = True
+        return True
+
+
+def _gate(connection: Any, transport: Any) -> WriteGate:
+    gate = WriteGate(transport)
+    transport.bufferSize = int(setting("SEND_BUFFER_SIZE"))
+    connection._realtime_gate = gate
+    return gate
+
+
+def _patch_websocket(protocol_class: type) -> None:
+    from autobahn.util import encode_truncate
+
+    original_connect = protocol_class.onConnect
+    original_message = protocol_class.onMessage
+    original_reply = protocol_class.handle_reply
+    original_close_frame = protocol_class.onCloseFrame
+
+    def onConnect(self: Any, request: Any) -> Any:
+        limit = int(setting("MAX_MESSAGE_SIZE"))
+        # Per-connection options: autobahn copied the factory's into the protocol on connect.
+        self.maxMessagePayloadSize = limit
+        self.maxFramePayloadSize = limit
+        self.failByDrop = False
+        return original_connect(self, request)
+
+    def onMessage(self: Any, payload: bytes, isBinary: bool) -> None:
+        original_message(self, payload, isBinary)
+        queue = getattr(self, "application_queue", None)
+        limit = setting("MAX_PENDING_MESSAGES")
+        if queue is None or not limit or getattr(self, "_realtime_reading_paused", False):
+            return
+        if queue.qsize() >= limit:
+            self._realtime_reading_paused = True
+            self.transport.pauseProducing()
+            _resume_when_read(self, queue, max(1, limit // 2))
+
+    def handle_reply(self: Any, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if self.state != self.STATE_CONNECTING:
+            if kind == "websocket.close":
+                code = message.get("code") or 1000
+                reason = message.get("reason") or None
+                self.sendCloseFrame(
+                    code=int(code), reasonUtf8=encode_truncate(reason, 123) if reason else None, isReply=False
+                )
+                return
+            if kind == "websocket.send":
+                text, data = message.get("text"), message.get("bytes")
+                if text == "" and data is None:
+                    self.sendMessage(b"", False)
+                    return
+                if data == b"" and text is None:
+                    self.sendMessage(b"", True)
+                    return
+        original_reply(self, message)
+        if kind == "websocket.accept" and getattr(self, "_realtime_gate", None) is None:
+            transport = self.transport
+            transport.unregisterProducer()  # daphne's HTTP channel, left registered by the upgrade
+            transport.registerProducer(_gate(self, transport), True)
+
+    def onCloseFrame(self: Any, code: int | None, reasonRaw: bytes) -> Any:
+        # autobahn answers a close frame with a bad code by closing with 1002, then takes the bad
+        # frame for the client's reply and aborts the TCP connection: the 1002 never arrives.
+        if self.state == self.STATE_OPEN and code is not None and not is_receivable(code):
+            self.sendCloseFrame(code=1002, reasonUtf8=b"invalid close code", isReply=False)
+            self.dropConnection(abort=False)
+            return True
+        return original_close_frame(self, code, reasonRaw)
+
+    protocol_class.onConnect = onConnect
+    protocol_class.onCloseFrame = onCloseFrame
+    protocol_class.onMessage = onMessage
+    protocol_class.handle_reply = handle_reply
+
+
+def _resume_when_read(protocol: Any, queue: asyncio.Queue[Any], low: int) -> None:
+    from twisted.internet import reactor
+
+    def check() -> None:
+        if protocol.state == protocol.STATE_CLOSED:
+            return
+        if queue.qsize() <= low:
+            protocol._realtime_reading_paused = False
+            protocol.transport.resumeProducing()
+        else:
+            reactor.callLater(POLL_SECONDS, check)
+
+    reactor.callLater(POLL_SECONDS, check)
+
+
+def _patch_send(server_class: type) -> None:
+    from autobahn.exception import Disconnected
+
+    original = server_class.handle_reply
+
+    async def handle_reply(self: Any, protocol: Any, message: dict[str, Any]) -> None:
+        try:
+            await original(self, protocol, message)
+        except Disconnected:
+            raise ClientDisconnected(getattr(protocol, "remoteCloseCode", None) or 1006) from None
+        gate = getattr(protocol, "_realtime_gate", None)
+        if gate is None or not gate.paused or message.get(ABORT_KEY):
+            return
+        kind = message["type"]
+        if kind == "websocket.send" or (kind == "http.response.body" and message.get("more_body")):
+            if gate.owed() > setting("SEND_BUFFER_LIMIT"):
+                raise SlowConsumer(f"slow consumer: owes {gate.owed()} bytes")
+            await gate.wait()
+
+    server_class.handle_reply = handle_reply
+
+
+def _patch_http(request_class: type) -> None:
+    original = request_class.handle_reply
+
+    def handle_reply(self: Any, message: dict[str, Any]) -> None:
+        if message.get("type") != "http.response.body" or self.finished or self.channel is None:
+            original(self, message)
+            return
+        gate = getattr(self, "_realtime_gate", None)
+        if message.get("more_body"):
+            if gate is None:
+                self.registerProducer(_gate(self, self.channel.transport), True)
+            original(self, message)
+            return
+        transport = self.channel.transport
+        if gate is not None:
+            self.unregisterProducer()
+        original(self, message)
+        if message.get(ABORT_KEY) and transport is not None:
+            from twisted.internet import reactor
+
+            reactor.callLater(ABORT_GRACE_SECONDS, transport.abortConnection)
+
+    request_class.handle_reply = handle_reply
+
+
+def _patch_shutdown(server_class: type, websocket_protocol: type) -> None:
+    from twisted.internet import defer
+
+    from .. import lifecycle
+
+    def kill_all_applications(self: Any) -> Any:
+        lifecycle.begin_shutdown()
+        for protocol in list(self.connections):
+            if isinstance(protocol, websocket_protocol) and protocol.state == protocol.STATE_OPEN:
+                protocol.sendCloseFrame(code=1001, reasonUtf8=b"Server shutting down", isReply=False)
+        instances = [
+            details["application_instance"]
+            for details in self.connections.values()
+            if "application_instance" in details and not details["application_instance"].done()
+        ]
+
+        async def drain() -> None:
+            await asyncio.sleep(0.2)  # let SSE streams send their last frame and close frames flush
+            for instance in instances:
+                instance.cancel()
+            await asyncio.wait(instances, timeout=DRAIN_SECONDS) if instances else None
+
+        shutdown_logger.info("Shutting down: closing %d connection(s)", len(instances))
+        deferred = defer.Deferred.fromFuture(asyncio.ensure_future(drain()))
+        deferred.addErrback(lambda failure: None)
+        return deferred
+
+    server_class.kill_all_applications = kill_all_applications
+
+
+def _patch_access_log(generator_class: type) -> None:
+    original = generator_class.__call__
+
+    def log(self: Any, protocol: str, action: str, details: dict[str, Any]) -> None:
+        if isinstance(details.get("path"), str):
+            details = {**details, "path": redact(details["path"])}
+        original(self, protocol, action, details)
+
+    generator_class.__call__ = log
+
+
+adapter = DaphneAdapter()

@@ -1,0 +1,245 @@
+"""The contract of each server adapter (realtime.servers) with the installed server packages.
+
+Every private name an adapter patches or reads is checked on the installed packages, and what it
+reads on live connections on a real server (daphne in a subprocess, uvicorn in this process), so
+that an upgrade that renames one fails here, naming the versions, instead of silently in
+production. Then: the tested versions are the ones requirements.txt pins, an untested version
+turns direct writes off with one warning, and ``REALTIME["DIRECT_WRITES"] = False`` gives no writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import re
+import types
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from websockets.protocol import State
+
+from realtime import servers
+from realtime.servers import daphne as daphne_servers
+from realtime.servers import uvicorn as uvicorn_servers
+from realtime.servers.base import ServerAdapter
+from realtime.servers.daphne import DaphneAdapter, WriteGate
+from realtime.servers.uvicorn import UvicornAdapter
+from tests.servers import BIN, ROOT, Daphne, free_port, wait_for_port
+
+ADAPTERS = {"daphne": DaphneAdapter, "uvicorn": UvicornAdapter}
+
+
+def broken(adapter: ServerAdapter, what: str) -> str:
+    return (
+        f"{what}: realtime.servers.{adapter.name} relies on it, and the installed {adapter.versions()} "
+        f"lacks it. Adapt the adapter to this version and add it to its tested_versions (and requirements.txt)."
+    )
+
+
+# -- daphne, Twisted, autobahn -----------------------------------------------------------------------
+
+
+def test_daphne_adapter_declares_the_names_it_patches():
+    tables = daphne_servers.CLASS_ATTRIBUTES
+    assert {"handle_reply", "onConnect", "onMessage", "onCloseFrame", "sendCloseFrame", "STATE_OPEN"} <= set(
+        tables["daphne.ws_protocol.WebSocketProtocol"]
+    )
+    assert {"handle_reply", "kill_all_applications"} <= set(tables["daphne.server.Server"])
+    assert {"registerProducer", "dataBuffer"} <= set(tables["twisted.internet.abstract.FileDescriptor"])
+    assert {"application_queue", "remoteCloseCode"} <= set(daphne_servers.WEBSOCKET_ATTRIBUTES)
+    assert {"dataBuffer", "_tempDataLen"} <= set(daphne_servers.TRANSPORT_ATTRIBUTES)
+    assert "connections" in daphne_servers.SERVER_ATTRIBUTES
+
+
+def test_daphne_twisted_and_autobahn_have_every_name_the_adapter_patches():
+    adapter = DaphneAdapter()
+    missing = adapter.missing_attributes()
+    assert not missing, broken(adapter, ", ".join(missing))
+
+
+class ContractDaphne(Daphne):
+    def command(self) -> list[str]:
+        return [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), "tests.servers_contract_app:application"]
+
+
+@pytest.fixture(scope="module")
+def contract_daphne(output_dir):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1"}
+    env.pop("REDIS_URL", None)
+    env.pop("REALTIME_DIRECT_WRITES", None)
+    server = ContractDaphne(env, output_dir / "daphne-contract.log").start()
+    yield server
+    server.stop()
+
+
+async def test_a_daphne_websocket_has_every_attribute_the_adapter_reads(contract_daphne):
+    async with websockets.connect(f"{contract_daphne.ws_url}/daphne") as ws:
+        report = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert not report["missing"], broken(DaphneAdapter(), ", ".join(report["missing"]))
+    assert (report["writer"], report["ready"]) == ("DirectWriter", True), report
+
+
+async def test_a_daphne_streaming_response_has_every_attribute_the_adapter_reads(contract_daphne):
+    async with httpx.AsyncClient(timeout=10) as client:
+        body = (await client.get(f"{contract_daphne.url}/daphne")).content
+    report = json.loads(body.removeprefix(b": open\n\n"))
+    assert not report["missing"], broken(DaphneAdapter(), ", ".join(report["missing"]))
+    assert (report["writer"], report["ready"]) == ("ResponseWriter", True), report
+
+
+# -- uvicorn, websockets, httptools ------------------------------------------------------------------
+
+
+async def uvicorn_report(kind: str) -> dict:
+    """The contract app's report from a uvicorn in this process (websockets-sansio, httptools)."""
+    from tests.servers_contract_app import application
+
+    port = free_port()
+    config = uvicorn.Config(application, host="127.0.0.1", port=port, http="httptools", ws="websockets-sansio",
+                            lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await asyncio.to_thread(wait_for_port, port)
+        if kind == "websocket":
+            async with websockets.connect(f"ws://127.0.0.1:{port}/uvicorn") as ws:
+                return json.loads(await asyncio.wait_for(ws.recv(), 10))
+        async with httpx.AsyncClient(timeout=10) as client:
+            body = (await client.get(f"http://127.0.0.1:{port}/uvicorn")).content
+        return json.loads(body.removeprefix(b": open\n\n"))
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.mark.parametrize(("kind", "writer"), [("websocket", "TransportWriter"), ("http", "ChunkWriter")])
+async def test_a_uvicorn_connection_has_every_attribute_the_adapter_reads(kind, writer):
+    assert {"writable", "handshake_complete", "close_sent", "disconnected", "conn"} <= set(
+        uvicorn_servers.WEBSOCKET_ATTRIBUTES
+    )
+    assert {"response_started", "response_complete", "disconnected", "chunked_encoding", "flow", "transport"} <= set(
+        uvicorn_servers.CYCLE_ATTRIBUTES
+    )
+    report = await uvicorn_report(kind)
+    assert not report["missing"], broken(UvicornAdapter(), ", ".join(report["missing"]))
+    assert (report["writer"], report["ready"]) == (writer, True), report
+
+
+# -- versions ------------------------------------------------------------------------------------------
+
+
+def pins() -> dict[str, str]:
+    text = (ROOT / "requirements.txt").read_text()
+    found = re.findall(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s#]+)", text, re.MULTILINE)
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in found}
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_tested_versions_are_what_requirements_txt_pins(name):
+    adapter, pinned = ADAPTERS[name](), pins()
+    for package, tested in adapter.tested_versions.items():
+        assert package in pinned, f"requirements.txt does not pin {package}, which realtime.servers.{name} reads"
+        assert pinned[package] in tested, (
+            f"requirements.txt pins {package}=={pinned[package]}; realtime.servers.{name} was tested on {tested}"
+        )
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_the_installed_servers_are_versions_the_adapters_were_tested_on(name):
+    adapter = ADAPTERS[name]()
+    assert not adapter.untested_versions(), broken(adapter, f"an untested version ({adapter.untested_versions()})")
+
+
+# -- the version check and DIRECT_WRITES, with fake connections ------------------------------------
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class FakeSansio:
+    """Has what realtime.servers.uvicorn reads on a websockets-sansio protocol."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.handshake_complete, self.close_sent, self.disconnected = True, False, False
+        self.conn = types.SimpleNamespace(state=State.OPEN)
+        self.transport = FakeTransport()
+
+    async def asgi_send(self, message: dict) -> None:
+        pass
+
+
+FakeSansio.__module__ = uvicorn_servers.WEBSOCKET_MODULE
+
+
+class FakeAutobahn:
+    """Has what realtime.servers.daphne reads on an accepted daphne WebSocket."""
+
+    STATE_OPEN = 3
+
+    def __init__(self) -> None:
+        self.state = self.STATE_OPEN
+        self.transport = FakeTransport()
+        self._realtime_gate = WriteGate(self.transport)
+
+    def sendMessage(self, payload: bytes, isBinary: bool) -> None:
+        pass
+
+
+class FakeDaphneServer:
+    async def handle_reply(self, protocol, message: dict) -> None:
+        pass
+
+
+def fake_send(name: str):
+    if name == "daphne":
+        return functools.partial(FakeDaphneServer().handle_reply, FakeAutobahn())
+    return FakeSansio().asgi_send
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_an_untested_version_turns_direct_writes_off_with_one_warning(name, monkeypatch, caplog):
+    adapter = ADAPTERS[name]()
+    package = next(iter(adapter.tested_versions))
+    installed = {**{p: v[0] for p, v in adapter.tested_versions.items()}, package: "99.0.1"}
+    monkeypatch.setattr(adapter, "installed_versions", lambda: installed)
+    monkeypatch.setattr(servers, "ADAPTERS", (adapter,))
+    send = fake_send(name)
+    assert adapter.websocket_writer(send) is not None, "the fake connection does not look like the server's"
+    with caplog.at_level(logging.WARNING, logger="realtime.servers"):
+        assert servers.install()  # start-up
+        for _ in range(3):
+            assert servers.websocket_writer(send) is None
+    warnings = [r for r in caplog.records if r.name == "realtime.servers"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert f"{package} 99.0.1" in warnings[0].getMessage() and "direct writes are off" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_direct_writes_false_gives_no_writer(name, monkeypatch, settings):
+    adapter = ADAPTERS[name]()
+    monkeypatch.setattr(servers, "ADAPTERS", (adapter,))
+    send = fake_send(name)
+    writer = servers.websocket_writer(send)
+    assert writer is not None and writer.ready()
+    writer.write(b"frame")
+    transport = send.args[0].transport if name == "daphne" else send.__self__.transport
+    assert transport.written == [b"frame"]
+    settings.REALTIME = {**settings.REALTIME, "DIRECT_WRITES": False}
+    assert servers.websocket_writer(send) is None
+    assert servers.response_writer(send) is None
+    assert not servers.direct_writes_enabled()
