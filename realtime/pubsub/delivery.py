@@ -38,11 +38,16 @@ UNORDERED: Any = object()
 
 
 class Writer(Protocol):
-    """A connection's writer of ready-made frames (``realtime.servers``): ``ready()`` when it has room."""
+    """Writes ready-made bytes (a WebSocket frame, an SSE frame) to one connection's transport.
 
-    def ready(self) -> bool: ...
+    ``realtime.servers`` finds one for a connection on the servers it knows.
+    """
 
-    def write(self, data: bytes) -> None: ...
+    def ready(self) -> bool:
+        """True while the connection is open and its transport has room: write now, or use ASGI."""
+
+    def write(self, data: bytes) -> None:
+        """Hand ``data`` to the transport, whole."""
 
 
 class Drain(Protocol):

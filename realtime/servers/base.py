@@ -29,9 +29,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from ..closecodes import CloseCode
+from ..pubsub.delivery import Writer as Writer  # what the delivery engine writes through
 
 logger = logging.getLogger("realtime.servers")
 
@@ -58,16 +59,6 @@ class SlowConsumer(ClientDisconnected):
 
     def __init__(self, reason: str = "slow consumer") -> None:
         super().__init__(int(CloseCode.SLOW_CONSUMER), reason)
-
-
-class Writer(Protocol):
-    """Writes ready-made bytes (a WebSocket frame, an SSE frame) to one connection's transport."""
-
-    def ready(self) -> bool:
-        """True while the connection is open and its transport has room: write now, or use ASGI."""
-
-    def write(self, data: bytes) -> None:
-        """Hand ``data`` to the transport, whole."""
 
 
 @dataclass(frozen=True)
