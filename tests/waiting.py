@@ -106,18 +106,13 @@ async def first_json(url: str) -> dict:
 
 async def wire_subscribers(server: Any, count: int, timeout: float = TIMEOUT) -> dict:
     """Wait until tests/wireapp's ``wire-fanout`` channel has ``count`` subscribers; the report."""
-    return await await_until(
-        lambda: _report_if(server, lambda report: report["subscribers"] == count), timeout, 0.05,
-        f"{count} subscribers of wire-fanout in {server.url}",
-    )
+    report = await asettled(lambda: wire_report(server), lambda now: now["subscribers"] == count, timeout, 0.05)
+    if report["subscribers"] != count:
+        raise _failure(f"{count} subscribers of wire-fanout in {server.url}", timeout, report)
+    return report
 
 
-async def _report_if(server: Any, accept: Callable[[dict], bool]) -> dict | None:
-    report = await wire_report(server)
-    return report if accept(report) else None
-
-
-async def quiet_wire(server: Any, timeout: float = 10.0) -> dict:
+async def quiet_wire(server: Any, timeout: float = 30.0) -> dict:
     """The wire report once no connection but the probe's own is open (earlier tests' have ended).
 
     Never fails: a connection that stays open is for the test's own assertions to notice."""
@@ -129,7 +124,7 @@ async def live_stats(server: Any) -> dict:
     return await first_json(f"{server.ws_url}/api/t/stats")
 
 
-async def quiet_live(server: Any, timeout: float = 10.0) -> dict:
+async def quiet_live(server: Any, timeout: float = 30.0) -> dict:
     """The live stats once no connection but the probe's own is open; never fails (see quiet_wire)."""
     return await asettled(lambda: live_stats(server), lambda stats: stats["open_connections"] <= 1, timeout, 0.05)
 
