@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.isolation import output_dir as run_output_dir
 from tests.liveapp.management.commands.seed_test_users import PASSWORD
 from tests.servers import Daphne, Uvicorn, UvicornHttptools, prepare_database
 from tests.wire import report
@@ -43,9 +44,7 @@ class Live:
 
 @pytest.fixture(scope="session")
 def output_dir() -> Path:
-    path = Path(__file__).resolve().parent.parent / "test-output"
-    path.mkdir(exist_ok=True)
-    return path
+    return run_output_dir(Path(__file__).resolve().parent.parent / "test-output")
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.isolation import exclusive
 from tests.servers import ROOT, Daphne, free_port, require, stop, wait_for_port, which
 
 JS_DIR = ROOT / "tests" / "js"
@@ -31,9 +32,11 @@ def node_modules() -> Path:
     if not (modules / "ws" / "package.json").exists():
         npm = shutil.which("npm")
         require(npm is not None, "npm (to install tests/js/node_modules)")
-        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True,
-                                timeout=300)
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
+        with exclusive(JS_DIR):  # npm ci empties node_modules first: never under a run that uses it
+            if not (modules / "ws" / "package.json").exists():
+                result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True,
+                                        text=True, timeout=300)
+                assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
     return modules
 
 

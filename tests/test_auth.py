@@ -179,7 +179,7 @@ async def test_in_band_refresh_with_a_fresh_token_of_the_same_user_keeps_the_con
     await communicator.receive_json_from()
     await communicator.send_json_to({"type": "realtime.refresh", "token": token_for(users["ana"].pk)})
     assert (await communicator.receive_json_from())["ok"] is True
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # time under test: past the first token's 1 s lifetime
     await communicator.send_json_to("still here")
     assert await communicator.receive_json_from() == {"echo": "still here"}
     await communicator.disconnect()
@@ -209,7 +209,7 @@ async def test_a_revocation_that_arrives_late_spares_the_connections_opened_afte
     before = await connect(Protected, token_for(users["ana"].pk))
     await before.receive_json_from()
     logout = _revocation(users["ana"].pk, "logout")  # made now, delivered below
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # time under test: the clock moves on, so the next login opens after the logout
     after = await connect(Protected, token_for(users["ana"].pk))
     await after.receive_json_from()
     await revocations.channel.publish(logout)

@@ -10,12 +10,17 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import redis
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from realtime.pubsub.channel import group_name
+from realtime.revocation import CONTROL_CHANNEL
+from tests.isolation import redis_db
 from tests.servers import PYTHON, ROOT, Daphne, prepare_database, redis_available, require
 from tests.sse_client import text_until
 from tests.test_websocket_live import close_of, first_json, forged
+from tests.waiting import await_until, layer_group, redis_subscriptions
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -104,7 +109,7 @@ def pair(tmp_path_factory, output_dir):
     prefix = f"test-revoke-{uuid.uuid4().hex[:12]}"
     env, users = prepare_database(
         tmp_path_factory.mktemp("revoke"),
-        {"DJANGO_SETTINGS_MODULE": "tests.auth_settings", "REDIS_URL": "redis://127.0.0.1:6379/9",
+        {"DJANGO_SETTINGS_MODULE": "tests.auth_settings", "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db()}",
          "CHANNEL_LAYER_PREFIX": prefix},
     )
     a = Daphne(env, output_dir / "daphne-revoke-a.log").start()
@@ -143,7 +148,10 @@ async def test_queryset_update_closes_nothing_and_revoke_user_closes_every_proce
         assert sse.status_code == 200
         body = sse.aiter_text()
         assert "event: open" in await text_until(body, "event: open")
-        await asyncio.sleep(0.3)
+        revocations = layer_group(group_name(CONTROL_CHANNEL), env["CHANNEL_LAYER_PREFIX"])
+        broker = redis.Redis.from_url(env["REDIS_URL"])
+        await await_until(lambda: redis_subscriptions(broker, revocations) == 2, interval=0.05,
+                          message="both processes subscribed to the revocations")
 
         # A bulk update sends no post_save: every connection stays open.
         await manage_shell(env, "from django.contrib.auth.models import User; "

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.isolation import redis_db
 from tests.servers import require
 from tests.stack import PASSWORDS, Stack
 
@@ -40,7 +41,7 @@ TRADE_IDS = "() => [...document.querySelectorAll('#trades tbody tr.trade')].map(
 def stack(tmp_path_factory, output_dir):
     require(importlib.util.find_spec("playwright") is not None, "the playwright package")
     require(CHROMIUM.exists(), f"Chromium at {CHROMIUM}")
-    stack = Stack("browser", db=6, tmp=tmp_path_factory.mktemp("browser"), output_dir=output_dir)
+    stack = Stack("browser", db=redis_db(), tmp=tmp_path_factory.mktemp("browser"), output_dir=output_dir)
     try:
         yield stack.start()
     finally:
@@ -147,7 +148,7 @@ def test_page_shows_ticks_and_own_trades_and_resumes_after_a_daphne_restart(stac
         meanwhile = [stack.order_offline("alice", "R_50", "sell", "5")["trade_id"],
                      stack.order_offline("alice", "R_100", "buy", "6")["trade_id"]]
         stack.order_offline("editor", "R_50", "buy", "1")
-        time.sleep(1)
+        time.sleep(1)  # time under test: nothing arrives within it
         assert trade_ids(page) == before  # nothing arrives while the servers are down
         stack.a.start()
         stack.b.start()
@@ -164,7 +165,7 @@ def test_page_shows_ticks_and_own_trades_and_resumes_after_a_daphne_restart(stac
         )
         after_restart = stack.order("alice", "R_10", "buy", "7")["trade_id"]
         wait_for_trades(page, [after_restart], timeout=10000)
-        time.sleep(1)  # room for a duplicate to show up, if there were one
+        time.sleep(1)  # time under test: room for a duplicate to show up, if there were one
         shown = trade_ids(page)
         assert sorted(shown) == sorted([*before, *meanwhile, after_restart])
         assert len(shown) == len(set(shown)) == 5

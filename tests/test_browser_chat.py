@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.isolation import redis_db
 from tests.servers import require
 from tests.stack import Stack
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, log_in
@@ -26,7 +27,7 @@ WS_CONNECT = re.compile(r'"WSCONNECT /api/realtime/ws"')
 def stack(tmp_path_factory, output_dir):
     require(importlib.util.find_spec("playwright") is not None, "the playwright package")
     require(CHROMIUM.exists(), f"Chromium at {CHROMIUM}")
-    stack = Stack("chat", db=9, tmp=tmp_path_factory.mktemp("chat"), output_dir=output_dir)
+    stack = Stack("chat", db=redis_db(), tmp=tmp_path_factory.mktemp("chat"), output_dir=output_dir)
     try:
         yield stack.start()
     finally:

@@ -16,8 +16,19 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime import BrokerUnavailable, Channel
 from realtime.pubsub.channel import group_name
+from realtime.revocation import CONTROL_CHANNEL
 from tests.servers import PYTHON, ROOT, Daphne, free_port, prepare_database, require, stop, wait_for_port, which
 from tests.sse_client import read_events, text_until
+from tests.waiting import (
+    asettled,
+    await_until,
+    layer_group,
+    list_receiver,
+    live_subscribers,
+    primed,
+    redis_subscriptions,
+    ws_receiver,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -78,15 +89,40 @@ async def receive(ws, timeout=5):
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
-async def subscribed(server, symbol):
-    ws = await websockets.connect(f"{server.ws_url}/api/t/channel-ticks/{symbol}")
-    await asyncio.sleep(0.3)  # the bridge joins the group
-    return ws
+async def subscribed(symbol, *servers, via):
+    """One tick socket per server; returned once probes published through ``via`` reach each of them
+    (a socket in another process is subscribed only once that process's bridge has joined the group)."""
+    sockets = [await websockets.connect(f"{server.ws_url}/api/t/channel-ticks/{symbol}") for server in servers]
+    await primed(lambda n: publish_via(via, "live-ticks", {"symbol": symbol, "probe": n}),
+                 [ws_receiver(ws, lambda tick: tick.get("probe")) for ws in sockets])
+    return sockets
+
+
+def probe_of(via):
+    """The number of a probe published through ``via`` in a followed event, or None."""
+    def number(event):
+        data = event[2]
+        return data.get("probe") if isinstance(data, dict) and data.get("via") == via.url else None
+
+    return number
+
+
+async def primed_followers(followers, *via):
+    """Probes on live-history through each of ``via`` in turn, until every follower has read them: then
+    each following process reads the Redis Stream, and whatever is published next reaches it."""
+    for server in via:
+        await primed(lambda n, server=server: publish_via(server, "live-history", {"probe": n, "via": server.url}),
+                     [list_receiver(events, probe_of(server)) for events in followers])
+
+
+def entries(events):
+    """Followed events that are not probes."""
+    return [event for event in events if not (isinstance(event[2], dict) and "probe" in event[2])]
 
 
 async def test_publish_in_one_process_reaches_subscribers_in_the_other(cluster):
     a, b, _ = cluster
-    on_a, on_b = await subscribed(a, "X1"), await subscribed(b, "X1")
+    on_a, on_b = await subscribed("X1", a, b, via=a)
     await publish_via(a, "live-ticks", {"symbol": "X1", "price": 1})
     assert await receive(on_a) == {"symbol": "X1", "price": 1}
     assert await receive(on_b) == {"symbol": "X1", "price": 1}
@@ -95,8 +131,8 @@ async def test_publish_in_one_process_reaches_subscribers_in_the_other(cluster):
 
 
 async def test_management_command_publishes_to_every_process(cluster):
-    _, b, env = cluster
-    on_b = await subscribed(b, "CMD")
+    a, b, env = cluster
+    [on_b] = await subscribed("CMD", b, via=a)
     result = subprocess.run(
         [PYTHON, "manage.py", "publish", "live-ticks", '{"symbol": "CMD", "price": 7}'],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
@@ -132,8 +168,8 @@ SYNC_PUBLISHER = textwrap.dedent("""
 
 
 async def test_synchronous_code_and_worker_threads_can_publish(cluster):
-    _, b, env = cluster
-    on_b = await subscribed(b, "SYNC")
+    a, b, env = cluster
+    [on_b] = await subscribed("SYNC", b, via=a)
     result = subprocess.run([PYTHON, "-c", SYNC_PUBLISHER], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
@@ -149,8 +185,11 @@ async def test_one_redis_subscription_per_process_and_channel_for_200_clients(cl
             websockets.connect(f"{(a if i % 2 else b).ws_url}/api/t/channel-ticks/MANY")
             for i in range(start, start + 20)
         ))
-    await asyncio.sleep(0.5)
+    await live_subscribers(a, "live-ticks", 100)
+    await live_subscribers(b, "live-ticks", 100)
     group_channel = f"asgi__group__{group_name('live-ticks')}"
+    await await_until(lambda: redis_subscriptions(redis_server.client(), group_channel) >= 2, interval=0.05,
+                      message="both processes' bridges in the live-ticks group")
     assert dict(redis_server.client().pubsub_numsub(group_channel)) == {group_channel.encode(): 2}
     await publish_via(a, "live-ticks", {"symbol": "MANY", "price": 9})
     received = await asyncio.gather(*(receive(ws) for ws in clients))
@@ -164,11 +203,16 @@ async def read_resumable(server, count, last_event_id=None):
 
 async def test_resume_across_two_processes_with_redis_stream_ids(cluster):
     a, b, _ = cluster
-    reader = asyncio.create_task(read_resumable(a, 2))
-    await asyncio.sleep(0.5)
-    await publish_via(b, "live-history", {"n": 1}, {"n": 2})
-    seen = await reader
-    assert [json.loads(d)["n"] for _, _, d in seen] == [1, 2]
+    followed: list = []
+    follower = asyncio.create_task(follow(a, "/api/t/sse/resumable", followed))
+    try:
+        await primed_followers([followed], b)
+        await publish_via(b, "live-history", {"n": 1}, {"n": 2})
+        seen = (await await_until(lambda: len(entries(followed)) >= 2 and entries(followed), 8))[:2]
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    assert [d["n"] for _, _, d in seen] == [1, 2]
     await publish_via(a, "live-history", {"n": 3}, {"n": 4}, {"n": 5})
     resumed = await read_resumable(b, 3, last_event_id=seen[-1][1])
     assert [(e, json.loads(d)["n"]) for e, _, d in resumed] == [("entry", 3), ("entry", 4), ("entry", 5)]
@@ -177,7 +221,7 @@ async def test_resume_across_two_processes_with_redis_stream_ids(cluster):
 
 async def test_delivery_resumes_by_itself_after_redis_restarts(cluster, redis_server):
     a, b, _ = cluster
-    on_b = await subscribed(b, "FLAP")
+    [on_b] = await subscribed("FLAP", b, via=a)
     await publish_via(a, "live-ticks", {"symbol": "FLAP", "n": 1})
     assert (await receive(on_b))["n"] == 1
 
@@ -211,7 +255,7 @@ def token_for(server, username):
     return response.json()["access"]
 
 
-async def test_deactivating_a_user_closes_their_connections_in_every_process_within_2s(cluster):
+async def test_deactivating_a_user_closes_their_connections_in_every_process_within_2s(cluster, redis_server):
     a, b, env = cluster
     token = await asyncio.to_thread(token_for, a, "subscriber")
     ws_a = await websockets.connect(f"{a.ws_url}/api/t/private?token={token}")
@@ -222,7 +266,9 @@ async def test_deactivating_a_user_closes_their_connections_in_every_process_wit
         assert sse.status_code == 200
         body = sse.aiter_text()
         assert "event: open" in await text_until(body, "event: open")
-        await asyncio.sleep(0.3)
+        revocations = layer_group(group_name(CONTROL_CHANNEL))
+        await await_until(lambda: redis_subscriptions(redis_server.client(), revocations) == 2, interval=0.05,
+                          message="both processes subscribed to the revocations")
         deactivate = ("from django.contrib.auth.models import User; u = User.objects.get(username='subscriber'); "
                       "u.is_active = False; u.save()")
         started = time.monotonic()
@@ -245,13 +291,21 @@ async def test_deactivating_a_user_closes_their_connections_in_every_process_wit
 
 async def test_concurrent_publishers_in_two_processes_give_every_subscriber_one_order(cluster):
     a, b, _ = cluster
-    readers = [asyncio.create_task(read_events(server.url, 80, timeout=20)) for server in (a, b)]
-    await asyncio.sleep(0.5)
-    await asyncio.gather(
-        publish_via(a, "live-history", *({"from": "a", "n": i} for i in range(40))),
-        publish_via(b, "live-history", *({"from": "b", "n": i} for i in range(40))),
-    )
-    on_a, on_b = await asyncio.gather(*readers)
+    followed: tuple[list, list] = ([], [])
+    followers = [asyncio.create_task(follow(server, "/api/t/sse/resumable", events))
+                 for server, events in zip((a, b), followed, strict=True)]
+    try:
+        await primed_followers(followed, a, b)
+        await asyncio.gather(
+            publish_via(a, "live-history", *({"from": "a", "n": i} for i in range(40))),
+            publish_via(b, "live-history", *({"from": "b", "n": i} for i in range(40))),
+        )
+        on_a, on_b = [(await await_until(lambda events=events: len(entries(events)) >= 80 and entries(events), 20))[:80]
+                      for events in followed]
+    finally:
+        for follower in followers:
+            follower.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
     assert len(on_a) == len(on_b) == 80
     assert on_a == on_b  # the same events in the same order on both processes
     ids = [tuple(map(int, event_id.split("-"))) for _, event_id, _ in on_a]
@@ -329,7 +383,7 @@ async def test_outage_is_reported_to_publishers_and_the_first_publish_after_it_r
                 ws_warm = ws_warm or bool(await receive_where(on_b, lambda m: m.get("n") == 0, timeout=1))
             except TimeoutError:
                 pass
-            await asyncio.sleep(0.2)
+            await asettled(lambda: any(d == {"n": 0} for _, _, d in events_on_b), bool, 0.2)  # B's stream, a moment
         warm_id = next(i for _, i, d in events_on_b if d == {"n": 0})
 
         # ... then Redis goes away, and A stays silent on both (its connections go stale).
@@ -439,7 +493,7 @@ async def test_publish_while_redis_is_down_raises_and_reaches_no_subscriber(own_
             with pytest.raises(BrokerUnavailable):
                 await asyncio.to_thread(channel.publish_sync, {"n": 2})  # from a worker thread
             assert channel.broker_errors == 2
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # time under test: nothing arrives within it
         assert [q.qsize() for q in queues] == [0, 0]  # not even the local subscribers got it
         unreachable = [r for r in caplog.records if r.name == "realtime.broker" and "unreachable" in r.message]
         assert len(unreachable) == 1  # one line for the state change, not one per failure

@@ -15,7 +15,9 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from tests.isolation import redis_db
 from tests.stack import Stack
+from tests.waiting import alog_line
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,7 +27,7 @@ FORGED = "203.0.113."  # TEST-NET-3: no client of this machine has such an addre
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, output_dir):
-    stack = Stack("edge", db=8, tmp=tmp_path_factory.mktemp("edge"), output_dir=output_dir,
+    stack = Stack("edge", db=redis_db(), tmp=tmp_path_factory.mktemp("edge"), output_dir=output_dir,
                   settings="tests.edge_settings", header_timeout=f"{HEADER_TIMEOUT}s")
     try:
         yield stack.start()
@@ -68,9 +70,7 @@ async def test_a_forged_forwarded_for_counts_against_the_real_address(stack):
     assert "1008 Too many connections" in outcomes, outcomes
     assert set(outcomes) <= {"served", "1008 Too many connections"}
     # The logs show the real address, never the forged one.
-    deadline = time.monotonic() + 10
-    while "WSDISCONNECT /api/chat/ws/edge" not in stack.a.log() + stack.b.log() and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await alog_line(lambda: stack.a.log() + stack.b.log(), "WSDISCONNECT /api/chat/ws/edge")
     daphne_logs = stack.a.log() + stack.b.log()
     assert "127.0.0.1:" in daphne_logs and "WSCONNECT /api/chat/ws/edge" in daphne_logs
     assert len(stack.nginx.wait_for_log("GET /api/chat/ws/edge ", count=7)) == 7

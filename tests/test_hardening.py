@@ -19,6 +19,7 @@ from realtime.security import origin_allowed
 from realtime.throttling import MessageRateThrottle, parse_rate
 from tests.sse_client import text_until
 from tests.test_websocket_live import forged
+from tests.waiting import alog_line, quiet_live
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -101,8 +102,7 @@ async def test_connections_per_address_are_capped_and_released():
     for communicator in (first, second, third):
         await communicator.connect()
     assert await close_code(third) == (1008, "Too many connections")
-    await first.disconnect()
-    await asyncio.sleep(0.05)
+    await first.disconnect()  # returns once the application has ended, its cap released
     fourth = client()
     await fourth.connect()
     assert await fourth.receive_nothing(0.1)
@@ -143,7 +143,7 @@ async def test_in_band_refresh_keeps_the_connection_open(live):
         await ws.send(json.dumps({"type": "realtime.refresh", "token": live.token("plain")}))
         reply = json.loads(await ws.recv())
         assert reply["type"] == "realtime.refresh" and reply["ok"] is True
-        await asyncio.sleep(3)
+        await asyncio.sleep(3)  # time under test: past the first token's 2 s lifetime
         await ws.send('"still here"')
         assert json.loads(await ws.recv())["msg"] == "still here"
 
@@ -181,19 +181,20 @@ async def test_concurrent_sse_streams_per_user_are_capped(live):
         assert "too_many_streams" in refused.text
         for stream in streams:
             await stream.__aexit__(None, None, None)
-        await asyncio.sleep(0.5)
+        await quiet_live(live.server)  # the three streams have ended on the server
         async with client.stream("GET", f"{live.url}/api/t/sse/forever?token={token}") as again:
             assert again.status_code == 200
 
 
 async def test_no_token_reaches_daphnes_access_log(live):
+    start = len(live.server.log())
     token = live.token("plain")
     async with httpx.AsyncClient(timeout=10) as client:
         await client.get(f"{live.url}/api/t/sse/owner/0?token={token}")
     async with websockets.connect(f"{live.ws}/api/t/private?token={token}") as ws:
         await ws.send('"x"')
         await ws.recv()
-    await asyncio.sleep(0.3)
+    await alog_line(live.server.log, "WSDISCONNECT /api/t/private", start)
     log = live.server.log()
     assert "token=[redacted]" in log
     assert token not in log

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from realtime import memory
+from tests.waiting import await_until
 
 
 @pytest.fixture
@@ -18,43 +19,59 @@ def trims(monkeypatch):
     return calls
 
 
-async def wave(counter, up, down):
+def wave(counter, up, down):
     for _ in range(up):
         counter.opened()
     for _ in range(down):
         counter.closed()
-    await asyncio.sleep(0.2)  # past DELAY; the trim's thread runs at once
+
+
+async def trimmed(trims, count):
+    """Wait until the trim's thread has run ``count`` times."""
+    await await_until(lambda: len(trims) >= count, message=f"{count} trim(s) of the heap")
+
+
+async def quiet():
+    await asyncio.sleep(0.2)  # time under test: past DELAY, and no trim may have run
 
 
 async def test_a_big_drop_trims_once(trims):
     counter = memory.OpenConnections()
-    await wave(counter, 30, 20)
+    wave(counter, 30, 20)
+    await trimmed(trims, 1)
     assert (counter.count, counter.trims, len(trims)) == (10, 1, 1)
-    await wave(counter, 0, 5)  # the peak was reset at the trim: 5 fewer is no new wave
+    wave(counter, 0, 5)  # the peak was reset at the trim: 5 fewer is no new wave
+    await quiet()
     assert len(trims) == 1
 
 
 async def test_a_small_drop_or_half_still_open_does_not_trim(trims):
     counter = memory.OpenConnections()
-    await wave(counter, 30, 9)  # fewer than MIN_DROP left
-    await wave(counter, 0, 5)  # 14 left of 30: more than half still open
+    wave(counter, 30, 9)  # fewer than MIN_DROP left
+    await quiet()
+    wave(counter, 0, 5)  # 14 left of 30: more than half still open
+    await quiet()
     assert counter.count == 16 and trims == []
 
 
 async def test_trims_are_at_least_min_interval_apart(trims, monkeypatch):
-    monkeypatch.setattr(memory, "MIN_INTERVAL", 1.0)
+    # Room for the first trim's gc.collect(), which runs on the loop after the interval has started.
+    monkeypatch.setattr(memory, "MIN_INTERVAL", 3.0)
     counter = memory.OpenConnections()
-    await wave(counter, 20, 20)
-    await wave(counter, 20, 20)  # a second wave right away waits for the interval
+    wave(counter, 20, 20)
+    await trimmed(trims, 1)
+    wave(counter, 20, 20)  # a second wave right away waits for the interval
+    await quiet()
     assert len(trims) == 1
-    await asyncio.sleep(1.0)
+    await trimmed(trims, 2)
     assert len(trims) == 2
 
 
 async def test_off_by_setting(trims, settings):
     settings.REALTIME = {"RELEASE_MEMORY": False}
     counter = memory.OpenConnections()
-    await wave(counter, 20, 20)
+    wave(counter, 20, 20)
+    await quiet()
     assert trims == []
 
 
@@ -66,12 +83,12 @@ def test_release_memory_calls_the_c_library():
 
 async def test_the_trim_waits_until_the_wave_has_left(trims):
     counter = memory.OpenConnections()
-    await wave(counter, 40, 0)
+    wave(counter, 40, 0)
     for _ in range(30):  # a disconnect every 0.02 s, more often than DELAY (0.05 s)
         counter.closed()
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # time under test: the pace of the departures
     assert trims == []
-    await asyncio.sleep(0.2)
+    await trimmed(trims, 1)
     assert len(trims) == 1
 
 
@@ -107,5 +124,6 @@ async def test_a_trim_clears_the_type_cache(trims, monkeypatch):
     cleared = []
     monkeypatch.setattr(memory, "clear_internal_caches", lambda: cleared.append(1) or True)
     counter = memory.OpenConnections()
-    await wave(counter, 20, 20)
+    wave(counter, 20, 20)
+    await trimmed(trims, 1)
     assert (len(cleared), len(trims)) == (1, 1)

@@ -15,6 +15,7 @@ import jwt
 import pytest
 import websockets
 
+from tests.isolation import redis_db
 from tests.stack import Stack
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,7 +25,7 @@ TICKS = "/api/trading/ws/ticks"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, output_dir):
-    stack = Stack("nginx", db=5, tmp=tmp_path_factory.mktemp("nginx"), output_dir=output_dir)
+    stack = Stack("nginx", db=redis_db(), tmp=tmp_path_factory.mktemp("nginx"), output_dir=output_dir)
     try:
         yield stack.start()
     finally:

@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 
 import pytest
@@ -21,6 +20,7 @@ from tests.liveapp.management.commands.seed_test_users import PASSWORD
 from tests.servers import PYTHON, ROOT, Daphne, prepare_database, require, which
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS
 from tests.test_channel_redis import RedisServer
+from tests.waiting import settled
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -61,13 +61,9 @@ def open_rooms(a: Daphne, b: Daphne) -> list:
 
 def wait_for_processes(env: dict[str, str], open_by_pid: dict[int, int], timeout: float = 20.0) -> dict:
     """realtime_status --json once every process shows the open connections expected (or at the deadline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = json.loads(status(env, "--json"))
-        seen = {p["process"]["pid"]: p["open"] for p in found["processes"]}
-        if seen == open_by_pid or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
+    return settled(lambda: json.loads(status(env, "--json")),
+                   lambda found: {p["process"]["pid"]: p["open"] for p in found["processes"]} == open_by_pid,
+                   timeout, 0.5)
 
 
 def test_realtime_status_shows_both_processes_through_redis(fleet):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from tests.conftest import Live
 from tests.liveapp.management.commands.seed_test_users import PASSWORD
 from tests.raw_ws import RawClient
 from tests.servers import Daphne, free_port, prepare_database
+from tests.waiting import quiet_wire, wait_until, wire_subscribers
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,13 +59,7 @@ def connection_ends(server) -> list[dict]:
 
 
 def wait_for(predicate, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {predicate}")
+    return wait_until(predicate, timeout, 0.2)
 
 
 async def publish(server, count: int, size: int = 10, pause: float = 0.002) -> None:
@@ -76,9 +70,11 @@ async def publish(server, count: int, size: int = 10, pause: float = 0.002) -> N
 
 async def test_metrics_follow_connections_publishes_drops_and_closes(ops):
     endpoint = {"endpoint": FANOUT, "protocol": "websocket"}
+    subscribers = (await quiet_wire(ops))["subscribers"]
+    ended = len(ends_at(ops, FANOUT, 0))
     before = scrape(ops)
     reader = await websockets.connect(f"{ops.ws_url}{FANOUT}")
-    await asyncio.sleep(0.3)
+    await wire_subscribers(ops, subscribers + 1)
     opened = scrape(ops)
     assert value(opened, "realtime_connections_open", **endpoint) == value(before, "realtime_connections_open",
                                                                             **endpoint) + 1
@@ -97,7 +93,7 @@ async def test_metrics_follow_connections_publishes_drops_and_closes(ops):
         before, "realtime_publish_to_send_seconds_count")
 
     await reader.close()
-    await asyncio.sleep(0.3)
+    wait_for(lambda: ends_at(ops, FANOUT, ended))  # its log line: written once its figures are counted
     closed = scrape(ops)
     assert value(closed, "realtime_connections_open", **endpoint) == value(before, "realtime_connections_open",
                                                                             **endpoint)
@@ -108,7 +104,7 @@ async def test_metrics_follow_connections_publishes_drops_and_closes(ops):
 
     # A subscriber that never reads: its queue drops, then it is closed as a slow consumer.
     slow = RawClient(ops.port, FANOUT, rcvbuf=4096)
-    await asyncio.sleep(0.3)
+    await wire_subscribers(ops, subscribers + 1)
     await publish(ops, 800, size=10240, pause=0)
 
     def slow_closed():
@@ -198,8 +194,9 @@ async def test_the_log_line_of_a_server_close(ops):
 
 async def test_the_log_line_of_a_slow_consumer_close(ops):
     seen = len(ends_at(ops, FANOUT, 0))
+    subscribers = (await quiet_wire(ops))["subscribers"]
     slow = RawClient(ops.port, FANOUT, rcvbuf=4096)
-    await asyncio.sleep(0.3)
+    await wire_subscribers(ops, subscribers + 1)
     await publish(ops, 800, size=10240, pause=0)
     lines = wait_for(lambda: [line for line in ends_at(ops, FANOUT, seen) if line["code"] == "4008"])
     slow.close()
@@ -227,9 +224,10 @@ async def test_refused_handshakes_and_sse_requests_are_counted_by_code_and_statu
 async def test_the_log_line_of_an_sse_stream_the_client_left(ops):
     endpoint = "/api/w/fanout-events"
     seen = len(ends_at(ops, endpoint, 0))
+    subscribers = (await quiet_wire(ops))["subscribers"]
     async with httpx.AsyncClient(timeout=10) as http:
         async with http.stream("GET", f"{ops.url}{endpoint}") as stream:
-            await asyncio.sleep(0.3)  # the stream subscribes once its headers are out
+            await wire_subscribers(ops, subscribers + 1)  # the stream subscribes once its headers are out
             await publish(ops, 3)
             body = b""
             async for chunk in stream.aiter_bytes():

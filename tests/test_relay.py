@@ -17,7 +17,9 @@ import websockets
 from channels.testing import WebsocketCommunicator
 
 from realtime import Channel, WebSocketView
+from realtime.testing import wait_for_subscribers
 from tests.raw_ws import RawClient
+from tests.waiting import quiet_wire, wire_subscribers
 from tests.wire import report
 
 pytestmark = pytest.mark.also_without_direct_writes
@@ -28,11 +30,12 @@ async def received(ws, count: int) -> list[dict]:
 
 
 async def test_relay_and_stream_deliver_the_same_messages_in_the_same_order(wire):
+    before = (await quiet_wire(wire))["subscribers"]
     async with websockets.connect(f"{wire.ws_url}/api/w/fanout") as generic, \
             websockets.connect(f"{wire.ws_url}/api/w/relay") as relay, \
             websockets.connect(f"{wire.ws_url}/api/w/even-relay") as even, \
             websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
-        await asyncio.sleep(0.3)
+        await wire_subscribers(wire, before + 3)
         await publisher.send(json.dumps({"count": 300, "size": 100, "pause": 0}))
         by_generic, by_relay, by_even = await asyncio.gather(
             received(generic, 300), received(relay, 300), received(even, 150)
@@ -45,13 +48,13 @@ async def test_relay_and_stream_deliver_the_same_messages_in_the_same_order(wire
 
 async def test_a_relay_client_that_falls_behind_is_told_how_many_it_missed(wire):
     """Nothing is lost without being counted and signalled: received + missed == published."""
+    before = (await quiet_wire(wire))["subscribers"]
     slow = RawClient(wire.port, "/api/w/relay", rcvbuf=4096)
     try:
-        await asyncio.sleep(0.3)
+        await wire_subscribers(wire, before + 1)
         async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
             await publisher.send(json.dumps({"count": 1500, "size": 4000, "pause": 0}))
-            await publisher.recv()
-        await asyncio.sleep(0.5)  # well inside the 2 s slow-consumer timeout
+            await publisher.recv()  # published: what the queue could not hold is dropped and counted
         seen, missed = [], 0
         slow.sock.settimeout(3)
         while len(seen) + missed < 1500:
@@ -70,25 +73,25 @@ async def test_a_relay_client_that_falls_behind_is_told_how_many_it_missed(wire)
 
 
 async def test_relay_sockets_leave_no_subscriber_behind(wire):
-    before = (await report(wire))["subscribers"]
+    before = (await quiet_wire(wire))["subscribers"]
     for _ in range(3):
         clients = [await websockets.connect(f"{wire.ws_url}/api/w/relay") for _ in range(20)]
-        await asyncio.sleep(0.2)
+        await wire_subscribers(wire, before + 20)
         assert (await report(wire))["subscribers"] == before + 20
         for client in clients:
             await client.close()
-    await asyncio.sleep(0.5)
+    await wire_subscribers(wire, before)
     assert (await report(wire))["subscribers"] == before
 
 
 @pytest.mark.parametrize("prefix", ["raise", "nan"])
 async def test_a_failing_relay_message_closes_only_its_own_sockets_with_1011(wire, prefix):
     """A bug in one view's hook is that view's: its sockets get 1011, the channel's others go on."""
-    before = (await report(wire))["subscribers"]
+    before = (await quiet_wire(wire))["subscribers"]
     async with websockets.connect(f"{wire.ws_url}/api/w/faulty-relay") as faulty, \
             websockets.connect(f"{wire.ws_url}/api/w/relay") as healthy, \
             websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
-        await asyncio.sleep(0.3)
+        await wire_subscribers(wire, before + 2)
         await publisher.send(json.dumps({"count": 10, "size": 10, "prefix": prefix}))
         assert [m["n"] for m in await received(healthy, 10)] == list(range(10))
         assert [m["n"] for m in await received(faulty, 3)] == [0, 1, 2]
@@ -97,13 +100,14 @@ async def test_a_failing_relay_message_closes_only_its_own_sockets_with_1011(wir
         assert faulty.close_code == 1011
         assert json.loads(await publisher.recv()) == {"published": 10}
         assert (await report(wire))["subscribers"] == before + 1  # the faulty socket's sink is gone
-    await asyncio.sleep(0.3)
+    await wire_subscribers(wire, before)
     assert (await report(wire))["subscribers"] == before
 
 
 async def test_a_failing_sse_relay_message_ends_the_stream_with_internal_error(wire):
+    before = (await quiet_wire(wire))["subscribers"]
     stream = asyncio.create_task(sse_frames(f"{wire.url}/api/w/faulty-relay-events", 10))
-    await asyncio.sleep(0.5)
+    await wire_subscribers(wire, before + 1)
     async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
         await publisher.send(json.dumps({"count": 10, "size": 10}))
         await publisher.recv()
@@ -133,7 +137,7 @@ class Ticks(WebSocketView):
 async def test_a_relay_view_filters_and_transforms_in_process():
     communicator = WebsocketCommunicator(Ticks.as_asgi(), "/ws")
     assert (await communicator.connect())[0]
-    await asyncio.sleep(0.05)
+    await wait_for_subscribers(ticks, 1)
     assert ticks.subscriber_count == 1
     for t in range(4):
         await ticks.publish({"t": t})
@@ -163,9 +167,10 @@ async def sse_frames(url: str, count: int, headers: dict | None = None) -> list[
 async def test_sse_relay_sends_the_same_frames_as_follow_and_resumes_alike(wire, encoding):
     """Unencoded, frames are written directly; through GZipMiddleware they take Django's path."""
     accept = {"Accept-Encoding": encoding}
+    before = (await quiet_wire(wire))["subscribers"]
     generic = asyncio.create_task(sse_frames(f"{wire.url}/api/w/fanout-events", 200, accept))
     relay = asyncio.create_task(sse_frames(f"{wire.url}/api/w/relay-events", 200, accept))
-    await asyncio.sleep(0.5)
+    await wire_subscribers(wire, before + 2)
     async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
         await publisher.send(json.dumps({"count": 200, "size": 50, "pause": 0}))
         await publisher.recv()

@@ -10,6 +10,7 @@ import uvicorn
 from realtime import servers
 from realtime.servers.uvicorn import ChunkWriter
 from tests.servers import free_port
+from tests.waiting import asettled
 
 FRAMES = [b"data: one\n\n", b"id: 2\ndata: two\n\n", b"data: " + b"x" * 70000 + b"\n\n"]
 
@@ -42,10 +43,7 @@ async def serve_once(http: str) -> tuple[bytes, dict]:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
-        for _ in range(100):
-            if server.started:
-                break
-            await asyncio.sleep(0.05)
+        await asettled(lambda: server.started, bool, 5, 0.05)
         async with httpx.AsyncClient(timeout=10) as client:
             response = await client.get(f"http://127.0.0.1:{port}/")
         return response.content, found

@@ -12,6 +12,7 @@ import websockets
 from httpx_sse import aconnect_sse
 
 from tests.sse_client import read_events, text_until
+from tests.waiting import asettled, live_subscribers, quiet_subscribers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,11 +131,12 @@ async def test_denials_answer_401_and_403_with_an_error_event(live):
 
 async def test_spec_user_notifications_example(live):
     token = live.token("plain")
+    before = await quiet_subscribers(live.server, "live-notifications")
     async with httpx.AsyncClient(timeout=10) as client, aconnect_sse(
         client, "GET", f"{live.url}/api/t/sse/notifications?token={token}"
     ) as source:
         async with websockets.connect(f"{live.ws}/api/t/publish/live-notifications") as publisher:
-            await asyncio.sleep(0.2)
+            await live_subscribers(live.server, "live-notifications", before + 1)
             await publisher.send(json.dumps({"user_id": live.users["owner2"], "id": 1, "text": "not yours"}))
             await publisher.recv()
             await publisher.send(json.dumps({"user_id": live.users["plain"], "id": 2, "text": "yours"}))
@@ -199,8 +201,9 @@ async def test_reconnect_with_last_event_id_resumes_exactly(live):
     async def first_two():
         return await read_entries(live, 2)
 
+    before = await quiet_subscribers(live.server, "live-history")
     reader = asyncio.create_task(first_two())
-    await asyncio.sleep(0.3)
+    await live_subscribers(live.server, "live-history", before + 1)
     await publish(live, "live-history", {"n": 1}, {"n": 2})
     seen = await reader
     assert [json.loads(d)["n"] for _, _, d in seen] == [1, 2]
@@ -219,11 +222,7 @@ async def test_unrecoverable_or_malformed_last_event_id_gets_a_reset_event(live)
 
 async def test_client_leaving_runs_finally_within_a_second_and_leaves_nothing(live):
     # The streams of earlier tests end asynchronously: start once only this probe is open.
-    deadline = time.monotonic() + 5
-    before = await stats(live)
-    while before["open_connections"] > 1 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        before = await stats(live)
+    before = await asettled(lambda: stats(live), lambda now: now["open_connections"] <= 1, 5, 0.1)
 
     async def open_and_close():
         async with httpx.AsyncClient(timeout=10) as client, client.stream(
@@ -232,18 +231,14 @@ async def test_client_leaving_runs_finally_within_a_second_and_leaves_nothing(li
             assert response.status_code == 200
 
     await open_and_close()
-    deadline = time.monotonic() + 1
-    while (await stats(live))["finalized"] == before["finalized"] and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    # "within a second": the bound is what is tested
+    await asettled(lambda: stats(live), lambda now: now["finalized"] != before["finalized"], 1, 0.05)
     assert (await stats(live))["finalized"] == before["finalized"] + 1
 
     for start in range(0, 999, 37):
         await asyncio.gather(*(open_and_close() for _ in range(min(37, 999 - start))))
-    deadline = time.monotonic() + 5  # the server finishes closing the last streams
-    after = await stats(live)
-    while after["tasks"] != before["tasks"] and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-        after = await stats(live)
+    # the server finishes closing the last streams
+    after = await asettled(lambda: stats(live), lambda now: now["tasks"] == before["tasks"], 5, 0.2)
     assert after["finalized"] == before["finalized"] + 1000
     assert after["history"] == 0
     assert after["tasks"] == before["tasks"]

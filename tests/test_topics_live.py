@@ -9,8 +9,11 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from realtime.pubsub.channel import group_name
+from realtime.topics.presence import COMPANION
 from tests.servers import Daphne, prepare_database, require, which
 from tests.test_channel_redis import RedisServer
+from tests.waiting import asettled, await_until, layer_group, quiet_wire, redis_subscriptions
 
 pytestmark = pytest.mark.timeout(240)
 WS = "/api/t14/ws"
@@ -117,17 +120,29 @@ async def test_over_the_message_rate_the_client_is_told_then_closed_with_1008(li
 
 
 @pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory, output_dir):
+def topics_redis(tmp_path_factory):
     require(which("redis-server") is not None, "redis-server")
     redis = RedisServer(tmp_path_factory.mktemp("topics-redis")).start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(topics_redis, tmp_path_factory, output_dir):
     tmp = tmp_path_factory.mktemp("topics-cluster")
-    env, users = prepare_database(tmp, {"REDIS_URL": redis.url})
+    env, users = prepare_database(tmp, {"REDIS_URL": topics_redis.url})
     env = {**env, "DJANGO_SETTINGS_MODULE": "tests.topics_settings", "TEST_PRESENCE_TIMEOUT": str(PRESENCE_TIMEOUT)}
     servers = [Daphne(env, output_dir / f"daphne-topics-{name}.log").start() for name in "ab"]
     yield servers, env, users, output_dir
     for server in servers:
         server.stop()
-    redis.stop()
+
+
+async def presence_bridges(redis, channel, count):
+    """Wait until ``count`` processes subscribe to the presence companion of ``channel`` in Redis."""
+    group = layer_group(group_name(COMPANION + channel))
+    await await_until(lambda: redis_subscriptions(redis.client(), group) == count, interval=0.05,
+                      message=f"{count} processes in the presence group of {channel}")
 
 
 def token_from(server, username):
@@ -147,13 +162,13 @@ async def member_socket(server, username, channel):
     return ws
 
 
-async def test_presence_is_one_member_per_user_seen_from_both_processes(redis_cluster):
+async def test_presence_is_one_member_per_user_seen_from_both_processes(redis_cluster, topics_redis):
     (a, b), _, users, _ = redis_cluster
     channel = "lobby:two-processes"
     watchers = [await opened(server) for server in (a, b)]
     for watcher in watchers:
         assert (await request(watcher, {"op": "subscribe", "ref": "w", "channel": channel}))["ok"]
-    await asyncio.sleep(0.5)  # each process's bridge joins the companion channel's group
+    await presence_bridges(topics_redis, channel, 2)  # each process's bridge joins the companion channel's group
     tab_a = await member_socket(a, "plain", channel)
     tab_b = await member_socket(b, "plain", channel)
     for watcher in watchers:
@@ -175,7 +190,7 @@ async def test_presence_is_one_member_per_user_seen_from_both_processes(redis_cl
         await watcher.close()
 
 
-async def test_the_members_of_a_killed_process_leave_within_the_timeout(redis_cluster):
+async def test_the_members_of_a_killed_process_leave_within_the_timeout(redis_cluster, topics_redis):
     import signal
 
     (a, _), env, users, output_dir = redis_cluster
@@ -184,7 +199,7 @@ async def test_the_members_of_a_killed_process_leave_within_the_timeout(redis_cl
     try:
         watcher = await opened(a)
         assert (await request(watcher, {"op": "subscribe", "ref": "w", "channel": channel}))["ok"]
-        await asyncio.sleep(0.5)
+        await presence_bridges(topics_redis, channel, 1)  # a's, which must hear the doomed process's join
         victim = await member_socket(doomed, "editor", channel)
         survivor = await member_socket(a, "staff", channel)
         joined = {(await until(watcher, "join"))["member"]["id"] for _ in range(2)}
@@ -251,7 +266,8 @@ async def wire_report(server):
 @pytest.mark.also_without_direct_writes
 async def test_direct_and_generic_deliver_the_same_frames_in_order_across_channels(wire):
     names = [f"wt:order-{i}" for i in range(3)]
-    before = (await wire_report(wire))["direct"]
+    report = await quiet_wire(wire)
+    before, closed = report["direct"], report["closed"]
     direct, generic = await subscribed(wire, DIRECT, names), await subscribed(wire, GENERIC, names)
     await script(wire, channels=names, count=300)
     by_direct, by_generic = await asyncio.gather(frames(direct, 300), frames(generic, 300))
@@ -261,7 +277,9 @@ async def test_direct_and_generic_deliver_the_same_frames_in_order_across_channe
     ]
     await direct.close()
     await generic.close()
-    await asyncio.sleep(0.3)
+    ended = {view: len(closed.get(view, [])) + 1 for view in ("Topics", "GenericTopics")}
+    await asettled(lambda: wire_report(wire),  # the frame counts are added as each connection ends
+                   lambda now: all(len(now["closed"].get(view, [])) >= n for view, n in ended.items()), 10, 0.05)
     after = (await wire_report(wire))["direct"]
     if wire.direct_writes:
         assert after.get("Topics", 0) - before.get("Topics", 0) > 0, "the direct path was never taken"
@@ -274,8 +292,11 @@ async def test_direct_and_generic_deliver_the_same_frames_in_order_across_channe
 async def test_resuming_meets_the_live_messages_without_a_duplicate_or_a_hole(wire):
     """Subscribing with last_id while the channel is being published to: reply, replay, then live."""
     name = "wt:seam"
+    watcher = await subscribed(wire, DIRECT, [name])
     publishing = asyncio.create_task(script(wire, channels=[name], count=400, pause=0.003))
-    await asyncio.sleep(0.4)
+    while (await receive(watcher))["data"]["n"] < 10:  # past id 10: the resume point below is in the history
+        pass
+    await watcher.close()
     sockets, delivered = [], []
     for path in (DIRECT, GENERIC):
         ws = await opened(wire, path)
@@ -315,8 +336,7 @@ async def test_a_subscriber_that_stops_reading_is_told_what_it_missed_on_every_c
         for i, name in enumerate(names):
             slow.send(frame(0x1, json.dumps({"op": "subscribe", "ref": str(i), "channel": name}).encode()))
             assert json.loads(slow.read_frame()[1])["ok"]
-        await script(wire, channels=names, count=1500, size=4000, pause=0)
-        await asyncio.sleep(0.5)  # well inside the 2 s slow-consumer timeout
+        await script(wire, channels=names, count=1500, size=4000, pause=0)  # what the queues could not hold is counted
         seen = {name: [] for name in names}
         missed = dict.fromkeys(names, 0)
         slow.sock.settimeout(5)
@@ -352,11 +372,7 @@ async def test_a_subscriber_that_never_reads_is_closed_as_a_slow_consumer(wire, 
         # Published over some seconds, so the sends wait past the 2 s timeout (a one-shot flood only
         # fills the bounded queue, which the kernel's buffers then take: not a slow consumer).
         publishing = asyncio.create_task(script(wire, channels=[name], count=1500, size=4000, pause=0.003))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if (await wire_report(wire))["closed"].get(view, []).count(4008) > before:
-                break
-            await asyncio.sleep(0.2)
+        await asettled(lambda: wire_report(wire), lambda now: now["closed"].get(view, []).count(4008) > before, 20, 0.2)
         assert (await wire_report(wire))["closed"].get(view, []).count(4008) == before + 1
         await publishing
     finally:
@@ -389,10 +405,7 @@ async def test_unsubscribe_stops_the_delivery_of_that_channel_only(wire, path):
 
 async def test_closed_topic_sockets_leave_no_subscriber_and_no_task(wire):
     async def settled(key, value):
-        deadline = time.monotonic() + 10
-        while (await wire_report(wire))[key] != value and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        return (await wire_report(wire))[key]
+        return (await asettled(lambda: wire_report(wire), lambda now: now[key] == value, 10, 0.1))[key]
 
     base = await wire_report(wire)
     for _ in range(3):

@@ -11,6 +11,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from realtime.pubsub.channel import registry
 from realtime.topics.presence import COMPANION, memory_presence
 from tests.topicsapp.routing import Lobby, Sockets
+from tests.waiting import asettled
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -184,7 +185,7 @@ async def test_nothing_outlives_its_connection_after_1000_cycles(users):
         assert sorted(f["op"] for f in frames) == ["join", "reply", "reply", "reply"]  # + ana's own join
         assert all(f["ok"] for f in frames if f["op"] == "reply")
         await communicator.disconnect()
-    await asyncio.sleep(0.1)
+    await asettled(lambda: len(asyncio.all_tasks()), lambda n: n <= tasks_before, 5)
     gc.collect()
     assert len(asyncio.all_tasks()) <= tasks_before
     assert memory_presence.entries() == 0

@@ -21,7 +21,9 @@ from project.trading import market
 from project.trading.channels import ticks, trades
 from project.trading.trades import InvalidOrder, validate_order
 from realtime.testing import SSEClient, publish, token_for
+from tests.isolation import redis_db
 from tests.servers import redis_available, require
+from tests.waiting import asettled, live_subscribers, quiet_subscribers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,7 +76,7 @@ async def test_only_the_lock_holder_simulates_and_another_takes_over(settings, m
     require(redis_available(), "Redis on 127.0.0.1:6379")
     from redis import asyncio as aioredis
 
-    settings.REDIS_URL = "redis://127.0.0.1:6379/7"
+    settings.REDIS_URL = f"redis://127.0.0.1:6379/{redis_db()}"
     client = aioredis.Redis.from_url(settings.REDIS_URL)
     await client.flushdb()
     # Short lock times, so the test sees several renewals and a takeover quickly.
@@ -96,7 +98,7 @@ async def test_only_the_lock_holder_simulates_and_another_takes_over(settings, m
     second.acquire()
     second.acquire()  # two subscribers in the second process
     try:
-        await asyncio.sleep(2.0)  # longer than the lock's TTL: it must have been renewed
+        await asyncio.sleep(2.0)  # time under test: longer than the lock's TTL, so it must have been renewed
         assert [first.leader, second.leader].count(True) == 1
         leader, follower = (first, second) if first.leader else (second, first)
         assert len({t["sim"] for t in received}) == 1, "a single simulator ran"
@@ -106,7 +108,12 @@ async def test_only_the_lock_holder_simulates_and_another_takes_over(settings, m
         # The leader's process loses its last subscriber: it stops and frees the lock at once.
         for _ in range(leader.subscribers):
             leader.release()
-        await asyncio.sleep(1.0)
+
+        def taken_over():
+            symbols = {t["symbol"] for t in received if t["sim"] == follower.instance}
+            return follower.leader and not leader.leader and symbols == set(market.SYMBOLS)
+
+        await asettled(taken_over, bool, 10)
         assert follower.leader and not leader.leader
         after = [t for t in received if t["sim"] == follower.instance]
         assert after, "the other process took over"
@@ -119,7 +126,7 @@ async def test_only_the_lock_holder_simulates_and_another_takes_over(settings, m
                 simulator.release()
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
-        await asyncio.sleep(0.2)
+        await asettled(lambda: client.exists(market.LOCK_KEY), lambda found: found == 0, 10)
         assert await client.exists(market.LOCK_KEY) == 0, "the lock is released when nobody simulates"
         await client.flushdb()
         await client.aclose()
@@ -184,8 +191,9 @@ async def test_trade_events_are_the_owners_only_and_resume_after_last_event_id(l
                         frame[name] = value
             return found
 
+        before = await quiet_subscribers(live.server, trades.name)
         reader = asyncio.create_task(events(3))
-        await asyncio.sleep(0.5)
+        await live_subscribers(live.server, trades.name, before + 1)
         placed = [await order(token, "1"), await order(live.token("owner2"), "2"), await order(token, "3")]
         placed.append(await order(token, "4"))
         seen = await asyncio.wait_for(reader, 10)
@@ -212,7 +220,7 @@ def test_the_price_lookup_reports_an_unreachable_redis_as_broker_unavailable(set
 async def test_the_price_lookup_refuses_to_block_the_event_loop(settings):
     from django.core.exceptions import SynchronousOnlyOperation
 
-    settings.REDIS_URL = "redis://127.0.0.1:6379/7"
+    settings.REDIS_URL = f"redis://127.0.0.1:6379/{redis_db()}"
     with pytest.raises(SynchronousOnlyOperation):
         market.current_price("R_100")
 

@@ -11,6 +11,8 @@ from django.conf import settings
 from rest_framework_simplejwt.tokens import AccessToken
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.waiting import alog_line, asettled, await_until, live_subscribers, quiet_live, quiet_subscribers
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -151,7 +153,7 @@ async def test_unknown_path_is_refused_without_a_traceback(live):
     with pytest.raises(InvalidStatus):
         async with websockets.connect(f"{live.ws}/api/nowhere"):
             pass
-    await asyncio.sleep(0.2)
+    await alog_line(live.server.log, "WSREJECT /api/nowhere", start)  # the refusal is logged, and nothing before it
     assert "Traceback" not in live.server.log()[start:]
 
 
@@ -196,12 +198,17 @@ async def test_malformed_json_closes_1007_and_the_server_keeps_serving(live):
 
 
 async def test_spec_push_only_tick_stream(live):
+    before = (await quiet_live(live.server))["tick_hub"]
     async with websockets.connect(f"{live.ws}/api/t/ticks/R_50") as subscriber, \
             websockets.connect(f"{live.ws}/api/t/tick-publish") as publisher:
-        await asyncio.sleep(0.1)
+        await await_until(lambda: _tick_hub_is(live, before + 1), interval=0.05, message="the tick hub's subscriber")
         await publisher.send(json.dumps({"symbol": "R_50", "price": 1.5}))
         assert json.loads(await publisher.recv()) == {"published": True}
         assert json.loads(await asyncio.wait_for(subscriber.recv(), 5)) == {"symbol": "R_50", "price": 1.5}
+
+
+async def _tick_hub_is(live, count):
+    return (await stats(live))["tick_hub"] == count
 
 
 async def test_spec_push_only_override_denies_before_accept(live):
@@ -213,17 +220,19 @@ async def test_spec_push_only_override_denies_before_accept(live):
 
 
 async def test_spec_trading_tick_stream_over_a_channel(live):
+    before = await quiet_subscribers(live.server, "live-ticks")
     async with websockets.connect(f"{live.ws}/api/t/trading/ticks/R_10") as subscriber, \
             websockets.connect(f"{live.ws}/api/t/channel-ticks/OTHER") as publisher:
-        await asyncio.sleep(0.1)
+        await live_subscribers(live.server, "live-ticks", before + 2)  # the publisher's socket subscribes too
         await publisher.send(json.dumps({"symbol": "R_75", "price": 1}))
         await publisher.send(json.dumps({"symbol": "R_10", "price": 2}))
         assert json.loads(await asyncio.wait_for(subscriber.recv(), 5)) == {"symbol": "R_10", "price": 2}
 
 
 async def test_push_hook_over_a_channel(live):
+    before = await quiet_subscribers(live.server, "live-ticks")
     async with websockets.connect(f"{live.ws}/api/t/channel-ticks/R_25") as subscriber:
-        await asyncio.sleep(0.1)
+        await live_subscribers(live.server, "live-ticks", before + 1)
         await subscriber.send(json.dumps({"symbol": "R_25", "price": 3}))
         received = [json.loads(await asyncio.wait_for(subscriber.recv(), 5)) for _ in range(2)]
         assert sorted(received, key=json.dumps) == sorted(
@@ -247,7 +256,6 @@ async def test_a_thousand_live_cycles_leave_no_task_or_subscriber(live):
     paths = ["channel-ticks/A", "trading/ticks/B", "ticks/C", "echo/D"]
     for start in range(0, 1000, 25):
         await asyncio.gather(*(cycle(paths[i % 4]) for i in range(start, start + 25)))
-    await asyncio.sleep(0.5)
-    after = await stats(live)
+    after = await asettled(lambda: stats(live), lambda now: now == before, 20, 0.1)  # the last ones have closed
     assert after == before
     assert after["tick_channel"] == 0 and after["tick_hub"] == 0

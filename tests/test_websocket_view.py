@@ -7,6 +7,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from realtime import CloseCode, WebSocketException, WebSocketView
+from tests.waiting import asettled
 
 
 async def connect(view, path="/ws", **kwargs):
@@ -49,8 +50,7 @@ async def test_json_message_reaches_on_receive_and_reply_is_sent():
 async def test_client_disconnect_calls_on_disconnect_once_with_its_code():
     View, results = recording_view()
     communicator, _, _ = await connect(View)
-    await communicator.disconnect(code=4321)
-    await asyncio.sleep(0.05)
+    await communicator.disconnect(code=4321)  # returns once the application has ended
     assert results["disconnect"] == [4321]
 
 
@@ -232,9 +232,8 @@ async def test_disconnect_cancels_stream_and_runs_its_finally():
 
         async def stream(self, ws, **params):
             try:
-                while True:
-                    yield {"tick": 1}
-                    await asyncio.sleep(0.01)
+                yield {"tick": 1}
+                await asyncio.Event().wait()  # streaming, until cancelled
             finally:
                 finalized.set()
 
@@ -261,7 +260,7 @@ async def test_a_thousand_connect_disconnect_cycles_leave_no_task_behind():
     for _ in range(1000):
         communicator, _, _ = await connect(Subscribed)
         await communicator.disconnect()
-    await asyncio.sleep(0.05)
+    await asettled(lambda: len(asyncio.all_tasks()), lambda n: n == baseline, 5)
     gc.collect()
     assert len(asyncio.all_tasks()) == baseline
     assert channel.subscriber_count == 0

@@ -19,6 +19,7 @@ import websockets
 
 from tests.raw_ws import RawClient, close_frame, frame
 from tests.servers import Uvicorn
+from tests.waiting import asettled, quiet_wire, settled, wire_subscribers
 from tests.wire import never_reading_sse, report, rss_mib
 
 #: A relay case: it runs on the wire servers without direct writes too.
@@ -38,12 +39,12 @@ def closed_with(server, view: str) -> list[int]:
 )
 async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get_everything(wire, path):
     view = {"fanout": "Fanout", "relay": "Relay"}[path]
-    before = await report(wire)
+    before = await quiet_wire(wire)
     rss_before = rss_mib(wire)
     slow_ws = RawClient(wire.port, f"/api/w/{path}", rcvbuf=4096)
     slow_sse = never_reading_sse(wire.port)
     readers = [await websockets.connect(f"{wire.ws_url}/api/w/{path}", max_size=None) for _ in range(3)]
-    await asyncio.sleep(0.5)
+    await wire_subscribers(wire, before["subscribers"] + 5)
     assert (await report(wire))["subscribers"] == before["subscribers"] + 5
 
     received: list[list[int]] = [[] for _ in readers]
@@ -60,7 +61,7 @@ async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get
         await publisher.send(json.dumps({"count": 1000, "size": 10240}))
         while not readers_done.done():
             peak = max(peak, rss_mib(wire))
-            await asyncio.sleep(0.05)
+            await asyncio.wait({readers_done}, timeout=0.05)  # an RSS sample every 50 ms until they are done
         await readers_done
         assert json.loads(await publisher.recv()) == {"published": 1000}
     for numbers in received:
@@ -68,18 +69,15 @@ async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get
     # 2 x 10 MB were owed to the slow pair; they hold at most their queues (500 shared messages).
     assert peak - rss_before < 20, f"RSS grew {peak - rss_before:.1f} MiB for two clients that never read"
 
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and (await report(wire))["subscribers"] > before["subscribers"] + 3:
-        await asyncio.sleep(0.2)
+    await asettled(lambda: report(wire), lambda now: now["subscribers"] <= before["subscribers"] + 3, 15, 0.2)
     assert (await report(wire))["subscribers"] == before["subscribers"] + 3, "slow subscribers were not ended"
-    while time.monotonic() < deadline and 4008 not in (await report(wire))["closed"].get(view, []):
-        await asyncio.sleep(0.2)
+    await asettled(lambda: report(wire), lambda now: 4008 in now["closed"].get(view, []), 15, 0.2)
     assert 4008 in (await report(wire))["closed"].get(view, []), await report(wire)
     slow_ws.close()
     slow_sse.close()
     for ws in readers:
         await ws.close()
-    await asyncio.sleep(1)
+    await quiet_wire(wire)  # every client of this test has gone
     after = rss_mib(wire)
     print(f"RSS MiB: before {rss_before:.1f}, peak {peak:.1f}, after {after:.1f}")
     assert after - rss_before < 15, f"{after - rss_before:.1f} MiB still held after the slow clients left"
@@ -89,14 +87,17 @@ async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get
     "path", ["fanout-events", pytest.param("relay-events", marks=ALSO_ASGI)], ids=["follow", "relay"]
 )
 async def test_a_slow_sse_follower_is_dropped_with_event_error_slow_consumer(wire, path):
+    before = (await quiet_wire(wire))["subscribers"]
     sock = never_reading_sse(wire.port, path)
-    await asyncio.sleep(0.3)
+    await wire_subscribers(wire, before + 1)
     async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
         await publisher.send(json.dumps({"count": 600, "size": 10240, "pause": 0}))
         await publisher.recv()
     # The 2 s timeout passes; the last frame is queued and the connection dropped 1 s later. A
     # client that reads again in between finds the frame at the end of what it was owed.
-    await asyncio.sleep(2.4)
+    # Given up on: the follower's stream has ended (on uvicorn's relay path that takes 10-14 s); read now.
+    await wire_subscribers(wire, before, timeout=40)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # and read fast: MBs are owed
     sock.settimeout(5)
     body = b""
     ended = False
@@ -142,9 +143,10 @@ async def test_a_client_that_floods_a_slow_view_is_not_read_without_bound(wire):
 
 @pytest.mark.parametrize("poison", ["surrogate", "nan", "inf", "object"])
 async def test_a_message_that_is_not_strict_json_reaches_no_subscriber_and_no_history(wire, poison):
+    before = (await quiet_wire(wire))["subscribers"]
     async with websockets.connect(f"{wire.ws_url}/api/w/fanout") as reader, \
             websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
-        await asyncio.sleep(0.2)
+        await wire_subscribers(wire, before + 1)
         await publisher.send(json.dumps({"poison": poison}))
         reply = json.loads(await publisher.recv())
         assert reply["error"] == "UnencodableMessage"
@@ -206,9 +208,7 @@ def test_a_message_then_close_in_one_write_is_a_clean_1000_every_time(wire):
         client.send(frame(0x1, b'{"bye": true}') + close_frame(1000))
         client.close_code()
         client.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(closed_with(wire, "Echo")) < before + 100:
-        time.sleep(0.2)
+    settled(lambda: closed_with(wire, "Echo"), lambda codes: len(codes) >= before + 100, 10, 0.2)
     codes = closed_with(wire, "Echo")[before:]
     assert codes == [1000] * 100
     log = wire.log()[log_before:]

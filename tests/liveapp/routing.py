@@ -23,6 +23,7 @@ from realtime import (
 )
 from realtime.memory import open_connections
 from realtime.permissions import Permission
+from realtime.pubsub.channel import registry
 
 # --- the specification's examples ---------------------------------------------------------------
 
@@ -362,6 +363,15 @@ class Stats(WebSocketView):
         )
 
 
+class Subscribers(WebSocketView):
+    """The subscribers of one Channel in this process, so tests wait for a subscription instead of sleeping."""
+
+    async def on_connect(self, ws, **params):
+        channel = registry.get(params["name"])
+        count = channel.subscriber_count if channel is not None else 0
+        await ws.send_json({"name": params["name"], "subscribers": count})
+
+
 async def hello_events(request):
     async def gen():
         yield {"event": "hello", "data": "world"}
@@ -385,6 +395,7 @@ router.register_websocket("/editor-only", EditorOnly)
 router.register_websocket("/owner/{user_id}", OwnerOnly)
 router.register_websocket("/editor-or-admin", EditorOrAdmin)
 router.register_websocket("/stats", Stats)
+router.register_websocket("/subscribers/{name}", Subscribers)
 router.register_sse("/sse/system", SystemEvents)
 router.register_sse("/sse/spec-system", SpecSystemEvents)
 router.register_sse("/sse/notifications", UserNotifications)

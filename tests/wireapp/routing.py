@@ -5,6 +5,7 @@ import os
 
 from realtime import Channel, Gap, Router, SSEView, Topic, TopicSocket, WebSocketView, servers
 from realtime.encoding import UnencodableMessage
+from realtime.memory import open_connections
 from realtime.pubsub.channel import registry
 from realtime.topics.presence import COMPANION, announce, member
 
@@ -128,6 +129,7 @@ class Report(WebSocketView):
             "closed": closed, "rss_kib": rss_kib(), "subscribers": fanout.subscriber_count,
             "topic_subscribers": sum(c.subscriber_count for name, c in list(registry.items()) if name.startswith(WT)),
             "tasks": len(asyncio.all_tasks()), "direct": direct, "direct_writes": servers.direct_writes_enabled(),
+            "open": open_connections.count,  # this probe's own included
         })
 
 
