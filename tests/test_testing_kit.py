@@ -426,6 +426,16 @@ def test_the_kits_names_all_resolve_and_the_plugin_imports_none_of_them():
     assert out.strip() == "['realtime', 'realtime.testing', 'realtime.testing.pytest_plugin']"
 
 
+def test_capture_stays_the_function_whichever_name_of_its_module_is_used_first():
+    """Importing realtime.testing.capture binds the module to the package attribute of the same name."""
+    code = (
+        "import realtime.testing as kit; kit.wait_for_subscribers; "
+        "from realtime.testing import capture; print(callable(capture), capture.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.split() == ["True", "realtime.testing.capture"]
+
+
 # --- the README example, as written ------------------------------------------------------------------
 
 

@@ -38,9 +38,13 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'realtime.testing' has no attribute {name!r}")
-    value = getattr(import_module(f"realtime.testing.{module}"), name)
-    globals()[name] = value
-    return value
+    loaded = import_module(f"realtime.testing.{module}")
+    # Bind every name of that module now: importing realtime.testing.capture binds the *module* to
+    # ``realtime.testing.capture``, which would shadow the function of the same name for good.
+    for export, home in _EXPORTS.items():
+        if home == module:
+            globals()[export] = getattr(loaded, export)
+    return globals()[name]
 
 
 def __dir__() -> list[str]:
