@@ -17,9 +17,8 @@ import websockets
 from channels.testing import WebsocketCommunicator
 
 from realtime import Channel, WebSocketView
-from realtime.testing import wait_for_subscribers
 from tests.raw_ws import RawClient
-from tests.waiting import quiet_wire, wire_subscribers
+from tests.waiting import await_until, quiet_wire, wire_subscribers
 from tests.wire import report
 
 pytestmark = pytest.mark.also_without_direct_writes
@@ -137,7 +136,7 @@ class Ticks(WebSocketView):
 async def test_a_relay_view_filters_and_transforms_in_process():
     communicator = WebsocketCommunicator(Ticks.as_asgi(), "/ws")
     assert (await communicator.connect())[0]
-    await wait_for_subscribers(ticks, 1)
+    await await_until(lambda: ticks.subscriber_count == 1, message="the relay view's subscription")
     assert ticks.subscriber_count == 1
     for t in range(4):
         await ticks.publish({"t": t})

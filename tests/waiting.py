@@ -113,10 +113,12 @@ async def wire_subscribers(server: Any, count: int, timeout: float = TIMEOUT) ->
 
 
 async def quiet_wire(server: Any, timeout: float = 30.0) -> dict:
-    """The wire report once no connection but the probe's own is open (earlier tests' have ended).
+    """The wire report once earlier tests' connections have ended: none open but the probe's own, and
+    no subscriber left (a stream counts its connection closed a moment before it unsubscribes).
 
-    Never fails: a connection that stays open is for the test's own assertions to notice."""
-    return await asettled(lambda: wire_report(server), lambda report: report["open"] <= 1, timeout, 0.05)
+    Never fails: what stays is for the test's own assertions to notice."""
+    return await asettled(lambda: wire_report(server), lambda report: report["open"] <= 1 and not (
+        report["subscribers"] or report["topic_subscribers"]), timeout, 0.05)
 
 
 async def live_stats(server: Any) -> dict:
@@ -125,8 +127,9 @@ async def live_stats(server: Any) -> dict:
 
 
 async def quiet_live(server: Any, timeout: float = 30.0) -> dict:
-    """The live stats once no connection but the probe's own is open; never fails (see quiet_wire)."""
-    return await asettled(lambda: live_stats(server), lambda stats: stats["open_connections"] <= 1, timeout, 0.05)
+    """The live stats once earlier tests' connections and subscriptions have ended; never fails (see quiet_wire)."""
+    return await asettled(lambda: live_stats(server), lambda stats: stats["open_connections"] <= 1 and not any(
+        stats[key] for key in ("tick_channel", "notifications", "tick_hub", "history")), timeout, 0.05)
 
 
 async def channel_subscribers(server: Any, name: str) -> int:
@@ -134,10 +137,10 @@ async def channel_subscribers(server: Any, name: str) -> int:
     return (await first_json(f"{server.ws_url}/api/t/subscribers/{name}"))["subscribers"]
 
 
-async def quiet_subscribers(server: Any, name: str) -> int:
-    """Subscribers of ``name`` in that server once earlier tests' connections have ended (see quiet_wire)."""
-    await quiet_live(server)
-    return await channel_subscribers(server, name)
+async def quiet_subscribers(server: Any, name: str, timeout: float = 30.0) -> int:
+    """Subscribers of ``name`` in that server once earlier tests' connections and subscriptions have ended."""
+    await quiet_live(server, timeout)
+    return await asettled(lambda: channel_subscribers(server, name), lambda count: count == 0, timeout, 0.05)
 
 
 async def live_subscribers(server: Any, name: str, count: int, timeout: float = TIMEOUT) -> int:
