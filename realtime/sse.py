@@ -171,7 +171,14 @@ def sse_response(
             "sse_response() needs an async iterator (an 'async def' generator): Django reads a "
             "sync iterator whole before sending anything"
         )
-    response = StreamingHttpResponse(_frames(events, ping_interval), status=status)
+    return _event_stream(_frames(events, ping_interval), headers, status)
+
+
+def _event_stream(
+    body: AsyncIterator[bytes], headers: Mapping[str, str] | None = None, status: int = 200, release: Any = None
+) -> StreamingHttpResponse:
+    """The ``text/event-stream`` response over ``body``; ``release()`` runs when Django closes it."""
+    response = StreamingHttpResponse(body if release is None else _Releasing(body, release), status=status)
     for name, value in {**SSE_HEADERS, **(headers or {})}.items():
         response[name] = value
     return response
@@ -244,9 +251,7 @@ class SSEView(View):
         events = self.stream(request, **params)
         if is_authenticated(self.user):
             events = _guarded(events, admitted)
-        response = sse_response(events, self.ping_interval, self.headers)
-        _release_on_close(response, admitted)
-        return response
+        return _event_stream(_frames(events, self.ping_interval), self.headers, release=admitted.release)
 
     async def _credentials(self, request: HttpRequest) -> tuple[Any, Any] | None:
         """``(user, token)`` for the admission, from the ``authenticate`` hook; None for no one."""
@@ -267,10 +272,7 @@ class SSEView(View):
             return servers.response_writer(send)
 
         body = relay_body(self, self.relay, writer_of, self.ping_interval, admitted)
-        response = StreamingHttpResponse(body)
-        for name, value in {**SSE_HEADERS, **self.headers}.items():
-            response[name] = value
-        _release_on_close(response, admitted)
+        response = _event_stream(body, self.headers, release=admitted.release)
         return response
 
     async def follow(
@@ -318,18 +320,14 @@ class SSEView(View):
         return None
 
 
-def _release_on_close(response: StreamingHttpResponse, admitted: Admitted) -> None:
-    """Free the stream's caps when Django closes the response, however far its body got.
-
-    A client that leaves before the body passes its first frame closes an async generator that
-    never reached its ``try``, so its ``finally`` never runs; Django calls ``close()`` on every
-    response it sent, and a release after the body's own is a no-op.
-    """
-    response.streaming_content = _Releasing(response.streaming_content, admitted.release)
-
-
 class _Releasing:
-    """An async iterable with a ``close()``: Django adds that to the response's closers."""
+    """A response body with a ``close()``, which Django adds to the response's closers.
+
+    It frees a stream's caps however far its body got: a client that leaves before the body passes
+    its first frame closes an async generator that never reached its ``try``, so its ``finally``
+    never runs, but Django closes every response it sent (a release after the body's own is a no-op).
+    ``aiter()`` of it is the body itself, so Django iterates the body with no layer between.
+    """
 
     __slots__ = ("close", "iterable")
 
