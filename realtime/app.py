@@ -61,9 +61,11 @@ class WebSocketRouter:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        logger.info("No WebSocket endpoint at %s", scope["path"])
+        answer = "HTTP 404" if "websocket.http.response" in (scope.get("extensions") or {}) else "a refused handshake"
+        # A warning, as Django's "Not Found: <path>": seen without any LOGGING configured.
+        logger.warning("No WebSocket endpoint at %s: refused with %s", scope["path"], answer)
         stats.refuse("websocket", 404)
-        if "websocket.http.response" in scope.get("extensions", {}) or {}:
+        if "websocket.http.response" in (scope.get("extensions") or {}):
             await send({"type": "websocket.http.response.start", "status": 404, "headers": []})
             await send({"type": "websocket.http.response.body", "body": b"No WebSocket endpoint here"})
         else:

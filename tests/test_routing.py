@@ -389,11 +389,16 @@ async def test_websockets_bypass_django_http_middleware():
     await communicator.disconnect()
 
 
-async def test_unknown_websocket_path_is_refused():
-    app = CoreApp(routers=[Router()])
-    communicator = WebsocketCommunicator(app, "/nowhere")
+async def test_unknown_websocket_path_is_refused_and_logged_with_its_path(caplog, monkeypatch):
+    import logging
+
+    app = CoreApp(routers=[Router()])  # sets Django up, and its LOGGING: "realtime" does not propagate
+    monkeypatch.setattr(logging.getLogger("realtime"), "propagate", True)
+    communicator = WebsocketCommunicator(app, "/nowhere?token=secret")
     accepted, _ = await communicator.connect()
     assert not accepted
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "realtime.app"]
+    assert logged == [("WARNING", "No WebSocket endpoint at /nowhere: refused with a refused handshake")]
 
 
 async def test_lifespan_is_answered():
