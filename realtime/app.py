@@ -14,6 +14,7 @@ from typing import Any
 from django.urls import Resolver404, URLResolver
 from django.urls.resolvers import RegexPattern
 
+from . import checks
 from .daphne_compat import patch_daphne
 from .flow import SendGuard
 from .ops import fleet, prometheus
@@ -84,6 +85,7 @@ class CoreApp:
         # Set Django up before anything imports models (the routers' views may).
         http_app = http_app or get_asgi_application()
         patch_daphne()
+        checks.log_at_start()  # daphne and uvicorn run no system checks
         prometheus.serve_metrics_port()
         if routers is None:
             discovered = AutoRouter()

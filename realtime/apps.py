@@ -11,7 +11,9 @@ class RealtimeConfig(AppConfig):
         patch_daphne()
 
         from . import signals
+        from .checks import register_checks
         from .pubsub.broker import quiet_channels_redis
 
         signals.connect()
         quiet_channels_redis()
+        register_checks()
