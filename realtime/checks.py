@@ -120,14 +120,13 @@ def check_asgi_application(app_configs: Any = None, **kwargs: Any) -> list[Check
 
 def application_kind(application: Any) -> str | None:
     """``"realtime"`` (a CoreApp or a protocol router), ``"django"`` (ASGIHandler) or None, looking
-    through ASGI middleware as ``realtime_routes`` does."""
+    through ASGI middleware as ``realtime_routes`` does. A CoreApp is what has ``routers``, as
+    ``realtime_routes`` finds it (and realtime.app, which logs these checks, is not imported here)."""
     from channels.routing import ProtocolTypeRouter
     from django.core.handlers.asgi import ASGIHandler
 
-    from .app import CoreApp
-
     for _ in range(10):
-        if isinstance(application, CoreApp | ProtocolTypeRouter):
+        if getattr(application, "routers", None) is not None or isinstance(application, ProtocolTypeRouter):
             return "realtime"
         if isinstance(application, ASGIHandler):
             return "django"
