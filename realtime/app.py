@@ -62,9 +62,9 @@ class WebSocketRouter:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        answer = "HTTP 404" if "websocket.http.response" in (scope.get("extensions") or {}) else "a refused handshake"
+        answer = "HTTP 404" if "websocket.http.response" in (scope.get("extensions") or {}) else "closed before accept"
         # A warning, as Django's "Not Found: <path>": seen without any LOGGING configured.
-        logger.warning("No WebSocket endpoint at %s: refused with %s", scope["path"], answer)
+        logger.warning("No WebSocket endpoint at %s: handshake refused (%s)", scope["path"], answer)
         stats.refuse("websocket", 404)
         if "websocket.http.response" in (scope.get("extensions") or {}):
             await send({"type": "websocket.http.response.start", "status": 404, "headers": []})

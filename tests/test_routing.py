@@ -398,7 +398,7 @@ async def test_unknown_websocket_path_is_refused_and_logged_with_its_path(caplog
     accepted, _ = await communicator.connect()
     assert not accepted
     logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "realtime.app"]
-    assert logged == [("WARNING", "No WebSocket endpoint at /nowhere: refused with a refused handshake")]
+    assert logged == [("WARNING", "No WebSocket endpoint at /nowhere: handshake refused (closed before accept)")]
 
 
 async def test_lifespan_is_answered():
