@@ -14,7 +14,7 @@ from typing import Any
 from django.urls import Resolver404, URLResolver
 from django.urls.resolvers import RegexPattern
 
-from . import servers
+from . import checks, servers
 from .flow import SendGuard
 from .ops import fleet, prometheus
 from .ops.connections import HttpContext, current_http
@@ -61,9 +61,11 @@ class WebSocketRouter:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        logger.info("No WebSocket endpoint at %s", scope["path"])
+        answer = "HTTP 404" if "websocket.http.response" in (scope.get("extensions") or {}) else "closed before accept"
+        # A warning, as Django's "Not Found: <path>": seen without any LOGGING configured.
+        logger.warning("No WebSocket endpoint at %s: handshake refused (%s)", scope["path"], answer)
         stats.refuse("websocket", 404)
-        if "websocket.http.response" in scope.get("extensions", {}) or {}:
+        if "websocket.http.response" in (scope.get("extensions") or {}):
             await send({"type": "websocket.http.response.start", "status": 404, "headers": []})
             await send({"type": "websocket.http.response.body", "body": b"No WebSocket endpoint here"})
         else:
@@ -82,6 +84,7 @@ class CoreApp:
         # Set Django up before anything imports models (the routers' views may).
         http_app = http_app or get_asgi_application()
         servers.install()
+        checks.log_at_start()  # daphne and uvicorn run no system checks
         prometheus.serve_metrics_port()
         if routers is None:
             discovered = AutoRouter()

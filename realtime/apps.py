@@ -11,7 +11,9 @@ class RealtimeConfig(AppConfig):
         servers.install()
 
         from . import signals
+        from .checks import register_checks
         from .pubsub.broker import quiet_channels_redis
 
         signals.connect()
         quiet_channels_redis()
+        register_checks()

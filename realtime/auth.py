@@ -3,7 +3,8 @@
 headers and query → raw token → validated token → user. Validation is simplejwt's (signature,
 expiry, token type, algorithm); nothing here re-implements JWT. Each failure raises
 :class:`AuthenticationFailed` with a stable ``code`` (``token_expired``, ``token_not_valid``,
-``user_inactive``, ``user_not_found``, ``bad_authorization_header``, ...) and a plain ``detail``.
+``user_inactive``, ``user_not_found``, ``bad_authorization_header`` (``Token <jwt>``, a bare
+``<jwt>``: the header to send is named), ...) and a plain ``detail``.
 
 The edges decide what a refusal means (``REALTIME["STRICT_TOKENS"]``): by default, as in the
 specification, a refused token counts as no token, so a public endpoint serves the client as
@@ -14,6 +15,7 @@ WebSocket 4001, SSE 401, on every endpoint.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +25,8 @@ from channels.db import database_sync_to_async
 #: the browser ``WebSocket``).
 TOKEN_QUERY_PARAM = "token"
 
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 #: The longest close reason the WebSocket protocol allows, in UTF-8 bytes.
 MAX_REASON_BYTES = 123
@@ -52,8 +56,15 @@ class TokenAuthenticator:
     header_name = "authorization"
 
     def get_raw_token(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-        """The token from ``Authorization: Bearer <token>`` first, then ``?token=``; None if absent."""
+        """The token from ``Authorization: Bearer <token>`` first, then ``?token=``; None if absent.
+
+        A header with another scheme (``Basic ...``) is left to others, as simplejwt leaves it, unless
+        it carries what looks like a JWT and no ``?token=`` comes with it: ``Token <jwt>`` (DRF's
+        habit) or a bare ``<jwt>`` is refused with ``bad_authorization_header`` and the header to
+        send, rather than served as no token at all.
+        """
         header = headers.get(self.header_name)
+        token = query.get(TOKEN_QUERY_PARAM) or None
         if header:
             from rest_framework_simplejwt.settings import api_settings
 
@@ -67,8 +78,12 @@ class TokenAuthenticator:
                         "bad_authorization_header",
                     )
                 return parts[1]
-        token = query.get(TOKEN_QUERY_PARAM)
-        return token or None
+            if token is None and parts and len(parts) <= 2 and _looks_like_jwt(parts[-1]):
+                sent = f'"{parts[0][:20]} <token>"' if len(parts) == 2 else "the bare token"
+                raise AuthenticationFailed(
+                    f'Send "Authorization: {types[0]} <token>", not {sent}', "bad_authorization_header"
+                )
+        return token
 
     def get_validated_token(self, raw_token: str) -> Any:
         """simplejwt's validation: signature, expiry, token type. Raises AuthenticationFailed.
@@ -116,6 +131,12 @@ class TokenAuthenticator:
         validated = self.get_validated_token(raw_token)
         user = await database_sync_to_async(self.get_user)(validated)
         return user, validated
+
+
+def _looks_like_jwt(value: str) -> bool:
+    """Three dot-separated base64url parts, as a JWS in compact form is."""
+    parts = value.split(".")
+    return len(parts) == 3 and all(part and _BASE64URL.fullmatch(part) for part in parts[:2])
 
 
 def _code_and_detail(error: Any) -> tuple[str, str]:

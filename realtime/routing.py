@@ -27,6 +27,7 @@ from typing import Any
 
 from django.urls import URLPattern, path
 
+from .route_checks import check_path, check_view
 from .specificity import Pattern, Relation, common_example, compare
 
 _BRACES = re.compile(r"\{(\w+)(?::(\w+))?\}")
@@ -79,6 +80,7 @@ class Router:
     def __init__(self, prefix: str = "", tags: Iterable[str] | None = None) -> None:
         if prefix and not prefix.startswith("/"):
             raise ValueError(f"Router prefix must start with '/': {prefix!r}")
+        check_path(prefix, f"Router(prefix={prefix!r})")
         self.prefix = prefix.rstrip("/")
         self.tags = merge_tags(tags)
         self._routes: list[Route] = []
@@ -88,15 +90,20 @@ class Router:
         self, path: str, view: Any, name: str | None = None, tags: Iterable[str] | None = None
     ) -> None:
         """Serve ``view`` (a WebSocketView or any Channels consumer) at ``path``."""
-        if not (hasattr(view, "as_asgi") or callable(view)):
-            raise TypeError(f"register_websocket() needs a WebSocketView subclass, got {view!r}")
+        self._check("websocket", path, view)
         self._routes.append(Route(path, view, "websocket", name, merge_tags(self.tags, tags)))
 
     def register_sse(self, path: str, view: Any, name: str | None = None, tags: Iterable[str] | None = None) -> None:
         """Serve ``view`` (an SSEView, or an async function view returning sse_response) at ``path``."""
-        if not (hasattr(view, "as_view") or callable(view)):
-            raise TypeError(f"register_sse() needs an SSEView subclass or a view function, got {view!r}")
+        self._check("sse", path, view)
         self._routes.append(Route(path, view, "sse", name, merge_tags(self.tags, tags)))
+
+    @staticmethod
+    def _check(kind: str, path: str, view: Any) -> None:
+        """Refuse, naming the route, what would never match or would fail when a client arrives."""
+        route = f"register_{kind}({path!r}, {_name(view) if callable(view) else repr(view)})"
+        check_path(path, route)
+        check_view(kind, view, route)
 
     def get(self, path: str, name: str | None = None) -> Callable[[Any], Any]:
         """Decorator form for function views, as in the specification's ``@router.get("/events")``.
@@ -114,6 +121,7 @@ class Router:
         """Nest ``router`` (with its own prefix) under this one, behind an optional extra prefix."""
         if router is self:
             raise ValueError("A router cannot include itself")
+        check_path(prefix, f"include_router(..., prefix={prefix!r})")
         self._children.append((prefix, router))
 
     @property
@@ -126,6 +134,8 @@ class Router:
             for r in child.routes:
                 tags = merge_tags(self.tags, r.tags)  # an including router's tags apply to its children
                 routes.append(Route(join_paths(self.prefix, extra, r.path), r.view, r.kind, r.name, tags))
+        for route in routes:  # a prefix's parameter may reappear in a path
+            check_path(route.path, f"The {route.kind} route {route.path!r} ({_name(route.view)})")
         return order_by_specificity(routes)
 
     def websocket_urlpatterns(self) -> list[URLPattern]:

@@ -28,6 +28,7 @@ from . import lifecycle
 from .encoding import SharedMessage
 from .memory import open_connections
 from .ops.connections import track_sse
+from .ops.stats import stats
 from .pubsub.delivery import DeliveryQueue, Reader
 from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, encode_event, encode_item
 from .threads import release_request_thread
@@ -127,6 +128,7 @@ async def relay_body(
     try:
         if resume is not None:
             replay, recovered = await channel.replay_after(resume)
+            stats.resumed(len(replay), recovered)  # as a Subscription's resume is counted
             if not recovered:
                 yield _reset(None, resume)
             queue.skip = {message_id for message_id, _ in replay} or None

@@ -2,6 +2,7 @@
 anonymous on public endpoints; tokens expiring on open connections; revoke_user."""
 
 import asyncio
+import json
 from datetime import timedelta
 
 import jwt
@@ -145,6 +146,46 @@ async def test_valid_token_is_served(users):
     communicator = await connect(Protected, headers=[(b"authorization", header)])
     assert await communicator.receive_json_from() == {"user": "ana"}
     await communicator.disconnect()
+
+
+# (id, Authorization header, the reason)
+WRONG_HEADERS = [
+    ("drf-token-scheme", lambda t: f"Token {t}", 'Send "Authorization: Bearer <token>", not "Token <token>"'),
+    ("jwt-scheme", lambda t: f"JWT {t}", 'Send "Authorization: Bearer <token>", not "JWT <token>"'),
+    ("bare-token", lambda t: t, 'Send "Authorization: Bearer <token>", not the bare token'),
+]
+
+
+@pytest.mark.parametrize(("header", "detail"), [r[1:] for r in WRONG_HEADERS], ids=[r[0] for r in WRONG_HEADERS])
+async def test_a_token_in_the_wrong_header_form_is_refused_with_the_header_to_send(users, header, detail):
+    value = header(token_for(users["ana"].pk)).encode()
+    closed = await close_of(await connect(Protected, headers=[(b"authorization", value)]))
+    assert closed == (4003, f"bad_authorization_header: {detail}")
+    public = await connect(Public, headers=[(b"authorization", value)])  # a public endpoint: anonymous, as before
+    assert await public.receive_json_from() == {"user": None}
+    await public.disconnect()
+    with STRICT:
+        assert await close_of(await connect(Public, headers=[(b"authorization", value)])) == (
+            4001, f"bad_authorization_header: {detail}")
+
+    request = AsyncRequestFactory().get("/events", headers={"Authorization": value.decode()})
+    response = await ProtectedEvents.as_view()(request)
+    assert response.status_code == 401 and response["WWW-Authenticate"] == 'Bearer realm="api"'
+    body = json.dumps({"code": "bad_authorization_header", "detail": detail}, separators=(",", ":"))
+    assert response.content.decode() == f"event: error\ndata: {body}\n\n"
+
+
+@pytest.mark.parametrize(
+    ("header", "query", "found"),
+    [
+        ("Basic dXNlcjpwYXNz", {}, None),  # another scheme, no JWT in it: left to others, as simplejwt does
+        ("Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", {}, None),  # DRF's own tokens are not JWTs
+        ("Token aaa.bbb.ccc", {"token": "from.the.query"}, "from.the.query"),  # ?token= comes with it: used
+        ("Bearer aaa.bbb.ccc", {}, "aaa.bbb.ccc"),
+    ],
+)
+def test_other_authorization_headers_are_left_alone(header, query, found):
+    assert TokenAuthenticator().get_raw_token({"authorization": header}, query) == found
 
 
 # -- open connections: expiry, in-band refresh, revocation -----------------------------------------

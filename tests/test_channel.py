@@ -239,3 +239,77 @@ async def test_a_publish_that_is_not_strict_json_raises_and_reaches_no_one(poiso
         assert [message for _, message in replay] == [{"good": 1}]
     finally:
         await channel.unsubscribe_queue(queue)
+
+
+# -- a publish from sync code -------------------------------------------------------------------
+
+
+def never_awaited(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "realtime.channel" and "never awaited" in r.message]
+
+
+def test_a_publish_from_sync_code_that_is_never_awaited_logs_an_error_naming_the_line_and_publish_sync(caplog):
+    import inspect
+
+    channel = Channel("sync-code")
+    line = inspect.currentframe().f_lineno + 1
+    channel.publish({"text": "hi"})  # the forgotten await: a coroutine, dropped at once
+    channel.publish_with_id("again")
+    logged = never_awaited(caplog)
+    assert len(logged) == 2 and channel.published == 0
+    assert logged[0].startswith(f"Channel('sync-code').publish({{'text': 'hi'}}) at {__file__}:{line} was never "
+                                "awaited: nothing was done. In sync code (a Django view, a management command, a "
+                                "thread) call channel.publish_sync(message); in async code, await channel.publish")
+    assert logged[1].startswith("Channel('sync-code').publish_with_id('again') at ")
+
+
+async def test_a_sync_django_view_that_forgets_publish_sync_is_logged_and_publish_sync_delivers(caplog):
+    from asgiref.sync import sync_to_async
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    channel = Channel("sync-view")
+    queue = await channel.subscribe_queue()
+
+    def forgetful(request):  # a sync view: Django runs it in a worker thread, with no event loop
+        channel.publish({"n": 1})
+        return HttpResponse("sent")
+
+    def careful(request):
+        channel.publish_sync({"n": 2})
+        return HttpResponse("sent")
+
+    request = RequestFactory().post("/send")
+    await sync_to_async(forgetful)(request)
+    assert len(never_awaited(caplog)) == 1 and "Channel('sync-view').publish({'n': 1}) at " in never_awaited(caplog)[0]
+    await sync_to_async(careful)(request)
+    await asyncio.to_thread(channel.publish_sync, {"n": 3})  # a thread beside the loop the channel is on
+    assert [queue.get_nowait() for _ in range(queue.qsize())] == [{"n": 2}, {"n": 3}]
+    await channel.unsubscribe_queue(queue)
+
+
+def test_the_sync_idioms_that_await_later_still_publish_and_log_nothing(caplog):
+    import warnings
+
+    from asgiref.sync import async_to_sync
+
+    channel = Channel("awaited-later", history=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # async_to_sync warns about a callable that is not marked async
+        assert async_to_sync(channel.publish)("a") == 0  # asgiref makes the coroutine here, awaits it in a loop
+        assert asyncio.run(channel.publish("b")) == 0  # made before asyncio.run starts its loop
+        assert asyncio.run(channel.publish_with_id("c")) == (0, "3")
+        assert channel.publish_sync("d") == 0
+        channel.publish("closed on purpose").close()
+    assert channel.published == 4 and never_awaited(caplog) == []
+
+
+async def test_publish_is_still_a_coroutine_function_returning_a_plain_coroutine_in_async_code():
+    import inspect
+
+    channel = Channel("still-async", history=5)
+    assert inspect.iscoroutinefunction(Channel.publish) and inspect.iscoroutinefunction(channel.publish_with_id)
+    pending = channel.publish("a")
+    assert inspect.iscoroutine(pending)  # no wrapper on the hot path
+    assert await pending == 0
+    assert await channel.publish_with_id("b") == (0, "2")

@@ -307,6 +307,14 @@ async def test_chat_refuses_anonymous_sockets_with_4003(server):
 
 
 @pytest.mark.timeout(300)
+def test_the_readme_settings_pass_the_checks_for_one_process_and_for_several(installed):
+    assert installed.manage("check").strip() == "System check identified no issues (0 silenced)."
+    several = run([str(installed.venv / "bin" / "python"), "manage.py", "check"], installed.site,
+                  {**installed.env, "REDIS_URL": "redis://127.0.0.1:6379/15"})  # nothing connects to it
+    assert several.strip() == "System check identified no issues (0 silenced)."
+
+
+@pytest.mark.timeout(300)
 def test_realtime_routes_lists_the_new_apps_endpoints(installed):
     routes = json.loads(installed.manage("realtime_routes", "--json"))
     assert [(r["protocol"], r["path"], r["view"], r["permissions"], r["tags"]) for r in routes] == [

@@ -16,7 +16,7 @@ import pytest
 import websockets
 from channels.testing import WebsocketCommunicator
 
-from realtime import Channel, WebSocketView
+from realtime import Channel, SSEView, WebSocketView
 from tests.raw_ws import RawClient
 from tests.waiting import await_until, quiet_wire, wire_subscribers
 from tests.wire import report
@@ -143,6 +143,57 @@ async def test_a_relay_view_filters_and_transforms_in_process():
     assert [await communicator.receive_json_from() for _ in range(3)] == [{"t": 0}, {"t": 10}, {"t": 30}]
     await communicator.disconnect()
     assert ticks.subscriber_count == 0
+
+
+history_ticks = Channel("relay-history-ticks", history=10)
+
+
+class ResumableEvents(SSEView):
+    ping_interval = 0
+    relay = history_ticks
+
+
+class ResumableFollow(SSEView):
+    ping_interval = 0
+
+    def stream(self, request, **params):
+        return self.follow(history_ticks)
+
+
+async def resume_stream(view: type, last_id: str, frames: int) -> list[bytes]:
+    from django.test import AsyncRequestFactory
+
+    request = AsyncRequestFactory().get("/events", headers={"Last-Event-ID": last_id})
+    body = (await view.as_view()(request)).streaming_content
+    read = [chunk async for chunk in _first(body, frames)]
+    await body.aclose()
+    return read
+
+
+async def _first(body, count):
+    async for chunk in body:
+        if not chunk.startswith(b":"):  # the opening comment
+            yield chunk
+            count -= 1
+            if count == 0:
+                return
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("view", [ResumableEvents, ResumableFollow], ids=["relay", "follow"])
+async def test_an_sse_resume_is_counted_in_the_history_metrics_on_either_path(view):
+    from realtime.ops.stats import stats
+
+    for n in range(5):
+        await history_ticks.publish({"n": n})
+    newest = await history_ticks.newest_id()
+    held = len((await history_ticks.replay_after("not-an-id"))[0])  # what a reset replays after its event
+    before = (stats.replays, stats.replayed, stats.resets)
+    three = str(int(newest) - 3)
+    assert [json.loads(f.split(b"data: ")[1])["n"] for f in await resume_stream(view, three, 3)] == [2, 3, 4]
+    assert (await resume_stream(view, "not-an-id", 1))[0].startswith(b"event: reset\n")
+    after = (stats.replays, stats.replayed, stats.resets)
+    assert [now - then for now, then in zip(after, before, strict=True)] == [2, 3 + held, 1]
 
 
 async def sse_frames(url: str, count: int, headers: dict | None = None) -> list[bytes]:

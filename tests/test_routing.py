@@ -2,6 +2,7 @@
 
 import pytest
 from channels.testing import HttpCommunicator, WebsocketCommunicator
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponseForbidden
 from django.test import override_settings
 
@@ -41,6 +42,11 @@ class Events(SSEView):
         yield {"data": "x"}
 
 
+class Ticker(WebSocketView):
+    async def stream(self, ws, **params):
+        yield {"tick": 1}
+
+
 def test_prefixes_propagate_through_included_routers():
     inner = Router(prefix="/trading", tags=["Trading"])
     inner.register_websocket("/ws/ticks/{symbol}", Echo)
@@ -57,11 +63,11 @@ def test_prefixes_propagate_through_included_routers():
 def test_two_endpoints_on_one_path_fail_at_start_up_naming_both_modules():
     router = Router(prefix="/x")
     router.register_websocket("/ws/{room}", Echo)
-    router.register_websocket("/ws/<other>", Events)
+    router.register_websocket("/ws/<other>", Ticker)
     with pytest.raises(DuplicateRouteError, match="Two websocket endpoints on '/x/ws/<other>'") as refused:
         router.websocket_urlpatterns()
     assert "tests.test_routing.Echo" in str(refused.value)
-    assert "tests.test_routing.Events" in str(refused.value)
+    assert "tests.test_routing.Ticker" in str(refused.value)
 
 
 def relation(p, q):
@@ -125,10 +131,10 @@ def test_static_segment_wins_over_a_parameter_whatever_the_order(order):
 def test_overlapping_routes_with_neither_more_specific_are_refused_at_start_up():
     router = Router()
     router.register_websocket("/a/{x}", Echo)
-    router.register_websocket("/{y}/b", Events)
+    router.register_websocket("/{y}/b", Ticker)
     with pytest.raises(RouteConflictError, match="neither is more specific: both match '/a/b'") as refused:
         router.websocket_urlpatterns()
-    assert "tests.test_routing.Echo" in str(refused.value) and "tests.test_routing.Events" in str(refused.value)
+    assert "tests.test_routing.Echo" in str(refused.value) and "tests.test_routing.Ticker" in str(refused.value)
     with pytest.raises(RouteConflictError):
         CoreApp(routers=[router])
 
@@ -203,6 +209,153 @@ def test_bad_declarations_are_refused():
         Router().register_websocket("/x", 42)
 
 
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/e/:id", r"':id' is not a parameter .* write \{id\}"),
+        ("/e/{room", r"'\{room' is not a parameter .* write \{name\} or \{name:int\}"),
+        ("/e/room}", r"'room\}' is not a parameter"),
+        ("/e/{id: int}", r"'\{id: int\}' is not a parameter .*; write '\{id:int\}' \(no spaces\)"),
+        ("/e/{ id }", r"write '\{id\}' \(no spaces\)"),
+        ("/e/<int:id", r"'<int:id' is not a parameter"),
+        ("/e/<int: id>", r"write '<int:id>' \(no spaces\)"),
+        ("/e/{room}/{room}", r"the parameter 'room' appears twice"),
+        ("/e/{room}/<int:room>", r"the parameter 'room' appears twice"),
+    ],
+)
+def test_a_path_no_request_could_match_is_refused_at_registration(path, message):
+    for register, view in ((Router().register_websocket, Echo), (Router().register_sse, Events)):
+        with pytest.raises(ImproperlyConfigured, match=message) as refused:
+            register(path, view)
+        assert str(refused.value).startswith(f"{register.__name__}({path!r}, tests.test_routing.")
+
+
+@pytest.mark.parametrize(
+    "path", ["/ws/{room}", "/items/{id:int}", "/items/<int:id>", "/a/{x}/b/<slug:y>", "/item-{id:int}", "/", ""]
+)
+def test_well_formed_paths_register(path):
+    router = Router()
+    router.register_websocket(path, Echo)
+    router.register_sse(path, Events)
+    assert len(router.routes) == 2
+
+
+def test_a_parameter_of_a_prefix_repeated_in_a_path_is_refused_when_the_routes_are_built():
+    rooms = Router(prefix="/rooms/{room}")
+    rooms.register_websocket("/members/{room}", Echo)
+    with pytest.raises(ImproperlyConfigured, match=r"'/rooms/\{room\}/members/\{room\}'.*'room' appears twice"):
+        CoreApp(routers=[rooms])
+    with pytest.raises(ImproperlyConfigured, match=r"Router\(prefix='/e/:id'\)"):
+        Router(prefix="/e/:id")
+
+
+class SyncReceive(WebSocketView):
+    def on_receive(self, ws, data):
+        pass
+
+
+class SyncConnect(WebSocketView):
+    def on_connect(self, ws, **params):
+        pass
+
+
+class SyncDisconnect(WebSocketView):
+    def on_disconnect(self, ws, code):
+        pass
+
+
+class SyncGeneratorStream(WebSocketView):
+    def stream(self, ws, **params):
+        yield 1
+
+
+class CoroutineStream(WebSocketView):
+    async def stream(self, ws, **params):
+        return None
+
+
+class AsyncRelayMessage(WebSocketView):
+    async def relay_message(self, message):
+        return message
+
+
+class SyncGeneratorEvents(SSEView):
+    def stream(self, request, **params):
+        yield {"data": 1}
+
+
+class CoroutineEvents(SSEView):
+    async def stream(self, request, **params):
+        return None
+
+
+class SyncAuthenticate(SSEView):
+    def authenticate(self, request):
+        return None
+
+    async def stream(self, request, **params):
+        yield {"data": 1}
+
+
+def django_view(request):
+    return None
+
+
+@pytest.mark.parametrize(
+    ("kind", "view", "message"),
+    [
+        ("websocket", Events, r"Events is not a WebSocketView \(an SSE or Django view: register it with register_sse"),
+        ("sse", Echo, r"Echo is not an SSEView or a Django view \(a WebSocket endpoint: register it with "),
+        ("sse", Echo.as_asgi(), r"Echo is a WebSocket endpoint: register it with register_websocket\(\)"),
+        ("websocket", django_view, r"django_view is not an ASGI application \(scope, receive, send\)"),
+        ("websocket", 42, r"needs a WebSocketView subclass, got 42"),
+        ("sse", "events", r"needs an SSEView subclass or a view function"),
+        ("websocket", SyncReceive, r"SyncReceive.on_receive is a plain def.*'async def on_receive\(self, \.\.\.\)'"),
+        ("websocket", SyncConnect, r"SyncConnect.on_connect is a plain def"),
+        ("websocket", SyncDisconnect, r"SyncDisconnect.on_disconnect is a plain def"),
+        ("websocket", SyncGeneratorStream, r"stream is a sync generator.*'async def stream\(self, ws, \*\*params\)"),
+        ("websocket", CoroutineStream, r"stream is an async def that never yields"),
+        ("websocket", AsyncRelayMessage, r"relay_message is called in the publisher's turn.*not 'async def'"),
+        ("sse", SyncGeneratorEvents, r"stream is a sync generator.*'async def stream\(self, request, \*\*params\)"),
+        ("sse", CoroutineEvents, r"stream is an async def that never yields"),
+        ("sse", SyncAuthenticate, r"SyncAuthenticate.authenticate is a plain def"),
+    ],
+)
+def test_a_view_that_would_fail_when_a_client_arrives_is_refused_at_registration(kind, view, message):
+    register = getattr(Router(prefix="/api"), f"register_{kind}")
+    with pytest.raises(TypeError, match=message) as refused:
+        register("/e", view)
+    assert str(refused.value).startswith(f"register_{kind}('/e', ")
+
+
+def test_views_the_server_can_call_register():
+    from channels.db import database_sync_to_async
+
+    from realtime import Channel
+
+    feed = Channel("routing-feed")
+
+    class PlainStream(WebSocketView):  # a plain def returning an async iterator is fine
+        def stream(self, ws, **params):
+            return feed.subscribe()
+
+    class OrmReceive(WebSocketView):
+        @database_sync_to_async
+        def on_receive(self, ws, data):
+            pass
+
+    async def events(request, **params):
+        return None
+
+    router = Router()
+    router.register_websocket("/plain", PlainStream)
+    router.register_websocket("/orm", OrmReceive)
+    router.register_websocket("/asgi", Echo.as_asgi())
+    router.register_sse("/function", events)
+    router.register_sse("/sync-function", django_view)
+    assert len(router.routes) == 5
+
+
 def test_autodiscover_finds_each_apps_routing_router():
     api = AutoRouter(prefix="/api")
     found = api.autodiscover()
@@ -236,11 +389,16 @@ async def test_websockets_bypass_django_http_middleware():
     await communicator.disconnect()
 
 
-async def test_unknown_websocket_path_is_refused():
-    app = CoreApp(routers=[Router()])
-    communicator = WebsocketCommunicator(app, "/nowhere")
+async def test_unknown_websocket_path_is_refused_and_logged_with_its_path(caplog, monkeypatch):
+    import logging
+
+    app = CoreApp(routers=[Router()])  # sets Django up, and its LOGGING: "realtime" does not propagate
+    monkeypatch.setattr(logging.getLogger("realtime"), "propagate", True)
+    communicator = WebsocketCommunicator(app, "/nowhere?token=secret")
     accepted, _ = await communicator.connect()
     assert not accepted
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "realtime.app"]
+    assert logged == [("WARNING", "No WebSocket endpoint at /nowhere: handshake refused (closed before accept)")]
 
 
 async def test_lifespan_is_answered():

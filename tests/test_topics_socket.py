@@ -129,6 +129,28 @@ async def test_resume_replays_after_last_id_and_reports_what_history_cannot_reac
     await communicator.disconnect()
 
 
+async def test_resumes_are_counted_in_the_history_metrics_as_sse_resumes_are():
+    from realtime.ops.stats import stats
+
+    name = "open:resume-metrics"
+    for i in range(60):  # history = 50
+        await Sockets.topics[0].publish({"n": i}, name)
+    before = (stats.replays, stats.replayed, stats.resets)
+    communicator, _ = await opened()
+    answer = await request(communicator, {"op": "subscribe", "ref": "1", "channel": name, "last_id": "57"})
+    assert answer["data"]["recovered"] is True
+    assert [(await communicator.receive_json_from(timeout=5))["data"]["n"] for _ in range(3)] == [57, 58, 59]
+    await request(communicator, {"op": "unsubscribe", "ref": "2", "channel": name})
+    answer = await request(communicator, {"op": "subscribe", "ref": "3", "channel": name, "last_id": "2"})
+    assert answer["data"]["recovered"] is False
+    await request(communicator, {"op": "subscribe", "ref": "4", "channel": "open:fresh"})  # no last_id: no resume
+    await communicator.disconnect()
+    after = (stats.replays, stats.replayed, stats.resets)
+    replays, replayed, resets = (now - then for now, then in zip(after, before, strict=True))
+    assert (replays, resets) == (2, 1)
+    assert replayed == 3 + 50  # the second resume replays what history still holds, after its gap
+
+
 async def test_a_slow_subscription_gets_a_gap_with_the_number_dropped():
     communicator, _ = await opened()
     await request(communicator, {"op": "subscribe", "ref": "1", "channel": "lobby:slow"})

@@ -30,15 +30,17 @@ import asyncio
 import hashlib
 import logging
 import re
+from asyncio import get_running_loop
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Awaitable, Hashable
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, markcoroutinefunction
 
 from ..encoding import SharedMessage, wire_safe
 from ..ops.connections import adopt
 from ..ops.stats import Slot, int_slots
+from ..unawaited import unawaited_publish
 from .broker import BrokerUnavailable
 from .history import MemoryHistory
 from .layer import PROCESS_ID, LayerTransport, cross_process_layer
@@ -119,18 +121,40 @@ class Channel:
 
     # -- the specification's API --------------------------------------------------------------
 
-    async def publish(self, message: Any) -> int:
+    @markcoroutinefunction
+    def publish(self, message: Any) -> Awaitable[int]:
         """Send ``message`` to every subscriber; returns how many subscribers *in this process* got it.
 
         Subscribers in other processes are reached through the layer but not counted (the layer
         does not report them). Messages are shared, not copied: subscribers must not mutate them.
         Raises :class:`BrokerUnavailable` when Redis cannot be reached: then nobody got it. A
         message that is not strict JSON in UTF-8 raises ``UnencodableMessage``: nobody gets it either.
-        """
-        return (await self.publish_with_id(message))[0]
 
-    async def publish_with_id(self, message: Any) -> tuple[int, str | None]:
+        Awaited as an ``async def`` is. Called with no running event loop and never awaited (sync
+        code that forgot :meth:`publish_sync`), it logs an error naming the call and the fix.
+        """
+        try:
+            get_running_loop()
+        except RuntimeError:
+            return unawaited_publish(self._publish(message), self.name, "publish", message)
+        return self._publish(message)
+
+    async def _publish(self, message: Any) -> int:
+        # _publish_with_id's body, inlined: one coroutine per publish, as before the entry check.
+        message = wire_safe(message)
+        self.published += 1
+        return (await self.transport().publish(message))[0]
+
+    @markcoroutinefunction
+    def publish_with_id(self, message: Any) -> Awaitable[tuple[int, str | None]]:
         """``publish``, also returning the message's history id (None without history)."""
+        try:
+            get_running_loop()
+        except RuntimeError:
+            return unawaited_publish(self._publish_with_id(message), self.name, "publish_with_id", message)
+        return self._publish_with_id(message)
+
+    async def _publish_with_id(self, message: Any) -> tuple[int, str | None]:
         message = wire_safe(message)
         self.published += 1
         return await self.transport().publish(message)

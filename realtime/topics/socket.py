@@ -38,6 +38,7 @@ from ..closecodes import CloseCode, WebSocketException
 from ..conf import setting
 from ..connection import WebSocket, WebSocketDisconnect
 from ..encoding import UnencodableMessage
+from ..ops.stats import stats
 from ..permissions import first_denial, get_permissions, is_authenticated
 from ..pubsub.broker import BrokerUnavailable, is_unreachable
 from ..pubsub.channel import Channel
@@ -298,6 +299,7 @@ class TopicSocket(WebSocketView):
             if last_id is not None:
                 if channel.history:
                     replay, recovered = await channel.replay_after(last_id)
+                    stats.resumed(len(replay), recovered)  # as SSE's resumes are counted
                 else:
                     recovered = False
             newest = replay[-1][0] if replay else await channel.newest_id()

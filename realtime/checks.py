@@ -1,0 +1,212 @@
+"""System checks (``manage.py check``, and before ``runserver``, ``migrate``, ``test``): the set-up
+mistakes that otherwise show only when a client arrives, or never.
+
+======================  =======  ===================================================================
+``realtime.W001``       warning  ``daphne`` is not in ``INSTALLED_APPS``: ``runserver`` serves no WebSocket
+``realtime.E001``       error    ``daphne`` is installed, but ``runserver`` is another app's (an app before it)
+``realtime.E002``       error    no ``ASGI_APPLICATION``
+``realtime.E003``       error    ``ASGI_APPLICATION`` cannot be imported (or its routers refuse a route)
+``realtime.E004``       error    ``ASGI_APPLICATION`` is Django's own handler: the default ``asgi.py``
+``realtime.W002``       warning  no ``CoreApp`` or protocol router found in ``ASGI_APPLICATION``
+``realtime.E010``       error    ``REDIS_URL`` is set, but the channel layer is this process's memory
+``realtime.E011``       error    the channel layer crosses processes, but ``REDIS_URL`` is not set
+``realtime.W010``       warning  only the ``REDIS_URL`` *environment variable* is set
+======================  =======  ===================================================================
+
+daphne runs no system checks: :class:`realtime.CoreApp` logs the ``E01x``/``W010`` findings when it
+is built (:func:`log_at_start`), so a server started straight from ``daphne`` says them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.core.checks import CheckMessage
+
+logger = logging.getLogger("realtime.checks")
+
+TAG = "realtime"
+IN_MEMORY = "channels.layers.InMemoryChannelLayer"
+REDIS_LAYER = (
+    'CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", '
+    '"CONFIG": {"hosts": [REDIS_URL]}}}'
+)
+ASGI_EXAMPLE = (
+    'In <project>/asgi.py: "application = CoreApp(routers=[api])" (see the README, "Installing in your '
+    'project"), and in settings: ASGI_APPLICATION = "<project>.asgi.application".'
+)
+
+
+def register_checks() -> None:
+    """Called by ``RealtimeConfig.ready()``."""
+    checks.register(check_daphne, TAG)
+    checks.register(check_asgi_application, TAG)
+    checks.register(check_processes, TAG)
+
+
+# -- INSTALLED_APPS ---------------------------------------------------------------------------------
+
+
+def check_daphne(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``runserver`` must be daphne's, or it serves plain WSGI: WebSockets 404, SSE streams hang."""
+    from django.apps import apps
+    from django.core.management import get_commands
+
+    if not apps.is_installed("daphne"):
+        return [checks.Warning(
+            '"daphne" is not in INSTALLED_APPS: manage.py runserver is then Django\'s WSGI server, where '
+            "WebSockets answer 404 and SSE streams hang.",
+            hint='Put "daphne" first in INSTALLED_APPS: INSTALLED_APPS = ["daphne", *INSTALLED_APPS]. '
+                 "(Served only by uvicorn, never runserver? Silence this with "
+                 'SILENCED_SYSTEM_CHECKS = ["realtime.W001"].)',
+            id="realtime.W001",
+        )]
+    provider = get_commands().get("runserver")
+    if provider != "daphne":
+        return [checks.Error(
+            f'"daphne" is in INSTALLED_APPS, but after {provider!r}, whose runserver wins: manage.py '
+            "runserver then serves plain WSGI, where WebSockets answer 404 and SSE streams hang.",
+            hint=f'Move "daphne" to the start of INSTALLED_APPS, before {provider!r}: '
+                 'INSTALLED_APPS = ["daphne", ...].',
+            id="realtime.E001",
+        )]
+    return []
+
+
+# -- ASGI_APPLICATION -------------------------------------------------------------------------------
+
+
+def check_asgi_application(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``ASGI_APPLICATION`` names the project's ``CoreApp`` (what daphne and ``realtime_routes`` load)."""
+    from django.utils.module_loading import import_string
+
+    dotted = getattr(settings, "ASGI_APPLICATION", None)
+    if not dotted:
+        return [checks.Error(
+            "ASGI_APPLICATION is not set: manage.py runserver cannot serve WebSockets, and realtime_routes "
+            "lists every app's routing.router instead of what the server serves.",
+            hint=ASGI_EXAMPLE,
+            id="realtime.E002",
+        )]
+    try:
+        application = import_string(dotted)
+    except Exception as error:  # any error of the project's asgi.py is the finding
+        return [checks.Error(
+            f"ASGI_APPLICATION {dotted!r} cannot be loaded: {type(error).__name__}: {error}",
+            hint="Fix the error above; daphne would stop with it at start-up.",
+            id="realtime.E003",
+        )]
+    kind = application_kind(application)
+    if kind == "django":
+        return [checks.Error(
+            f"ASGI_APPLICATION {dotted!r} is Django's own ASGIHandler (the asgi.py of startproject): it "
+            "refuses every WebSocket with \"ValueError: Django can only handle ASGI/HTTP connections\".",
+            hint=ASGI_EXAMPLE,
+            id="realtime.E004",
+        )]
+    if kind is None:
+        return [checks.Warning(
+            f"No realtime CoreApp (or Channels ProtocolTypeRouter) was found in ASGI_APPLICATION {dotted!r}, "
+            "looking through the middleware around it (their .app, .inner or .application).",
+            hint=f"{ASGI_EXAMPLE} A wrapper of your own: keep the wrapped app as its .app attribute.",
+            id="realtime.W002",
+        )]
+    return []
+
+
+def application_kind(application: Any) -> str | None:
+    """``"realtime"`` (a CoreApp or a protocol router), ``"django"`` (ASGIHandler) or None, looking
+    through ASGI middleware as ``realtime_routes`` does. A CoreApp is what has ``routers``, as
+    ``realtime_routes`` finds it (and realtime.app, which logs these checks, is not imported here)."""
+    from channels.routing import ProtocolTypeRouter
+    from django.core.handlers.asgi import ASGIHandler
+
+    for _ in range(10):
+        if getattr(application, "routers", None) is not None or isinstance(application, ProtocolTypeRouter):
+            return "realtime"
+        if isinstance(application, ASGIHandler):
+            return "django"
+        application = next(
+            (getattr(application, name) for name in ("app", "inner", "application") if hasattr(application, name)),
+            None,
+        )
+        if application is None:
+            return None
+    return None
+
+
+# -- several processes: REDIS_URL and CHANNEL_LAYERS ------------------------------------------------
+
+
+def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``settings.REDIS_URL`` and a cross-process channel layer go together, or neither is set."""
+    from .pubsub.redis import redis_url
+
+    url = redis_url()
+    alias = "default"
+    backend = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get(alias, {}).get("BACKEND")
+    crossing = backend is not None and not _in_memory(backend)
+    layer = f"CHANNEL_LAYERS[{alias!r}] is {backend}" if backend else "there is no CHANNEL_LAYERS"
+    if url and not crossing:
+        return [checks.Error(
+            f"settings.REDIS_URL is set, but {layer}: presence and history are shared through Redis, "
+            "while a publish on a Channel without history reaches this process only.",
+            hint=f"Add {REDIS_LAYER} (pip install \"django-realtime-endpoints[redis]\"), or remove REDIS_URL "
+                 "to run one process.",
+            id="realtime.E010",
+        )]
+    if crossing and not url:
+        found = _layer_url(alias)
+        value = repr(found) if found else 'os.environ["REDIS_URL"]'
+        return [checks.Error(
+            f"{layer}, so publishes reach every process, but settings.REDIS_URL is not set: presence, "
+            "history ids (a client resuming on another process is told the wrong thing) and the ops "
+            "snapshots (admin page, realtime_status) stay in each process.",
+            hint=f"Set REDIS_URL = {value} in settings, the layer's Redis (realtime reads the Django "
+                 "setting, not the environment).",
+            id="realtime.E011",
+        )]
+    if not url and not crossing and os.environ.get("REDIS_URL"):
+        return [checks.Warning(
+            "The REDIS_URL environment variable is set, but realtime reads the Django setting REDIS_URL, "
+            f"which is not set, and {layer}: every process runs alone, and a publish never reaches another.",
+            hint=f'For several processes, in settings: REDIS_URL = os.environ.get("REDIS_URL") and {REDIS_LAYER}. '
+                 'For one process on purpose: SILENCED_SYSTEM_CHECKS = ["realtime.W010"].',
+            id="realtime.W010",
+        )]
+    return []
+
+
+def _in_memory(backend: str) -> bool:
+    """Whether the layer ``backend`` (a dotted path) keeps messages in this process."""
+    from django.utils.module_loading import import_string
+
+    try:
+        from channels.layers import InMemoryChannelLayer
+
+        layer_class = import_string(backend)
+    except ImportError:
+        return backend == IN_MEMORY
+    return isinstance(layer_class, type) and issubclass(layer_class, InMemoryChannelLayer)
+
+
+def _layer_url(alias: str) -> str | None:
+    """The first Redis address of channels_redis's ``hosts``, when it is written as a URL."""
+    hosts = (settings.CHANNEL_LAYERS.get(alias, {}).get("CONFIG") or {}).get("hosts") or []
+    first = hosts[0] if hosts else None
+    address = first.get("address") if isinstance(first, dict) else first
+    return address if isinstance(address, str) else None
+
+
+def log_at_start() -> None:
+    """Log what :func:`check_processes` finds, for servers that run no system checks (daphne, uvicorn)."""
+    silenced = set(getattr(settings, "SILENCED_SYSTEM_CHECKS", ()))
+    for finding in check_processes():
+        if finding.id in silenced:
+            continue
+        level = logging.ERROR if finding.is_serious() else logging.WARNING
+        logger.log(level, "%s: %s HINT: %s", finding.id, finding.msg, finding.hint)
