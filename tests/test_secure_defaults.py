@@ -24,7 +24,7 @@ from realtime import WebSocketView
 from realtime.conf import DEFAULTS
 from realtime.daphne_compat import redact
 from realtime.security import origin_allowed
-from tests.servers import BIN, PYTHON, ROOT, Daphne
+from tests.servers import BIN, PYTHON, ROOT, Daphne, require_untrusted_loopback
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -148,7 +148,9 @@ def test_login_is_throttled_per_username_then_per_address(tmp_path, output_dir):
     server = shipped_server(tmp_path, output_dir / "daphne-throttle.log")
     try:
         url = f"{server.url}/api/auth/token/"
-        with httpx.Client(timeout=10) as client:
+        # From 127.0.0.2: not a trusted proxy (REALTIME["TRUSTED_PROXIES"] is loopback 127.0.0.1, ::1).
+        transport = httpx.HTTPTransport(local_address=require_untrusted_loopback())
+        with httpx.Client(transport=transport, timeout=10) as client:
             wrong = [client.post(url, json={"username": "alice", "password": f"guess-{n}"}) for n in range(10)]
             assert [r.status_code for r in wrong] == [401] * 10
             # The 11th attempt on one username is refused, even with the right password.
@@ -161,7 +163,7 @@ def test_login_is_throttled_per_username_then_per_address(tmp_path, output_dir):
             thirty_first = client.post(url, json={"username": "editor", "password": DEMO_PASSWORDS["editor"]})
             assert thirty_first.status_code == 429
             assert int(thirty_first.headers["Retry-After"]) > 0
-            # A forged X-Forwarded-For does not make a new address (daphne without --proxy-headers).
+            # A forged X-Forwarded-For from a peer that is no trusted proxy does not make a new address.
             forged = client.post(url, json={"username": "admin", "password": DEMO_PASSWORDS["admin"]},
                                  headers={"X-Forwarded-For": "198.51.100.9"})
             assert forged.status_code == 429
