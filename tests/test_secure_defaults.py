@@ -153,7 +153,7 @@ def test_login_is_throttled_per_username_then_per_address(tmp_path, output_dir):
         with httpx.Client(transport=transport, timeout=10) as client:
             wrong = [client.post(url, json={"username": "alice", "password": f"guess-{n}"}) for n in range(10)]
             assert [r.status_code for r in wrong] == [401] * 10
-            # The 11th attempt on one username is refused, even with the right password.
+            # The 11th attempt on one username from this address is refused, even with the right password.
             blocked = client.post(url, json={"username": "alice", "password": DEMO_PASSWORDS["alice"]})
             assert blocked.status_code == 429
             assert 0 < int(blocked.headers["Retry-After"]) <= 60
@@ -167,6 +167,43 @@ def test_login_is_throttled_per_username_then_per_address(tmp_path, output_dir):
             forged = client.post(url, json={"username": "admin", "password": DEMO_PASSWORDS["admin"]},
                                  headers={"X-Forwarded-For": "198.51.100.9"})
             assert forged.status_code == 429
+    finally:
+        server.stop()
+
+
+def test_a_brute_force_is_throttled_while_the_owner_logs_in_from_another_address(tmp_path, output_dir):
+    """The test process is a trusted proxy (loopback): X-Forwarded-For gives each attempt its client address."""
+    server = shipped_server(tmp_path, output_dir / "daphne-lockout.log")
+    try:
+        url = f"{server.url}/api/auth/token/"
+        with httpx.Client(timeout=10) as client:
+
+            def login(address: str, password: str) -> httpx.Response:
+                return client.post(url, json={"username": "alice", "password": password},
+                                   headers={"X-Forwarded-For": address})
+
+            # One address guessing: ten answers a minute, then 429 for that address.
+            guesses = [login("198.51.100.1", f"guess-{n}") for n in range(10)]
+            assert [r.status_code for r in guesses] == [401] * 10
+            walled = login("198.51.100.1", "guess-10")
+            assert walled.status_code == 429 and 0 < int(walled.headers["Retry-After"]) <= 60
+            # Meanwhile the owner, from home: answered, and in.
+            owner = login("198.51.100.200", DEMO_PASSWORDS["alice"])
+            assert owner.status_code == 200 and owner.json()["access"]
+            assert login("198.51.100.1", DEMO_PASSWORDS["alice"]).status_code == 429
+
+            # Many addresses guessing: past 30 attempts a minute on the username, each address gets one.
+            spread = [login(f"203.0.113.{n}", f"spread-{n}") for n in range(1, 31)]
+            assert [r.status_code for r in spread] == [401] * 30
+            again = login("203.0.113.1", "spread-again")
+            assert again.status_code == 429 and 0 < int(again.headers["Retry-After"]) <= 60
+            # The owner from yet another address still gets in, at the first try.
+            owner = login("198.51.100.201", DEMO_PASSWORDS["alice"])
+            assert owner.status_code == 200 and owner.json()["access"]
+            # Other usernames are not slowed by alice's attack.
+            editor = client.post(url, json={"username": "editor", "password": DEMO_PASSWORDS["editor"]},
+                                 headers={"X-Forwarded-For": "203.0.113.2"})
+            assert editor.status_code == 200
     finally:
         server.stop()
 
