@@ -12,7 +12,8 @@ skips connections that have no application yet, where daphne's own shutdown rais
 and drops every socket without a close frame), then waits at most ``DRAIN_SECONDS``.
 
 It also redacts ``token=`` values from daphne's HTTP access log, which prints the whole URI:
-browsers' ``EventSource`` and ``WebSocket`` carry tokens in the query string.
+browsers' ``EventSource`` and ``WebSocket`` carry tokens in the query string; and it gives twisted
+the reason phrases it lacks (``429 Too Many Requests``, not ``429 Unknown Status``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,19 @@ def patch_daphne() -> bool:
     install(Server, protocol, WebRequest)
     _redact_access_log()
     _graceful_shutdown(protocol)
+    _reason_phrases()
     return True
+
+
+def _reason_phrases() -> None:
+    """twisted's status table stops at 418 (and skips 422, 428, 429, 431, 451...): daphne's status line
+    then reads ``429 Unknown Status``. Add the standard library's phrase for every code it lacks."""
+    from http import HTTPStatus
+
+    from twisted.web import http
+
+    for status in HTTPStatus:
+        http.RESPONSES.setdefault(status.value, status.phrase.encode("ascii"))
 
 
 #: How long a SIGTERM waits for applications to finish after telling every client.

@@ -178,6 +178,7 @@ async def test_concurrent_sse_streams_per_user_are_capped(live):
         assert [r.status_code for r in opened] == [200, 200, 200]
         refused = await client.get(f"{live.url}/api/t/sse/forever?token={token}")
         assert refused.status_code == 429
+        assert refused.reason_phrase == "Too Many Requests"
         assert "too_many_streams" in refused.text
         for stream in streams:
             await stream.__aexit__(None, None, None)

@@ -162,6 +162,7 @@ def test_login_is_throttled_per_username_then_per_address(tmp_path, output_dir):
             assert [r.status_code for r in others] == [401] * 19
             thirty_first = client.post(url, json={"username": "editor", "password": DEMO_PASSWORDS["editor"]})
             assert thirty_first.status_code == 429
+            assert thirty_first.reason_phrase == "Too Many Requests"  # twisted alone: "Unknown Status"
             assert int(thirty_first.headers["Retry-After"]) > 0
             # A forged X-Forwarded-For from a peer that is no trusted proxy does not make a new address.
             forged = client.post(url, json={"username": "admin", "password": DEMO_PASSWORDS["admin"]},
