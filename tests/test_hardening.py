@@ -157,6 +157,17 @@ async def test_refresh_with_another_users_token_closes_4003_user_mismatch(live):
     assert closed.value.rcvd.reason.startswith("user_mismatch: ")
 
 
+async def test_refresh_on_an_anonymous_socket_says_there_is_no_user_to_refresh(live):
+    async with websockets.connect(f"{live.ws}/api/t/hello/5") as ws:  # public, no token: anonymous
+        assert json.loads(await ws.recv())["user"] is None
+        await ws.send(json.dumps({"type": "realtime.refresh", "token": live.token("plain")}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd.code == 4003
+    assert closed.value.rcvd.reason == ("not_authenticated: the connection has no user to refresh; "
+                                        "reconnect with the token")
+
+
 async def test_sse_stream_ends_with_an_error_event_when_its_token_expires(live):
     token = forged(live.users["plain"], lifetime=timedelta(seconds=2))
     async with httpx.AsyncClient(timeout=10) as client, client.stream(
