@@ -110,10 +110,7 @@ async def test_the_log_says_what_a_refused_token_led_to(live):
         "the connection is refused",
         "Refused a token (user_inactive) at /api/t/hello/26; the endpoint is public: going on as anonymous",
     ]
-    deadline = time.monotonic() + 5
-    while not all(line in live.server.log() for line in expected) and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    log = live.server.log()
+    log = live.server.log()  # each line is written before the close, the 401 or the first message
     assert [line for line in expected if line not in log] == []
     assert "at /api/t/private; the endpoint is public" not in log
     assert inactive not in log
