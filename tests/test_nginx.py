@@ -232,6 +232,9 @@ async def test_upstream_failures_are_in_the_error_log_and_tokens_are_not():
             for path in (f"/api/down/events?token={secrets[0]}", f"/api/down/x?a=1&ACCESS_TOKEN={secrets[1]}",
                          f"/api/down/y?%74oken={secrets[2]}"):
                 assert (await client.get(f"{nginx.url}{path}")).status_code == 502
+            # The body limit holds for them too (client_max_body_size 1m).
+            big = await client.post(f"{nginx.url}/api/down/big?token={secrets[0]}", content=b"x" * (2 << 20))
+            assert big.status_code == 413
         with pytest.raises(InvalidStatus) as refused:
             await websockets.connect(f"{nginx.ws_url}/api/down/ws?token={secrets[3]}", open_timeout=10)
         assert refused.value.response.status_code == 502
