@@ -103,7 +103,7 @@ else:
 # 9101, 9102); staff also read them at /admin/realtime/metrics.
 REALTIME = {"METRICS_PORT": int(os.environ["REALTIME_METRICS_PORT"])} if os.environ.get("REALTIME_METRICS_PORT") else {}
 
-# Login throttles (realtime.throttling, on /api/auth/token/) count in Django's cache: the default
+# Login throttles (realtime.login, on /api/auth/token/) count in Django's cache: the default
 # LocMemCache is per process, so each daphne counts on its own; with REDIS_URL they share Redis.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
@@ -114,7 +114,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "login_username": "10/min",  # attempts per username, whatever the address
+        "login_username": "10/min",  # attempts on one username from one address
+        "login_username_global": "30/min",  # on one username from all addresses: over it, one per address a minute
         "login_address": "30/min",  # attempts per client address, whatever the username
     },
 }

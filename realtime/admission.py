@@ -203,20 +203,35 @@ async def admit(
     is ``anonymous()``). ``caps(user)`` names the caps the connection is counted under.
     """
     user, token, refusal = await credentials_of(credentials)
-    if refusal is not None:
-        if setting("STRICT_TOKENS"):
-            return Denied.credentials(refusal)
-        logger.info("Refused a token (%s); going on as anonymous", refusal.code)
+    if refusal is not None and setting("STRICT_TOKENS"):
+        logger.info("Refused a token (%s) at %s; STRICT_TOKENS: the connection is refused", refusal.code,
+                    _path(request))
+        return Denied.credentials(refusal)
     view.user, view.auth_token, view.auth_error = user, token, refusal
     request.user = user if user is not None or anonymous is None else anonymous()
     denied = await first_denial(get_permissions(view.permission_classes), request, view)
     if denied is not None:
-        return Denied.credentials(refusal) if refusal is not None else Denied.permission(denied, user)
+        if refusal is None:
+            return Denied.permission(denied, user)
+        logger.info("Refused a token (%s) at %s; the endpoint refuses anonymous clients: the connection is refused",
+                    refusal.code, _path(request))
+        return Denied.credentials(refusal)
+    if refusal is not None:
+        logger.info("Refused a token (%s) at %s; the endpoint is public: going on as anonymous", refusal.code,
+                    _path(request))
     admitted = Admitted(user, token)
     if not admitted.take(caps(user)):
         admitted.release()
         return TOO_MANY
     return admitted
+
+
+def _path(request: Any) -> str:
+    """The path being admitted (SSE's HttpRequest, or a WebSocket's scope), without its query."""
+    path = getattr(request, "path", None)
+    if path is None:
+        path = (getattr(request, "scope", None) or {}).get("path")
+    return str(path) if path is not None else "?"
 
 
 def websocket_caps(user: Any, scope: Mapping[str, Any]) -> list[Cap]:

@@ -3,6 +3,7 @@
 ``websocket`` scopes go straight to the endpoints declared on the routers and never pass through
 Django's HTTP middleware (which is written for requests and responses, not sockets); ``http``
 scopes, SSE included, go to Django with its whole middleware stack; ``lifespan`` is answered.
+Both kinds first get their client address from a trusted proxy's headers (``realtime.proxies``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .flow import SendGuard
 from .ops import fleet, prometheus
 from .ops.connections import HttpContext, current_http
 from .ops.stats import stats
+from .proxies import resolve_client
 from .routing import AutoRouter, Router, websocket_urlpatterns
 
 logger = logging.getLogger("realtime.app")
@@ -99,8 +101,10 @@ class CoreApp:
         if not fleet.started:
             fleet.start()
         if kind == "websocket":
+            resolve_client(scope)
             await self.websocket_app.dispatch(scope, receive, send)
         elif kind == "http":
+            resolve_client(scope)
             # Slow SSE clients are ended by the policy of realtime.flow; other responses pass through.
             guard = SendGuard(scope, send, receive)
             current_http.set(HttpContext(scope, guard))

@@ -8,6 +8,7 @@ REALTIME = {
     "MAX_MESSAGE_SIZE": 1048576,      # bytes (characters for text frames); over it: close 1009
     "MAX_CONNECTIONS_PER_USER": 50,   # WebSockets per authenticated user, per process; None: no cap
     "MAX_CONNECTIONS_PER_IP": 200,    # WebSockets per client address, per process; None: no cap
+    "TRUSTED_PROXIES": ["127.0.0.1", "::1"],  # peers whose X-Forwarded-For is believed (realtime.proxies)
     "MAX_SSE_STREAMS_PER_USER": 20,   # concurrent SSE streams per authenticated user, per process
     "EXPIRE_WITH_TOKEN": True,        # close 4003 token_expired / end the stream when the token expires
     "RELEASE_MEMORY": True,           # malloc_trim after most connections have gone (realtime.memory)
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_SIZE": 1024 * 1024,
     "MAX_CONNECTIONS_PER_USER": 50,
     "MAX_CONNECTIONS_PER_IP": 200,
+    "TRUSTED_PROXIES": ("127.0.0.1", "::1"),
     "MAX_SSE_STREAMS_PER_USER": 20,
     "EXPIRE_WITH_TOKEN": True,
     "RELEASE_MEMORY": True,

@@ -359,7 +359,10 @@ class WebSocketView(AsyncConsumer):
             user = await database_sync_to_async(authenticator.get_user)(validated)
         except AuthenticationFailed as error:
             raise WebSocketException(refused_credentials_code(), error.close_reason()) from None
-        if self.user is None or user.pk != self.user.pk:
+        if self.user is None:
+            reason = "not_authenticated: the connection has no user to refresh; reconnect with the token"
+            raise WebSocketException(refused_credentials_code(), reason)
+        if user.pk != self.user.pk:
             raise WebSocketException(refused_credentials_code(), "user_mismatch: the token belongs to another user")
         self._accept_token(user, validated)
         await ws.send_json({"type": self.refresh_message_type, "ok": True, "exp": validated.get("exp")})

@@ -147,3 +147,17 @@ def which(name: str) -> str | None:
     return shutil.which(name) or next(
         (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
     )
+
+
+#: A client address on this machine that is not one of REALTIME["TRUSTED_PROXIES"]'s defaults (127.0.0.1, ::1).
+UNTRUSTED_LOOPBACK = "127.0.0.2"
+
+
+def require_untrusted_loopback() -> str:
+    """127.0.0.2 as a client's source address (Linux routes all of 127/8 to lo; macOS needs an alias)."""
+    try:
+        with socket.socket() as sock:
+            sock.bind((UNTRUSTED_LOOPBACK, 0))
+    except OSError:
+        require(False, f"{UNTRUSTED_LOOPBACK} as a source address")
+    return UNTRUSTED_LOOPBACK

@@ -40,7 +40,7 @@ def secret_key(state_dir: Path) -> str:
 
 
 class ProdDaphne(Daphne):
-    """daphne started by scripts/daphne-prod, with the flags `make run-prod` uses (``--proxy-headers``...)."""
+    """daphne started by scripts/daphne-prod, with the flags `make run-prod` uses (no ``--proxy-headers``...)."""
 
     def start(self) -> ProdDaphne:
         log = open(self.log_path, "ab" if self.process is not None else "wb")

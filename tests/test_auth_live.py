@@ -99,6 +99,28 @@ async def test_default_serves_a_public_sse_endpoint_to_a_stale_token_as_anonymou
     assert json.loads(response.text.split("data: ", 1)[1])["code"] == "token_expired"
 
 
+async def test_the_log_says_what_a_refused_token_led_to(live):
+    inactive = forged(live.users["inactive"])
+    # A protected endpoint refuses the connection (4003 with the refusal): the log says so.
+    code, reason = await close_of(f"{live.ws}/api/t/private?token={inactive}")
+    assert (code, reason.split(": ")[0]) == (4003, "user_inactive")
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.get(f"{live.url}/api/t/sse/notifications?token={inactive}")).status_code == 401
+    # A public one serves the client as anonymous: the log says that.
+    assert (await first_json(f"{live.ws}/api/t/hello/26?token={inactive}"))["user"] is None
+    expected = [
+        "Refused a token (user_inactive) at /api/t/private; the endpoint refuses anonymous clients: "
+        "the connection is refused",
+        "Refused a token (user_inactive) at /api/t/sse/notifications; the endpoint refuses anonymous clients: "
+        "the connection is refused",
+        "Refused a token (user_inactive) at /api/t/hello/26; the endpoint is public: going on as anonymous",
+    ]
+    log = live.server.log()  # each line is written before the close, the 401 or the first message
+    assert [line for line in expected if line not in log] == []
+    assert "at /api/t/private; the endpoint is public" not in log
+    assert inactive not in log
+
+
 # -- revoke_user across two processes --------------------------------------------------------------
 
 

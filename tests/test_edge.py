@@ -1,8 +1,9 @@
 """The shipped nginx as the edge: addresses it sets itself, WebSockets by Upgrade header, slow handshakes bounded.
 
 A stack of its own (tests/stack.py): nginx with a 3 s header timeout in front of two daphne started by
-scripts/daphne-prod (``--proxy-headers``), serving the demo project plus tests/liveapp, with a cap of
-3 WebSockets per address and process.
+scripts/daphne-prod, serving the demo project plus tests/liveapp, with a cap of 3 WebSockets per address
+and process. ``X-Forwarded-For`` counts only from ``REALTIME["TRUSTED_PROXIES"]`` (loopback 127.0.0.1 by
+default: nginx here); clients that are not a trusted proxy connect from 127.0.0.2.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import asyncio
 import json
 import time
 
+import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.isolation import redis_db
+from tests.servers import require_untrusted_loopback
 from tests.stack import Stack
 from tests.waiting import alog_line
 
@@ -45,10 +48,11 @@ async def test_a_websocket_route_without_a_ws_segment_works_through_nginx(stack)
     assert page.json()["id"] == stack.user_ids["alice"]
 
 
-async def echo_or_close(url: str, forged: str, held: list) -> str:
-    """Connect with a forged client address; "served" when echoed, else the close code and reason."""
+async def echo_or_close(url: str, forged: str, held: list, source: str | None = None) -> str:
+    """Connect with a forged client address (from ``source``); "served" when echoed, else the close code and reason."""
     headers = {"X-Forwarded-For": forged, "X-Real-IP": forged}
-    ws = await websockets.connect(url, additional_headers=headers, open_timeout=10)
+    local = {"local_addr": (source, 0)} if source else {}
+    ws = await websockets.connect(url, additional_headers=headers, open_timeout=10, **local)
     held.append(ws)  # kept open until every connection has been counted
     try:
         await ws.send('"hi"')
@@ -76,6 +80,54 @@ async def test_a_forged_forwarded_for_counts_against_the_real_address(stack):
     assert len(stack.nginx.wait_for_log("GET /api/chat/ws/edge ", count=7)) == 7
     for log in (daphne_logs, stack.nginx.access_log(), stack.nginx.error_log()):
         assert FORGED not in log
+
+
+async def test_a_forged_forwarded_for_straight_to_daphne_is_not_believed(stack):
+    """The issue's attack: eight connections to daphne's own port, eight forged addresses, one cap."""
+    source = require_untrusted_loopback()
+    url = f"{stack.a.ws_url}/api/chat/ws/direct"
+    held: list = []
+    try:
+        outcomes = [await echo_or_close(url, f"{FORGED}{n}", held, source) for n in range(1, 9)]
+    finally:
+        await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
+    # One process, a cap of 3 for the one real address: the fourth and every later one are refused.
+    assert outcomes == ["served"] * 3 + ["1008 Too many connections"] * 5
+
+
+async def client_seen(ws_url: str, http_url: str, headers: dict[str, str], source: str) -> tuple[dict, dict]:
+    """What a WebSocket view and an SSE view (tests/liveapp ClientAddress*) report as the client."""
+    async with websockets.connect(f"{ws_url}/api/t/address", additional_headers=headers, open_timeout=10,
+                                  local_addr=(source, 0)) as ws:
+        websocket = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    transport = httpx.AsyncHTTPTransport(local_address=source)
+    async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+        body = (await client.get(f"{http_url}/api/t/sse/address", headers=headers)).text
+    sse = json.loads(next(line for line in body.splitlines() if line.startswith("data: "))[6:])
+    return websocket, sse
+
+
+async def test_views_see_the_client_nginx_saw_and_direct_peers_as_themselves(stack):
+    source = require_untrusted_loopback()
+    forged = {"X-Forwarded-For": f"{FORGED}9", "X-Forwarded-Proto": "https"}
+    # Through nginx (trusted): the address nginx saw, never the forged one; nginx's own scheme.
+    websocket, sse = await client_seen(stack.nginx.ws_url, stack.nginx.url, forged, source)
+    assert websocket == {"client": source, "scheme": "ws"}
+    assert sse == {"client": source, "scheme": "http"}
+    # daphne's access log names that client too, not nginx (127.0.0.1): written at the handshake,
+    # before the first message, so it is there already.
+    lines = [line for line in (stack.a.log() + stack.b.log()).splitlines() if "WSCONNECT /api/t/address" in line]
+    assert lines and all(line.startswith(f"{source}:") for line in lines), lines
+    # Straight to daphne from an untrusted peer: the peer, and its headers ignored.
+    websocket, sse = await client_seen(stack.b.ws_url, stack.b.url, forged, source)
+    assert websocket == {"client": source, "scheme": "ws"}
+    assert sse == {"client": source, "scheme": "http"}
+    # A trusted peer (a proxy on this machine) is believed, right-most hop first.
+    websocket, sse = await client_seen(stack.b.ws_url, stack.b.url,
+                                       {"X-Forwarded-For": f"192.0.2.1, {FORGED}10", "X-Forwarded-Proto": "https"},
+                                       "127.0.0.1")
+    assert websocket == {"client": f"{FORGED}10", "scheme": "wss"}
+    assert sse == {"client": f"{FORGED}10", "scheme": "https"}
 
 
 async def trickle(port: int, request: bytes, give_up: float) -> float | None:

@@ -157,6 +157,17 @@ async def test_refresh_with_another_users_token_closes_4003_user_mismatch(live):
     assert closed.value.rcvd.reason.startswith("user_mismatch: ")
 
 
+async def test_refresh_on_an_anonymous_socket_says_there_is_no_user_to_refresh(live):
+    async with websockets.connect(f"{live.ws}/api/t/hello/5") as ws:  # public, no token: anonymous
+        assert json.loads(await ws.recv())["user"] is None
+        await ws.send(json.dumps({"type": "realtime.refresh", "token": live.token("plain")}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd.code == 4003
+    assert closed.value.rcvd.reason == ("not_authenticated: the connection has no user to refresh; "
+                                        "reconnect with the token")
+
+
 async def test_sse_stream_ends_with_an_error_event_when_its_token_expires(live):
     token = forged(live.users["plain"], lifetime=timedelta(seconds=2))
     async with httpx.AsyncClient(timeout=10) as client, client.stream(
@@ -178,6 +189,7 @@ async def test_concurrent_sse_streams_per_user_are_capped(live):
         assert [r.status_code for r in opened] == [200, 200, 200]
         refused = await client.get(f"{live.url}/api/t/sse/forever?token={token}")
         assert refused.status_code == 429
+        assert refused.reason_phrase == "Too Many Requests"
         assert "too_many_streams" in refused.text
         for stream in streams:
             await stream.__aexit__(None, None, None)

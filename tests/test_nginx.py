@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 import websockets
+from websockets.exceptions import InvalidStatus
 
 from tests.isolation import redis_db
-from tests.stack import Stack
+from tests.servers import free_port
+from tests.stack import Nginx, Stack, require_stack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -213,6 +218,41 @@ async def test_access_and_error_logs_never_record_a_token(stack):
         assert issued.split(".")[2] not in logs  # not even the signature
     assert "token=" not in logs
     assert "?" not in stack.nginx.access_log()
+
+
+async def test_upstream_failures_are_in_the_error_log_and_tokens_are_not():
+    """nginx in front of a backend that is down: every request fails upstream (502)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="realtime-down-"))
+    run_dir.chmod(0o755)  # nginx's workers may run as "nobody"
+    (run_dir / "static").mkdir()
+    nginx = Nginx(require_stack(), run_dir, [free_port()], run_dir / "static").start()
+    secrets = ["eyJ.plain.secret", "eyJ.access.secret", "eyJ.encoded.secret", "eyJ.ws.secret"]
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await client.get(f"{nginx.url}/api/down/plain?page=2")).status_code == 502
+            for path in (f"/api/down/events?token={secrets[0]}", f"/api/down/x?a=1&ACCESS_TOKEN={secrets[1]}",
+                         f"/api/down/y?%74oken={secrets[2]}"):
+                assert (await client.get(f"{nginx.url}{path}")).status_code == 502
+            # The body limit holds for them too (client_max_body_size 1m).
+            big = await client.post(f"{nginx.url}/api/down/big?token={secrets[0]}", content=b"x" * (2 << 20))
+            assert big.status_code == 413
+        with pytest.raises(InvalidStatus) as refused:
+            await websockets.connect(f"{nginx.ws_url}/api/down/ws?token={secrets[3]}", open_timeout=10)
+        assert refused.value.response.status_code == 502
+        for path in ("/api/down/plain", "/api/down/events", "/api/down/x", "/api/down/y", "/api/down/ws"):
+            assert await asyncio.to_thread(nginx.wait_for_log, f"{path} HTTP/1.1\" 502")
+    finally:
+        nginx.stop()
+        errors, access = nginx.error_log(), nginx.access_log()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    # The failure of the request without a token is logged, with its reason, at level "error" (was "crit").
+    failure = [line for line in errors.splitlines() if "/api/down/plain" in line]
+    assert failure and "[error]" in failure[0] and "connect() failed" in failure[0], errors
+    # Requests that carried a token left no error message (it would hold the token), only access-log lines.
+    for secret in secrets:
+        assert secret not in errors and secret not in access
+    assert "token" not in errors.lower()
+    assert access.count("upstream_status=502") == 5
 
 
 def test_a_token_forged_with_the_public_demo_key_is_refused(stack):

@@ -23,7 +23,7 @@ from realtime import WebSocketView
 from realtime.conf import DEFAULTS
 from realtime.redaction import redact
 from realtime.security import origin_allowed
-from tests.servers import BIN, PYTHON, ROOT, Daphne
+from tests.servers import BIN, PYTHON, ROOT, Daphne, require_untrusted_loopback
 from tests.waiting import alog_line
 
 pytestmark = pytest.mark.timeout(180)
@@ -148,10 +148,12 @@ def test_login_is_throttled_per_username_then_per_address(tmp_path, output_dir):
     server = shipped_server(tmp_path, output_dir / "daphne-throttle.log")
     try:
         url = f"{server.url}/api/auth/token/"
-        with httpx.Client(timeout=10) as client:
+        # From 127.0.0.2: not a trusted proxy (REALTIME["TRUSTED_PROXIES"] is loopback 127.0.0.1, ::1).
+        transport = httpx.HTTPTransport(local_address=require_untrusted_loopback())
+        with httpx.Client(transport=transport, timeout=10) as client:
             wrong = [client.post(url, json={"username": "alice", "password": f"guess-{n}"}) for n in range(10)]
             assert [r.status_code for r in wrong] == [401] * 10
-            # The 11th attempt on one username is refused, even with the right password.
+            # The 11th attempt on one username from this address is refused, even with the right password.
             blocked = client.post(url, json={"username": "alice", "password": DEMO_PASSWORDS["alice"]})
             assert blocked.status_code == 429
             assert 0 < int(blocked.headers["Retry-After"]) <= 60
@@ -160,11 +162,49 @@ def test_login_is_throttled_per_username_then_per_address(tmp_path, output_dir):
             assert [r.status_code for r in others] == [401] * 19
             thirty_first = client.post(url, json={"username": "editor", "password": DEMO_PASSWORDS["editor"]})
             assert thirty_first.status_code == 429
+            assert thirty_first.reason_phrase == "Too Many Requests"  # twisted alone: "Unknown Status"
             assert int(thirty_first.headers["Retry-After"]) > 0
-            # A forged X-Forwarded-For does not make a new address (daphne without --proxy-headers).
+            # A forged X-Forwarded-For from a peer that is no trusted proxy does not make a new address.
             forged = client.post(url, json={"username": "admin", "password": DEMO_PASSWORDS["admin"]},
                                  headers={"X-Forwarded-For": "198.51.100.9"})
             assert forged.status_code == 429
+    finally:
+        server.stop()
+
+
+def test_a_brute_force_is_throttled_while_the_owner_logs_in_from_another_address(tmp_path, output_dir):
+    """The test process is a trusted proxy (loopback): X-Forwarded-For gives each attempt its client address."""
+    server = shipped_server(tmp_path, output_dir / "daphne-lockout.log")
+    try:
+        url = f"{server.url}/api/auth/token/"
+        with httpx.Client(timeout=10) as client:
+
+            def login(address: str, password: str) -> httpx.Response:
+                return client.post(url, json={"username": "alice", "password": password},
+                                   headers={"X-Forwarded-For": address})
+
+            # One address guessing: ten answers a minute, then 429 for that address.
+            guesses = [login("198.51.100.1", f"guess-{n}") for n in range(10)]
+            assert [r.status_code for r in guesses] == [401] * 10
+            walled = login("198.51.100.1", "guess-10")
+            assert walled.status_code == 429 and 0 < int(walled.headers["Retry-After"]) <= 60
+            # Meanwhile the owner, from home: answered, and in.
+            owner = login("198.51.100.200", DEMO_PASSWORDS["alice"])
+            assert owner.status_code == 200 and owner.json()["access"]
+            assert login("198.51.100.1", DEMO_PASSWORDS["alice"]).status_code == 429
+
+            # Many addresses guessing: past 30 attempts a minute on the username, each address gets one.
+            spread = [login(f"203.0.113.{n}", f"spread-{n}") for n in range(1, 31)]
+            assert [r.status_code for r in spread] == [401] * 30
+            again = login("203.0.113.1", "spread-again")
+            assert again.status_code == 429 and 0 < int(again.headers["Retry-After"]) <= 60
+            # The owner from yet another address still gets in, at the first try.
+            owner = login("198.51.100.201", DEMO_PASSWORDS["alice"])
+            assert owner.status_code == 200 and owner.json()["access"]
+            # Other usernames are not slowed by alice's attack.
+            editor = client.post(url, json={"username": "editor", "password": DEMO_PASSWORDS["editor"]},
+                                 headers={"X-Forwarded-For": "203.0.113.2"})
+            assert editor.status_code == 200
     finally:
         server.stop()
 

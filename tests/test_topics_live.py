@@ -68,6 +68,16 @@ async def test_bad_frames_get_error_replies_and_the_connection_goes_on(live):
     assert closed.value.rcvd.code == 1007
 
 
+async def test_refresh_before_connect_says_there_is_no_user_to_refresh(live):
+    ws = await opened(live.server)
+    answer = await request(ws, {"op": "refresh", "ref": "r", "token": live.token("plain")})
+    assert answer["error"] == {"code": "not_authenticated",
+                               "detail": "The connection has no user to refresh: send connect with the token"}
+    assert (await request(ws, {"op": "connect", "ref": "c", "token": live.token("plain")}))["ok"] is True
+    assert (await request(ws, {"op": "refresh", "ref": "r2", "token": live.token("plain")}))["ok"] is True
+    await ws.close()
+
+
 async def test_ten_thousand_subscribe_requests_from_one_client_are_capped_at_100(live):
     ws = await opened(live.server)
 

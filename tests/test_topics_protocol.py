@@ -169,6 +169,7 @@ DRIVER_DECIDES = {
     "user_inactive": {"op": "connect", "ref": "1", "token": "t"},
     "user_not_found": {"op": "connect", "ref": "1", "token": "t"},
     "user_mismatch": {"op": "refresh", "ref": "1", "token": "t"},
+    "not_authenticated": {"op": "refresh", "ref": "1", "token": "t"},
     "rate_limited": {"op": "ping", "ref": "1"},  # the socket's throttle, before the machine reads the frame
     "unencodable": {"op": "publish", "ref": "1", "channel": "chat", "data": 1},
     "broker_unavailable": {"op": "presence", "ref": "1", "channel": "room:1"},

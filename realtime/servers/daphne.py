@@ -24,6 +24,8 @@ Patches, applied once by :meth:`DaphneAdapter.install` when daphne is the runnin
   applications (daphne's own shutdown raises ``KeyError`` on a connection that has no application
   yet and drops every socket without a close frame), then at most ``DRAIN_SECONDS`` are waited.
 - **Access log.** daphne prints whole URIs; ``token=`` values are redacted (:mod:`realtime.redaction`).
+- **Status lines.** Twisted lacks reason phrases past 418 (``429 Unknown Status``): the standard library's
+  are added.
 
 Direct writes: :class:`DirectWriter` and :class:`ResponseWriter` hand the delivery path
 ready-made frames for the transport.
@@ -71,6 +73,7 @@ CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "registerProducer", "unregisterProducer", "pauseProducing", "resumeProducing", "bufferSize", "dataBuffer",
     ),
     "twisted.web.http.Request": ("write",),
+    "twisted.web.http": ("RESPONSES",),
     "autobahn.util": ("encode_truncate",),
     "autobahn.exception": ("Disconnected",),
 }
@@ -270,6 +273,7 @@ class DaphneAdapter(ServerAdapter):
         _patch_http(WebRequest)
         _patch_shutdown(Server, WebSocketProtocol)
         _patch_access_log(AccessLogGenerator)
+        _add_reason_phrases()
         WebSocketProtocol._realtime_installed = True
         return True
 
@@ -451,3 +455,14 @@ def _patch_access_log(generator_class: type) -> None:
 
 
 adapter = DaphneAdapter()
+
+
+def _add_reason_phrases() -> None:
+    """Twisted's status table stops at 418 (and skips 422, 428, 429, 431, 451...): daphne's status line
+    then reads ``429 Unknown Status``. Add the standard library's phrase for every code it lacks."""
+    from http import HTTPStatus
+
+    from twisted.web import http
+
+    for status in HTTPStatus:
+        http.RESPONSES.setdefault(status.value, status.phrase.encode("ascii"))

@@ -180,7 +180,9 @@ class TopicSocket(WebSocketView):
 
     async def _do_refresh(self, ws: WebSocket, request: p.Refresh) -> None:
         user, validated = await self._validate(request.token)
-        if self.user is None or user.pk != self.user.pk:
+        if self.user is None:
+            raise Failed("not_authenticated", "The connection has no user to refresh: send connect with the token")
+        if user.pk != self.user.pk:
             raise Failed("user_mismatch", "refresh needs a token of the connection's user")
         self._accept_token(user, validated)
         await ws.send_json(p.reply(request.ref, {"exp": validated.get("exp")}))

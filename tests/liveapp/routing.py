@@ -430,3 +430,20 @@ router.register_websocket("/rooms/{room}", PublicRoom)
 router.register_websocket("/rooms/moderation", Moderation)  # after the parameter, on purpose
 # A WebSocket route with no /ws/ segment: nginx must proxy it by its Upgrade header (tests/test_edge.py).
 router.register_websocket("/ws-news", EchoWS)
+
+
+# --- the client's address and scheme as the views see them (realtime.proxies; tests/test_edge.py) ---
+
+
+class ClientAddress(WebSocketView):
+    async def on_connect(self, ws, **params):
+        await ws.send_json({"client": ws.scope["client"][0], "scheme": ws.scope.get("scheme", "ws")})
+
+
+class ClientAddressEvents(SSEView):
+    async def stream(self, request, **params):
+        yield {"event": "address", "data": {"client": request.META["REMOTE_ADDR"], "scheme": request.scheme}}
+
+
+router.register_websocket("/address", ClientAddress)
+router.register_sse("/sse/address", ClientAddressEvents)
