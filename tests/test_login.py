@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
 from realtime.login import LoginUsernameThrottle
-from tests.servers import redis_available
+from tests.servers import redis_available, require
 
 RATES = {"login_username": "3/min", "login_username_global": "5/min", "login_address": None}
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "login-tests"}}
@@ -34,8 +34,8 @@ class Clock:
 
 @pytest.fixture(params=["locmem", "redis"])
 def clock(request):
-    if request.param == "redis" and not redis_available():
-        pytest.skip("Redis on 127.0.0.1:6379")
+    if request.param == "redis":
+        require(redis_available(), "Redis on 127.0.0.1:6379")
     caches = LOCMEM if request.param == "locmem" else REDIS
     with override_settings(CACHES=caches, REST_FRAMEWORK={"DEFAULT_THROTTLE_RATES": RATES}):
         cache.clear()
