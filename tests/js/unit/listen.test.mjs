@@ -172,7 +172,19 @@ describe("listen (one WebSocketView)", () => {
       [1011, "Internal error", [], "reconnecting"],
       [1012, "", [], "reconnecting"],
     ];
-    for (const [code, reason, finalCodes, expected] of cases) {
+    // Full jitter may draw a delay near 0 and reconnect before the count below is read:
+    // pin the draw to the top of the range so a retrying case waits its whole 5 s.
+    const random = Math.random;
+    Math.random = () => 0.999;
+    try {
+      for (const [code, reason, finalCodes, expected] of cases) {
+        await closesAs(code, reason, finalCodes, expected);
+      }
+    } finally {
+      Math.random = random;
+    }
+
+    async function closesAs(code, reason, finalCodes, expected) {
       server.onConnection = (ws) => ws.close(code, reason);
       const before = server.urls.length;
       const { socket, states } = start({ token: () => "tok", onMessage: () => {}, finalCodes, backoff: { base: 5000, cap: 5000 } });
