@@ -11,7 +11,11 @@ package, as each database has a backend in ``django.db.backends``:
 - ``install()``: patches the server, once, where it needs patching;
 - ``websocket_writer(send)`` / ``response_writer(send)``: a :class:`Writer` of ready-made bytes to
   the connection behind a server's ASGI ``send``, or None when ``send`` is not this server's;
-- ``abort(send)``: drop the TCP connection soon, whatever it still buffers.
+- ``abort(send)``: drop the TCP connection soon, whatever it still buffers;
+- ``handshake_denied(send)``: the application answered a WebSocket handshake with an HTTP response
+  (ASGI ``websocket.http.response``) and is about to return;
+- ``install()`` also makes the server's SIGTERM begin :func:`realtime.lifecycle.begin_shutdown` before
+  it drops anything (``features.graceful_shutdown``).
 
 Direct writes bypass the server's own send, so they trust its private state: on a version outside
 ``tested_versions`` (:meth:`ServerAdapter.trusted`) they are refused, with one warning on the
@@ -41,6 +45,8 @@ logger = logging.getLogger("realtime.servers")
 ABORT_KEY = "realtime.abort"
 #: How long a slow consumer's last frame may take to flush before the connection is dropped.
 ABORT_GRACE_SECONDS = 1.0
+#: How long a SIGTERM waits for the connections told to go (1001, an SSE stream's last frame) to end.
+DRAIN_SECONDS = 5.0
 
 
 class ClientDisconnected(OSError):
@@ -77,8 +83,11 @@ class Features:
     backpressure: bool = False
     #: The connection is dropped after a message that carries ABORT_KEY, or by ``abort(send)``.
     abort: bool = False
-    #: On SIGTERM every WebSocket is closed with 1001 before the applications are cancelled.
+    #: On SIGTERM shutdown begins (realtime.lifecycle) before anything is dropped: new connections are
+    #: refused with 503, every WebSocket is closed with 1001 and every SSE stream ends with a retry hint.
     graceful_shutdown: bool = False
+    #: A WebSocket handshake can be answered with an HTTP response (ASGI ``websocket.http.response``).
+    handshake_response: bool = False
 
 
 class ServerAdapter(ABC):
@@ -159,3 +168,7 @@ class ServerAdapter(ABC):
     def abort(self, send: Any) -> bool:
         """Drop the connection behind ``send`` in ABORT_GRACE_SECONDS; False when not this server's."""
         return False
+
+    def handshake_denied(self, send: Any) -> None:
+        """The handshake behind ``send`` was answered with an HTTP response (nothing to do by default)."""
+        return None

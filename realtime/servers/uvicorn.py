@@ -1,7 +1,17 @@
-"""uvicorn as `realtime` uses it: ready-made frames to its transports, nothing patched.
+"""uvicorn as `realtime` uses it: ready-made frames to its transports, and its shutdown.
 
 uvicorn's ASGI ``send`` already waits for room (``resume_writing``) before every write and sends
-every close code with its reason, so it needs no patch. What this adapter adds is the direct path:
+every close code with its reason, so it needs no patch there. What this adapter adds:
+
+- **Shutdown.** uvicorn's ``Server.shutdown`` closes its listeners, then sends 1012 to every
+  WebSocket and waits, without end, for streaming responses that nothing tells to end. Wrapped:
+  :func:`realtime.lifecycle.begin_shutdown` runs first (the admission refuses new connections with
+  503, every `realtime` WebSocket closes itself with 1001, every SSE stream sends its last frame),
+  the closes are awaited (at most ``DRAIN_SECONDS``), then uvicorn's own shutdown runs.
+- **A handshake answered with an HTTP response.** uvicorn's websockets-sansio protocol sends the
+  response of ``websocket.http.response`` but leaves ``handshake_complete`` False, so an application
+  that returns then is logged as ``ASGI callable returned without completing handshake.``:
+  :meth:`UvicornAdapter.handshake_denied` sets it, as uvicorn's own 403 path does.
 
 - WebSockets on uvicorn's ``websockets-sansio`` protocol: a published message's frame, built once,
   is written straight to each socket's transport while the socket is open and its transport has
@@ -25,9 +35,12 @@ transport API.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
-from .base import ABORT_GRACE_SECONDS, Features, ServerAdapter
+from .base import ABORT_GRACE_SECONDS, DRAIN_SECONDS, Features, ServerAdapter
+
+logger = logging.getLogger("realtime.servers")
 
 WEBSOCKET_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
 HTTP_MODULE = "uvicorn.protocols.http.httptools_impl"
@@ -35,6 +48,9 @@ HTTP_MODULE = "uvicorn.protocols.http.httptools_impl"
 WEBSOCKET_ATTRIBUTES = ("writable", "handshake_complete", "close_sent", "disconnected", "conn", "transport")
 #: What the writers read on the request cycle behind an HTTP send (``flow.write_paused`` too).
 CYCLE_ATTRIBUTES = ("response_started", "response_complete", "disconnected", "chunked_encoding", "flow", "transport")
+#: What the shutdown patch wraps, and what handshake_denied reads and sets on the WebSocket protocol.
+SERVER_ATTRIBUTES = ("shutdown",)
+DENIAL_ATTRIBUTES = ("initial_response", "close_sent", "handshake_complete")
 
 
 class TransportWriter:
@@ -110,7 +126,7 @@ class UvicornAdapter(ServerAdapter):
     modules = ("uvicorn.server",)
     features = Features(
         websocket_writes=True, response_writes=True, close_code_on_disconnect=False, any_close_code=True,
-        backpressure=True, abort=True, graceful_shutdown=False,
+        backpressure=True, abort=True, graceful_shutdown=True, handshake_response=True,
     )
     tested_versions = {"uvicorn": ("0.54.0",), "websockets": ("17.4",), "httptools": ("0.9.0",)}
 
@@ -148,6 +164,29 @@ class UvicornAdapter(ServerAdapter):
             return missing
         return [f"uvicorn's send: a method of {WEBSOCKET_MODULE} or {HTTP_MODULE}"]
 
+    def install(self) -> bool:
+        if not self.running():
+            return False
+        from uvicorn.server import Server
+
+        if getattr(Server, "_realtime_installed", False):
+            return True
+        missing = [f"uvicorn.server.Server.{name}" for name in SERVER_ATTRIBUTES if not hasattr(Server, name)]
+        if missing:
+            logger.warning("realtime: %s lacks %s; uvicorn's shutdown is left as it is (1012, no 503)",
+                           self.versions(), ", ".join(missing))
+            return True
+        _patch_shutdown(Server)
+        Server._realtime_installed = True
+        return True
+
+    def handshake_denied(self, send: Any) -> None:
+        protocol = _owner(send, WEBSOCKET_MODULE)
+        if protocol is None or any(not hasattr(protocol, name) for name in DENIAL_ATTRIBUTES):
+            return
+        if protocol.initial_response is not None and protocol.close_sent:  # the whole response went out
+            protocol.handshake_complete = True
+
     def abort(self, send: Any) -> bool:
         owner = getattr(send, "__self__", None)
         abort = getattr(getattr(owner, "transport", None), "abort", None)
@@ -155,6 +194,20 @@ class UvicornAdapter(ServerAdapter):
             return False
         asyncio.get_running_loop().call_later(ABORT_GRACE_SECONDS, abort)
         return True
+
+
+def _patch_shutdown(server_class: type) -> None:
+    from .. import lifecycle
+
+    original = server_class.shutdown
+
+    async def shutdown(self: Any, sockets: Any = None) -> None:
+        started = lifecycle.begin_shutdown()
+        if started:
+            await asyncio.wait(started, timeout=DRAIN_SECONDS)
+        await original(self, sockets)
+
+    server_class.shutdown = shutdown
 
 
 adapter = UvicornAdapter()
