@@ -81,7 +81,7 @@ CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "dropConnection", "sendHttpErrorResponse", "sendData", "STATE_CONNECTING", "STATE_OPEN", "STATE_CLOSED",
         "CONFIG_ATTRS",
     ),
-    "daphne.server.Server": ("handle_reply", "kill_all_applications", "create_application"),
+    "daphne.server.Server": ("handle_reply", "kill_all_applications", "create_application", "log_action"),
     "daphne.http_protocol.WebRequest": ("handle_reply", "registerProducer", "unregisterProducer"),
     "daphne.access.AccessLogGenerator": ("__call__",),
     "twisted.internet.abstract.FileDescriptor": (
@@ -95,7 +95,9 @@ CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 #: autobahn's per-protocol options set before each handshake (``WebSocketProtocol.CONFIG_ATTRS``).
 OPTIONS = ("maxMessagePayloadSize", "maxFramePayloadSize", "failByDrop")
 #: What is read on live objects: checked on a real daphne by :meth:`DaphneAdapter.missing`.
-WEBSOCKET_ATTRIBUTES = ("state", "transport", "application_queue", "remoteCloseCode", "_realtime_gate")
+WEBSOCKET_ATTRIBUTES = (
+    "state", "transport", "application_queue", "remoteCloseCode", "_realtime_gate", "server", "request", "client_addr",
+)
 REQUEST_ATTRIBUTES = ("finished", "channel", "_realtime_gate")
 TRANSPORT_ATTRIBUTES = ("write", "dataBuffer", "_tempDataLen", "bufferSize", "abortConnection")
 SERVER_ATTRIBUTES = ("connections",)
@@ -401,6 +403,10 @@ def _deny_handshake(protocol: Any, message: dict[str, Any]) -> None:
     protocol.sendHttpErrorResponse(status, phrase, fields)
     protocol.sendData(body)
     protocol.dropConnection(abort=False)
+    client = protocol.client_addr
+    address = f"{client[0]}:{client[1]}" if client else None
+    # daphne's access log line for a refused handshake, as for its own 403s
+    protocol.server.log_action("websocket", "rejected", {"path": protocol.request.path, "client": address})
 
 
 def _patch_scope(server_class: type, websocket_protocol: type) -> None:

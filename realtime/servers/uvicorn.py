@@ -45,12 +45,14 @@ logger = logging.getLogger("realtime.servers")
 WEBSOCKET_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
 HTTP_MODULE = "uvicorn.protocols.http.httptools_impl"
 #: What the writers read, on the protocol behind a WebSocket's send and on its ``conn``.
-WEBSOCKET_ATTRIBUTES = ("writable", "handshake_complete", "close_sent", "disconnected", "conn", "transport")
+#: ``initial_response`` is read, and ``handshake_complete`` set, by handshake_denied.
+WEBSOCKET_ATTRIBUTES = (
+    "writable", "handshake_complete", "close_sent", "disconnected", "conn", "transport", "initial_response",
+)
 #: What the writers read on the request cycle behind an HTTP send (``flow.write_paused`` too).
 CYCLE_ATTRIBUTES = ("response_started", "response_complete", "disconnected", "chunked_encoding", "flow", "transport")
-#: What the shutdown patch wraps, and what handshake_denied reads and sets on the WebSocket protocol.
+#: What the shutdown patch wraps.
 SERVER_ATTRIBUTES = ("shutdown",)
-DENIAL_ATTRIBUTES = ("initial_response", "close_sent", "handshake_complete")
 
 
 class TransportWriter:
@@ -182,10 +184,10 @@ class UvicornAdapter(ServerAdapter):
 
     def handshake_denied(self, send: Any) -> None:
         protocol = _owner(send, WEBSOCKET_MODULE)
-        if protocol is None or any(not hasattr(protocol, name) for name in DENIAL_ATTRIBUTES):
+        if protocol is None or not hasattr(protocol, "handshake_complete"):
             return
-        if protocol.initial_response is not None and protocol.close_sent:  # the whole response went out
-            protocol.handshake_complete = True
+        if getattr(protocol, "initial_response", None) is not None and getattr(protocol, "close_sent", False):
+            protocol.handshake_complete = True  # the whole response went out
 
     def abort(self, send: Any) -> bool:
         owner = getattr(send, "__self__", None)
