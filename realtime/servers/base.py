@@ -47,6 +47,10 @@ ABORT_KEY = "realtime.abort"
 ABORT_GRACE_SECONDS = 1.0
 #: How long a SIGTERM waits for the connections told to go (1001, an SSE stream's last frame) to end.
 DRAIN_SECONDS = 5.0
+#: How long a shutting-down server keeps listening once every client was told to go: last frames
+#: flush, and a client that comes straight back is answered 503 with ``Retry-After`` (which says
+#: when to try again) rather than refused at the TCP level.
+LINGER_SECONDS = 0.25
 
 
 class ClientDisconnected(OSError):

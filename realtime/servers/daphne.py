@@ -61,6 +61,7 @@ from .base import (
     ABORT_GRACE_SECONDS,
     ABORT_KEY,
     DRAIN_SECONDS,
+    LINGER_SECONDS,
     ClientDisconnected,
     Features,
     ServerAdapter,
@@ -489,10 +490,9 @@ def _patch_shutdown(server_class: type, websocket_protocol: type) -> None:
     from .. import lifecycle
 
     def kill_all_applications(self: Any) -> Any:
+        # The views close their own sockets first: a view that knows it closed sends nothing after,
+        # where a send racing a close made here would take the departure for the client's (1006).
         started = lifecycle.begin_shutdown()
-        for protocol in list(self.connections):
-            if isinstance(protocol, websocket_protocol) and protocol.state == protocol.STATE_OPEN:
-                protocol.sendCloseFrame(code=1001, reasonUtf8=b"Server shutting down", isReply=False)
         instances = [
             details["application_instance"]
             for details in self.connections.values()
@@ -500,9 +500,12 @@ def _patch_shutdown(server_class: type, websocket_protocol: type) -> None:
         ]
 
         async def drain() -> None:
-            if started:  # the views' own 1001 closes
+            if started:
                 await asyncio.wait(started, timeout=DRAIN_SECONDS)
-            await asyncio.sleep(0.2)  # let SSE streams send their last frame and close frames flush
+            for protocol in list(self.connections):  # what no view closed (another consumer's socket)
+                if isinstance(protocol, websocket_protocol) and protocol.state == protocol.STATE_OPEN:
+                    protocol.sendCloseFrame(code=1001, reasonUtf8=b"Server shutting down", isReply=False)
+            await asyncio.sleep(LINGER_SECONDS)  # last frames flush; newcomers are answered 503
             for instance in instances:
                 instance.cancel()
             await asyncio.wait(instances, timeout=DRAIN_SECONDS) if instances else None

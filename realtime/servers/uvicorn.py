@@ -7,7 +7,9 @@ every close code with its reason, so it needs no patch there. What this adapter 
   WebSocket and waits, without end, for streaming responses that nothing tells to end. Wrapped:
   :func:`realtime.lifecycle.begin_shutdown` runs first (the admission refuses new connections with
   503, every `realtime` WebSocket closes itself with 1001, every SSE stream sends its last frame),
-  the closes are awaited (at most ``DRAIN_SECONDS``), then uvicorn's own shutdown runs.
+  the closes are awaited (at most ``DRAIN_SECONDS``), the listener stays open ``LINGER_SECONDS``
+  more (a client that comes straight back is answered 503 and ``Retry-After``), then uvicorn's own
+  shutdown runs.
 - **A handshake answered with an HTTP response.** uvicorn's websockets-sansio protocol sends the
   response of ``websocket.http.response`` but leaves ``handshake_complete`` False, so an application
   that returns then is logged as ``ASGI callable returned without completing handshake.``:
@@ -38,7 +40,7 @@ import asyncio
 import logging
 from typing import Any
 
-from .base import ABORT_GRACE_SECONDS, DRAIN_SECONDS, Features, ServerAdapter
+from .base import ABORT_GRACE_SECONDS, DRAIN_SECONDS, LINGER_SECONDS, Features, ServerAdapter
 
 logger = logging.getLogger("realtime.servers")
 
@@ -207,6 +209,7 @@ def _patch_shutdown(server_class: type) -> None:
         started = lifecycle.begin_shutdown()
         if started:
             await asyncio.wait(started, timeout=DRAIN_SECONDS)
+        await asyncio.sleep(LINGER_SECONDS)  # still listening: newcomers are answered 503, last frames flush
         await original(self, sockets)
 
     server_class.shutdown = shutdown
