@@ -3,8 +3,9 @@
 uvicorn's ASGI ``send`` already waits for room (``resume_writing``) before every write and sends
 every close code with its reason, so it needs no patch there. What this adapter adds:
 
-- **Shutdown.** uvicorn's ``Server.shutdown`` closes its listeners, then sends 1012 to every
-  WebSocket and waits, without end, for streaming responses that nothing tells to end. Wrapped:
+- **Shutdown.** On a signal (SIGTERM, SIGINT), uvicorn's ``Server.shutdown`` closes its listeners,
+  then sends 1012 to every WebSocket and waits, without end, for streaming responses that nothing
+  tells to end. Wrapped (only after a signal: a program that embeds uvicorn goes on):
   :func:`realtime.lifecycle.begin_shutdown` runs first (the admission refuses new connections with
   503, every `realtime` WebSocket closes itself with 1001, every SSE stream sends its last frame),
   the closes are awaited (at most ``DRAIN_SECONDS``), the listener stays open ``LINGER_SECONDS``
@@ -14,8 +15,7 @@ every close code with its reason, so it needs no patch there. What this adapter 
   response of ``websocket.http.response`` but leaves ``handshake_complete`` False, so an application
   that returns then is logged as ``ASGI callable returned without completing handshake.``:
   :meth:`UvicornAdapter.handshake_denied` sets it, as uvicorn's own 403 path does.
-
-- WebSockets on uvicorn's ``websockets-sansio`` protocol: a published message's frame, built once,
+- **Direct writes** to WebSockets on uvicorn's ``websockets-sansio`` protocol: a published message's frame, built once,
   is written straight to each socket's transport while the socket is open and its transport has
   room; the websockets library's frames for a server are the same unmasked bytes. The check reads
   uvicorn's own flags (``handshake_complete``, ``close_sent``, ``disconnected``, the ``writable``
@@ -53,8 +53,9 @@ WEBSOCKET_ATTRIBUTES = (
 )
 #: What the writers read on the request cycle behind an HTTP send (``flow.write_paused`` too).
 CYCLE_ATTRIBUTES = ("response_started", "response_complete", "disconnected", "chunked_encoding", "flow", "transport")
-#: What the shutdown patch wraps.
+#: What the shutdown patch wraps, and reads on the server (the signals it caught: SIGTERM, SIGINT).
 SERVER_ATTRIBUTES = ("shutdown",)
+SERVER_INSTANCE_ATTRIBUTES = ("_captured_signals",)
 
 
 class TransportWriter:
@@ -206,6 +207,11 @@ def _patch_shutdown(server_class: type) -> None:
     original = server_class.shutdown
 
     async def shutdown(self: Any, sockets: Any = None) -> None:
+        if not getattr(self, "_captured_signals", None):
+            # Not a signal's doing (an embedding program set should_exit, as tests do): the process
+            # goes on, and so must its connections.
+            await original(self, sockets)
+            return
         started = lifecycle.begin_shutdown()
         if started:
             await asyncio.wait(started, timeout=DRAIN_SECONDS)
