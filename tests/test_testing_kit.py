@@ -14,7 +14,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import TestCase, TransactionTestCase
 
-from realtime import Channel, CoreApp, IsAuthenticated, Router, SSEView, WebSocketView
+from realtime import Channel, CoreApp, IsAuthenticated, Router, SSEView, Topic, TopicSocket, WebSocketView
 from realtime.testing import (
     Event,
     EventStreamParser,
@@ -135,7 +135,18 @@ class Pinging(SSEView):
         yield {"data": "never"}
 
 
+class KitRoom(Topic):
+    pattern = "kit-room:{name}"
+    presence = True
+    allow_publish = True
+
+
+class KitTopics(TopicSocket):
+    topics = [KitRoom]
+
+
 router = Router(prefix="/kit")
+router.register_websocket("/topics", KitTopics)
 router.register_websocket("/record/<int:number>", Recorder)
 router.register_websocket("/members", Members)
 router.register_websocket("/board", Board)
@@ -331,6 +342,34 @@ async def test_a_view_fed_by_a_channel_and_publishing_to_it(kit_app):
     with capture(board) as published, pytest.raises(AssertionError, match="Expected 1 publishes"):
         await published.wait_for(1, timeout=0.1)
 
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_capture_records_topic_publishes_from_the_server_and_from_topicsocket_clients(kit_app):
+    user = await get_user_model().objects.acreate_user("topical")
+    async with WebSocketClient("/kit/topics", app=kit_app) as ws:
+        await ws.send({"op": "connect", "ref": "1", "token": token_for(user)})
+        assert (await ws.receive())["ok"] is True
+        with capture("kit-room:lobby") as published, capture() as everything:
+            await ws.send({"op": "subscribe", "ref": "2", "channel": "kit-room:lobby"})
+            assert (await ws.receive())["ref"] == "2"
+            assert (await ws.receive())["op"] == "join"  # presence: the first frame after the reply
+            await ws.send({"op": "publish", "ref": "3", "channel": "kit-room:lobby", "data": {"from": "client"}})
+            assert await published.wait_for(1) == [{"from": "client"}]
+            assert await KitRoom.publish({"from": "server"}, name="lobby") is None  # no history: no id
+        published.assert_published({"from": "client"}, count=1)
+        published.assert_published({"from": "server"}, count=1)
+        assert published.records[0].delivered == 1  # this socket
+        # capture() with no channel also sees the presence frame, on the topic's companion channel.
+        assert any(isinstance(m, dict) and m.get("op") == "join" for m in everything.messages)
+
+
+def test_a_publish_never_awaited_is_still_logged_under_capture(caplog):
+    with capture(board) as published:
+        board.publish({"forgot": "await"})  # sync code, no running loop: the guard's coroutine, dropped
+    published.assert_nothing_published()  # nothing was done, and the capture says so
+    errors = [r.getMessage() for r in caplog.records if r.name == "realtime.channel" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "was never awaited" in errors[0] and "publish_sync" in errors[0], errors
 
 # --- the pytest fixtures ------------------------------------------------------------------------------
 
