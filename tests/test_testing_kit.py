@@ -1,12 +1,11 @@
 """realtime.testing: the clients by path, the SSE parser, captures, tokens, the pytest fixtures, and
-the README's "Testing your endpoints" example, run as written."""
+the testing how-to's example (docs/howto/testing.md), run as written."""
 
 import asyncio
 import os
 import re
 import subprocess
 import sys
-import textwrap
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from realtime.testing import (
     wait_for_subscribers,
 )
 from realtime.testing.pytest_plugin import RealtimeTestWarning
+from tests.docs_blocks import marked
 from tests.liveapp.routing import tick_channel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -475,39 +475,30 @@ def test_capture_stays_the_function_whichever_name_of_its_module_is_used_first()
     assert out.split() == ["True", "realtime.testing.capture"]
 
 
-# --- the README example, as written ------------------------------------------------------------------
+# --- the how-to's example, as written ---------------------------------------------------------------
 
 
-def readme_files() -> dict[str, str]:
-    """The Python blocks of the README's "Testing your endpoints" section, by the path on their first line."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Testing your endpoints\n", 1)[1].split("\n## ", 1)[0]
-    files = {}
-    for block in re.findall(r"```python\n(.*?)```", section, re.S):
-        match = re.fullmatch(r"# (\S+\.py)", block.splitlines()[0])
-        if match:  # a file of the example; other blocks are snippets
-            files[match[1]] = block
-    return files
+def example_files() -> dict[str, str]:
+    """The files of docs/howto/testing.md's example app (its ``<!-- example: PATH -->`` blocks)."""
+    return {block.argument: block.code for block in marked("example", "howto/testing.md")}
 
 
-def test_the_readme_example_passes_as_written(tmp_path):
-    files = readme_files()
+def test_the_howtos_example_passes_as_written(tmp_path):
+    files = example_files()
     assert sorted(files) == ["inbox/routing.py", "inbox/tests/test_endpoints.py", "inbox/tests/test_with_testcase.py"]
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    for package in ("inbox", "inbox/tests"):
+        (tmp_path / name).write_text(text + "\n")
+    for package in ("inbox", "inbox/tests", "mysite"):
+        (tmp_path / package).mkdir(exist_ok=True)
         (tmp_path / package / "__init__.py").write_text("")
-    (tmp_path / "readme_settings.py").write_text(textwrap.dedent("""\
-        from tests.settings import *  # noqa: F403
-        from tests.settings import INSTALLED_APPS
-
-        INSTALLED_APPS = [*INSTALLED_APPS, "inbox"]
-    """))
-    # A project of the user's: its own pytest configuration, without this repository's asyncio_mode.
-    (tmp_path / "pytest.ini").write_text(
-        "[pytest]\nDJANGO_SETTINGS_MODULE = readme_settings\nasyncio_default_fixture_loop_scope = function\n"
+    install = {block.argument: block.code for block in marked("install", "howto/testing.md")}
+    # The project's settings: this suite's, then the how-to's fragment that adds the app.
+    (tmp_path / "mysite" / "settings.py").write_text(
+        "from tests.settings import *  # noqa: F403\n\n" + install["append mysite/settings.py"] + "\n"
     )
+    # The how-to's pytest configuration, as written (without this repository's pyproject.toml).
+    (tmp_path / "pyproject.toml").write_text(install["write pyproject.toml"] + "\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     env.pop("DJANGO_SETTINGS_MODULE")  # pytest-django set it for this session; the ini's must win
     result = subprocess.run(
@@ -516,5 +507,5 @@ def test_the_readme_example_passes_as_written(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert re.search(r"\b6 passed\b", result.stdout), result.stdout[-2000:]
+    assert re.search(r"\b7 passed\b", result.stdout), result.stdout[-2000:]
     assert "RealtimeTestWarning" not in result.stdout  # the example's database marks are the right ones
