@@ -99,7 +99,7 @@ def test_tutorial_marks_every_step_and_avoids_the_demos_routes():
 
 
 def run(command: list[str] | str, cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
-    script = isinstance(command, str)  # a README shell block, run by bash as a user's shell would
+    script = isinstance(command, str)  # a tutorial shell block, run by bash as a user's shell would
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
                             shell=script, executable="/bin/bash" if script else None)
     assert result.returncode == 0, f"{command!r} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
@@ -172,7 +172,7 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Installed:
-    """Steps of the README, in order, in a fresh venv; the project migrated and with one user."""
+    """Steps of the tutorial, in order, in a fresh venv; the project migrated and with one user."""
     timings: dict[str, float] = {}
     started = time.monotonic()
     tmp = tmp_path_factory.mktemp("install")
