@@ -87,6 +87,9 @@ def test_the_site_builds_with_warnings_as_errors_and_the_api_from_docstrings(tmp
                        ("routing", "realtime.routing.Router")]:
         assert f'id="{name}"' in (tmp_path / "site" / "reference" / page / "index.html").read_text(), name
     assert (tmp_path / "site" / "protocol" / "index.html").is_file()
+    roles = [page for page in (tmp_path / "site").rglob("*.html") if re.search(r":(class|meth|mod|func):<code>",
+                                                                              page.read_text())]
+    assert roles == []  # scripts/mkdocs_hooks.py drops the docstrings' Sphinx role prefixes
 
 
 @pytest.mark.timeout(300)
@@ -94,6 +97,8 @@ def test_a_broken_link_fails_the_build(tmp_path):
     shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
     shutil.copytree(DOCS, tmp_path / "docs")
     shutil.copytree(ROOT / "realtime", tmp_path / "realtime")  # mkdocstrings reads the sources
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "mkdocs_hooks.py", tmp_path / "scripts")
     page = tmp_path / "docs" / "tutorial" / "auth.md"
     page.write_text(page.read_text() + "\nSee [nowhere](no-such-page.md).\n")
     built = mkdocs_build(tmp_path / "mkdocs.yml", tmp_path / "site")
