@@ -909,7 +909,7 @@ function httpError(response, data, what) {
 }
 
 /**
- * Access and refresh tokens from simplejwt's views, as the README's URLconf serves them
+ * Access and refresh tokens from simplejwt's views, as the tutorial's URLconf (docs/tutorial/install.md) serves them
  * (`/api/auth/token/`, `/api/auth/token/refresh/`) and realtime's `LogoutView` (`/api/auth/logout/`).
  * They are kept in `sessionStorage` under `key` (this tab only; in memory where there is none), so
  * a reload stays logged in. Errors are `RealtimeError`s: the server's `code` (or `http_<status>`)
