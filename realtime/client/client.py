@@ -61,7 +61,8 @@ def token_exp(token: str) -> float | None:
 class Realtime:
     """Many channels over one WebSocket to a ``TopicSocket``; reconnects until :meth:`close`.
 
-    ``state`` is "connecting", "open" (the ``connect`` reply came), "reconnecting" or "closed";
+    ``state`` is "idle" (until :meth:`start`), "connecting", "open" (the ``connect`` reply came),
+    "reconnecting" or "closed";
     ``on_state_change(state, detail)`` hears each change.
     """
 
@@ -89,7 +90,7 @@ class Realtime:
         self.buffer = buffer
         self.ping_interval = ping_interval
         self.on_state_change = on_state_change
-        self.state = "connecting"
+        self.state = "idle"
         #: The user id the server authenticated (None: anonymous), from the last ``connect`` reply.
         self.user: Any = None
         #: Channels the server joined by itself (``connect``'s ``channels``).
