@@ -5,7 +5,10 @@ a forbidden channel beside working ones, presence, publish replies, and a token 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
+import subprocess
 import time
 
 import httpx
@@ -14,7 +17,7 @@ import pytest
 from realtime.client import Gap, Join, Leave, Message, Realtime, RealtimeError
 from tests.js_runner import RedisServer
 from tests.liveapp.management.commands.seed_test_users import PASSWORD
-from tests.servers import Daphne, prepare_database
+from tests.servers import PYTHON, ROOT, Daphne, prepare_database, stop
 from tests.stack import secret_key
 from tests.waiting import TIMEOUT, await_until
 
@@ -39,8 +42,8 @@ async def login(server: Daphne, username: str) -> str:
     return response.json()["access"]
 
 
-def client(server: Daphne, **options) -> Realtime:
-    return Realtime(server.ws_url + PATH, backoff=(0.1, 1.0), timeout=TIMEOUT, **options)
+def client(server: Daphne, path: str = PATH, **options) -> Realtime:
+    return Realtime(server.ws_url + path, backoff=(0.1, 1.0), timeout=TIMEOUT, **options)
 
 
 class Reader:
@@ -220,3 +223,33 @@ async def test_the_token_is_refreshed_in_band_without_reconnecting(memory_server
         assert states == ["connecting", "open"]
         assert rt.connections == 1
         await reader.stop()
+
+
+def readme_worker() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return re.search(r"<!-- client-example -->\n```python\n(.*?)\n```", readme, re.S).group(1)
+
+
+async def test_the_readme_worker_follows_a_room_and_answers(memory_server, tmp_path, output_dir):
+    """The README's example script, run as it is written, as "editor" in a room of the demo's chat."""
+    server, _ = memory_server
+    room = "room:readme-worker"
+    script = tmp_path / "worker.py"
+    script.write_text(readme_worker())
+    env = {**os.environ, "SITE": server.url, "ROOM": room, "BOT_USER": "editor", "BOT_PASSWORD": PASSWORD,
+           "PYTHONPATH": str(ROOT)}
+    with open(output_dir / "client-readme-worker.log", "wb") as log:
+        worker = subprocess.Popen([PYTHON, str(script)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        async with client(server, "/api/realtime/ws", token=await login(server, "plain")) as rt:
+            subscription = await rt.subscribe(room, presence=True)
+            reader = Reader(subscription)
+            await await_until(lambda: len(subscription.members) == 2, message="the worker present in the room")
+            await rt.publish(room, {"text": "!who"})
+            await await_until(lambda: len(reader.texts()) >= 2, message="the worker's answer")
+            assert [(m["text"], m["user"]["name"]) for m in reader.texts()] == [
+                ("!who", "plain"), ("plain: here are editor, plain", "editor")]
+            assert worker.poll() is None
+            await reader.stop()
+    finally:
+        stop(worker)
