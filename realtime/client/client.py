@@ -151,7 +151,7 @@ class Realtime:
         self._stopped.set()
         self._fail_pending("closed", detail or "the connection was closed")
         for subscription in list(self.subscriptions.values()):
-            subscription._finish(error or StopAsyncIteration())
+            subscription.end(error or StopAsyncIteration())
 
     def _check_usable(self) -> None:
         if self.state == "closed":
@@ -197,7 +197,7 @@ class Realtime:
         subscription = Subscription(self, channel, last_id, presence, self.buffer)
         self.subscriptions[channel] = subscription
         if self.is_open:
-            self.spawn(subscription._join())
+            self.spawn(subscription.join())
         await subscription._first
         return subscription
 
@@ -328,7 +328,7 @@ class Realtime:
             if self.get_token is not None and isinstance(data.get("exp"), int | float):
                 refresh = asyncio.get_running_loop().create_task(self._refresh_loop(float(data["exp"])))
             for subscription in list(self.subscriptions.values()):
-                self.spawn(subscription._join())
+                self.spawn(subscription.join())
             await reader
         finally:
             self._open.clear()
@@ -364,7 +364,7 @@ class Realtime:
                     continue
                 subscription = self.subscriptions.get(frame.get("channel"))
                 if subscription is not None:
-                    subscription._receive(frame)
+                    subscription.receive(frame)
 
     def _reply(self, frame: dict[str, Any]) -> None:
         future, on_ok = self._pending.pop(str(frame.get("ref")), (None, None))

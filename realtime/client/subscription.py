@@ -6,15 +6,30 @@ import asyncio
 import json
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from .events import Event, Gap, Join, Leave, RealtimeError
 from .recovery import ChannelState
 
-if TYPE_CHECKING:
-    from .client import Realtime
-
 logger = logging.getLogger("realtime.client")
+
+
+class Connection(Protocol):
+    """What a subscription needs of its connection (``realtime.client.Realtime``)."""
+
+    subscriptions: dict[str, Subscription]
+    server_channels: list[str]
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def request(self, fields: dict[str, Any], *, on_ok: Callable[[dict[str, Any]], None] | None = None,
+                      now: bool = False) -> dict[str, Any]: ...
+
+    async def presence(self, channel: str) -> list[dict[str, Any]]: ...
+
+    def spawn(self, awaitable: Awaitable[Any]) -> Any: ...
 
 
 def _member_key(member: dict[str, Any]) -> str:
@@ -30,7 +45,7 @@ class Subscription:
     connection (the replies the other channels wait for go on arriving).
     """
 
-    def __init__(self, client: Realtime, channel: str, last_id: str | None, presence: bool, buffer: int) -> None:
+    def __init__(self, client: Connection, channel: str, last_id: str | None, presence: bool, buffer: int) -> None:
         self.client = client
         self.channel = channel
         #: "joining", "joined" or "closed".
@@ -80,7 +95,7 @@ class Subscription:
         if self.state == "closed":
             return
         joined = self.state == "joined"
-        self._finish(StopAsyncIteration())
+        self.end(StopAsyncIteration())
         if joined and self.client.is_open:
             try:
                 await self.client.request({"op": "unsubscribe", "channel": self.channel})
@@ -88,7 +103,7 @@ class Subscription:
                 if error.code not in ("not_subscribed", "disconnected", "closed"):
                     raise
 
-    # -- what the client drives ------------------------------------------------------------------
+    # -- what the connection drives --------------------------------------------------------------
 
     def _push(self, events: list[Event]) -> None:
         for event in events:
@@ -104,11 +119,11 @@ class Subscription:
         if events:
             self._wakeup.set()
 
-    def _receive(self, frame: dict[str, Any]) -> None:
-        """A frame for this channel, in the order the socket delivered it."""
+    def receive(self, frame: dict[str, Any]) -> None:
+        """A frame for this channel, in the order the socket delivered it (the connection's reader calls it)."""
         if frame.get("op") == "unsubscribed":
             reason = frame.get("reason") or {}
-            self._finish(RealtimeError(reason.get("code", "unsubscribed"), reason.get("detail", "")))
+            self.end(RealtimeError(reason.get("code", "unsubscribed"), reason.get("detail", "")))
             return
         events = self.recovery.receive(frame)
         self._push(events)
@@ -117,14 +132,15 @@ class Subscription:
         ):
             self.client.spawn(self._sync_presence())  # joins and leaves share the dropped queue
 
-    def _finish(self, end: BaseException) -> None:
+    def end(self, reason: BaseException) -> None:
+        """Close the subscription; its iterator stops (``StopAsyncIteration``) or raises ``reason``."""
         self.state = "closed"
         self.client.subscriptions.pop(self.channel, None)
-        self._end = end
+        self._end = reason
         self._wakeup.set()
         if not self._first.done():
-            if isinstance(end, RealtimeError):
-                self._first.set_exception(end)
+            if isinstance(reason, RealtimeError):
+                self._first.set_exception(reason)
             else:
                 self._first.set_result({})
 
@@ -136,8 +152,8 @@ class Subscription:
         self._push(self.recovery.joined(data, gap_follows))
         return True
 
-    async def _join(self) -> None:
-        """Subscribe on the connection just opened (with ``last_id`` when there is one)."""
+    async def join(self) -> None:
+        """Subscribe on the connection just opened, with ``last_id`` when there is one (the connection calls it)."""
         self.state = "joining"
         frame = self.recovery.subscribe_frame()
         joined = False
@@ -156,7 +172,7 @@ class Subscription:
                 data = {"channel": self.channel, "recovered": "last_id" not in frame, "last_id": None}
                 self._joined(data, False)
             else:
-                self._finish(error)
+                self.end(error)
                 return
         else:
             if not joined:  # unsubscribe() came while the subscribe was out: leave now the server joined
