@@ -68,10 +68,20 @@ class Reader:
         await asyncio.gather(self.task, return_exceptions=True)
 
 
-@pytest.fixture
-def memory_server(tmp_path, output_dir):
-    env, users = environment(tmp_path)
+@pytest.fixture(scope="module")
+def memory_server(tmp_path_factory, output_dir):
+    """One daphne for the tests that do not restart it."""
+    env, users = environment(tmp_path_factory.mktemp("client-memory"))
     server = Daphne(env, output_dir / "client-live-memory.log").start()
+    yield server, users
+    server.stop()
+
+
+@pytest.fixture
+def restarted_server(tmp_path, output_dir):
+    """A daphne of the test's own, which it stops and starts again."""
+    env, users = environment(tmp_path)
+    server = Daphne(env, output_dir / "client-live-restart.log").start()
     yield server, users
     server.stop()
 
@@ -92,10 +102,10 @@ def redis_servers(tmp_path, output_dir):
 
 
 @pytest.mark.parametrize("sig", SIGNALS)
-async def test_memory_history_restart_is_one_gap_and_no_new_message_is_dropped(memory_server, sig):
+async def test_memory_history_restart_is_one_gap_and_no_new_message_is_dropped(restarted_server, sig):
     """The restarted process's history starts over: the client hears recovered false once, and
     every message published after it rejoined arrives, though its id repeats one seen before."""
-    server, _ = memory_server
+    server, _ = restarted_server
     room = f"open:restart-{sig.name.lower()}"
     states: list[str] = []
     async with client(server, on_state_change=lambda state, detail: states.append(state)) as reader_rt, \

@@ -197,8 +197,8 @@ class Realtime:
         subscription = Subscription(self, channel, last_id, presence, self.buffer)
         self.subscriptions[channel] = subscription
         if self.is_open:
-            self.spawn(subscription.join())
-        await subscription._first
+            await self._join(subscription)
+        await subscription.first_reply()
         return subscription
 
     async def publish(self, channel: str, data: Any) -> dict[str, Any]:
@@ -221,14 +221,16 @@ class Realtime:
         self._check_usable()
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._send_request(fields, on_ok, now)
+                if not now:
+                    await self._wait_open_or_stop()
+                reply = await self.send_request(fields, on_ok)
+                return await reply
         except TimeoutError:
             raise RealtimeError("timeout", f"no reply to {fields.get('op')} within {self.timeout} s") from None
 
-    async def _send_request(self, fields: dict[str, Any], on_ok: Callable[[dict[str, Any]], None] | None,
-                            now: bool) -> dict[str, Any]:
-        if not now:
-            await self._wait_open_or_stop()
+    async def send_request(self, fields: dict[str, Any],
+                           on_ok: Callable[[dict[str, Any]], None] | None = None) -> Awaitable[dict[str, Any]]:
+        """Send a request on the socket now; returns, once it is sent, the awaitable of its reply."""
         ws = self._ws
         if ws is None:
             raise RealtimeError("disconnected", "the connection closed")
@@ -238,11 +240,24 @@ class Realtime:
         self._pending[ref] = (future, on_ok)
         try:
             await ws.send(json.dumps({**fields, "ref": ref}))
-            return await future
         except ConnectionClosed:
+            self._pending.pop(ref, None)
             raise RealtimeError("disconnected", "the connection closed") from None
+        return self._reply_to(ref, future, fields.get("op"))
+
+    async def _reply_to(self, ref: str, future: asyncio.Future[dict[str, Any]], op: Any) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await future
+        except TimeoutError:
+            raise RealtimeError("timeout", f"no reply to {op} within {self.timeout} s") from None
         finally:
             self._pending.pop(ref, None)
+
+    async def _join(self, subscription: Subscription) -> None:
+        settle = await subscription.join()
+        if settle is not None:
+            self.spawn(settle)
 
     async def _wait_open_or_stop(self) -> None:
         if self._open.is_set():
@@ -324,11 +339,13 @@ class Realtime:
             self.server_channels = list(data.get("channels") or ())
             self.attempt = 0
             self._set_state("open", "")
+            # Every channel's subscribe goes out before the requests the app made meanwhile (a publish
+            # needs its channel joined again); the replies are awaited in tasks.
+            for subscription in list(self.subscriptions.values()):
+                await self._join(subscription)
             self._open.set()
             if self.get_token is not None and isinstance(data.get("exp"), int | float):
                 refresh = asyncio.get_running_loop().create_task(self._refresh_loop(float(data["exp"])))
-            for subscription in list(self.subscriptions.values()):
-                self.spawn(subscription.join())
             await reader
         finally:
             self._open.clear()
@@ -360,14 +377,14 @@ class Realtime:
                 if not isinstance(frame, dict):
                     continue
                 if frame.get("op") == "reply":
-                    self._reply(frame)
+                    self._on_reply(frame)
                     continue
                 subscription = self.subscriptions.get(frame.get("channel"))
                 if subscription is not None:
                     subscription.receive(frame)
 
-    def _reply(self, frame: dict[str, Any]) -> None:
-        future, on_ok = self._pending.pop(str(frame.get("ref")), (None, None))
+    def _on_reply(self, frame: dict[str, Any]) -> None:
+        future, on_ok = self._pending.get(str(frame.get("ref")), (None, None))
         if future is None or future.done():
             return
         if frame.get("ok"):

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from .events import Event, Gap, Join, Leave, RealtimeError
@@ -26,6 +26,9 @@ class Connection(Protocol):
 
     async def request(self, fields: dict[str, Any], *, on_ok: Callable[[dict[str, Any]], None] | None = None,
                       now: bool = False) -> dict[str, Any]: ...
+
+    async def send_request(self, fields: dict[str, Any],
+                           on_ok: Callable[[dict[str, Any]], None] | None = None) -> Awaitable[dict[str, Any]]: ...
 
     async def presence(self, channel: str) -> list[dict[str, Any]]: ...
 
@@ -72,6 +75,10 @@ class Subscription:
     def duplicates(self) -> int:
         """Messages dropped because their id had been delivered already."""
         return self.recovery.duplicates
+
+    async def first_reply(self) -> dict[str, Any]:
+        """The first subscribe reply's data (``{"channel", "recovered", "last_id"}``); raises the refusal."""
+        return await asyncio.shield(self._first)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -152,18 +159,28 @@ class Subscription:
         self._push(self.recovery.joined(data, gap_follows))
         return True
 
-    async def join(self) -> None:
-        """Subscribe on the connection just opened, with ``last_id`` when there is one (the connection calls it)."""
+    async def join(self) -> Coroutine[Any, Any, None] | None:
+        """Send the subscribe on the connection just opened, with ``last_id`` when there is one.
+
+        Returns once it is sent, with what waits for its reply (the connection runs it as a task, so
+        the requests the app made meanwhile go out after every channel's subscribe); None when the
+        socket closed first (the channel is joined again after the reconnection)."""
         self.state = "joining"
         frame = self.recovery.subscribe_frame()
-        joined = False
+        outcome = {"joined": False}
 
         def on_ok(data: dict[str, Any]) -> None:
-            nonlocal joined
-            joined = self._joined(data, True)
+            outcome["joined"] = self._joined(data, True)
 
         try:
-            data = await self.client.request(frame, on_ok=on_ok)
+            reply = await self.client.send_request(frame, on_ok)
+        except RealtimeError:
+            return None
+        return self._settle(frame, reply, outcome)
+
+    async def _settle(self, frame: dict[str, Any], reply: Awaitable[dict[str, Any]], outcome: dict[str, bool]) -> None:
+        try:
+            data = await reply
         except RealtimeError as error:
             if self.state == "closed" or error.code in ("disconnected", "closed"):
                 return  # joined again after the reconnection
@@ -175,7 +192,7 @@ class Subscription:
                 self.end(error)
                 return
         else:
-            if not joined:  # unsubscribe() came while the subscribe was out: leave now the server joined
+            if not outcome["joined"]:  # unsubscribe() came while the subscribe was out: leave now it is joined
                 if self.client.is_open:
                     self.client.spawn(self.client.request({"op": "unsubscribe", "channel": self.channel}))
                 return

@@ -461,8 +461,10 @@ export class Realtime {
     this._setState("open", "");
     this._scheduleRefresh(data.exp);
     this._scheduleHeartbeat();
-    for (const frame of this._queue.splice(0)) this._send(frame);
+    // Every channel's subscribe goes out first (each sends it at once): a publish queued while away
+    // needs its channel joined again.
     for (const subscription of this.subscriptions.values()) subscription._join();
+    for (const frame of this._queue.splice(0)) this._send(frame);
   }
 
   _received(ws, text) {
