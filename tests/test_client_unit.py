@@ -79,6 +79,14 @@ def test_backoff_delay_is_full_jitter_below_the_capped_ceiling():
         assert backoff_delay(attempt, 0.5, 30.0, lambda draw=draw: draw) == pytest.approx(expected)
 
 
+def test_urls_http_becomes_ws_and_what_is_not_a_url_is_refused():
+    assert Realtime("https://example.com/api/realtime/ws").url == "wss://example.com/api/realtime/ws"
+    assert Realtime("http://h:8000/ws").url == "ws://h:8000/ws"
+    assert Realtime("ws://h/ws").url == "ws://h/ws"
+    with pytest.raises(ValueError):
+        Realtime("/api/realtime/ws")
+
+
 def test_token_exp_reads_the_payload_and_none_for_what_is_not_a_jwt():
     assert token_exp(fake_token(1, 1234)) == 1234
     assert token_exp("nope") is None

@@ -79,8 +79,10 @@ class Realtime:
         ping_interval: float | None = 20.0,
         on_state_change: Callable[[str, str], None] | None = None,
     ) -> None:
+        if url.startswith(("http://", "https://")):
+            url = "ws" + url[4:]  # as realtime.js maps them
         if not url.startswith(("ws://", "wss://")):
-            raise ValueError(f"Not a WebSocket URL: {url!r} (give ws:// or wss://)")
+            raise ValueError(f"Not a WebSocket URL: {url!r} (give ws(s):// or http(s)://)")
         self.url = url
         self.token = token
         self.get_token = get_token
