@@ -184,14 +184,23 @@ async def test_a_reader_that_falls_behind_loses_the_oldest_as_one_gap():
         assert room.dropped == 6
 
 
-async def test_close_ends_the_iterators_and_refuses_what_comes_after():
+def client_tasks() -> list[asyncio.Task]:
+    """The running tasks whose coroutine is realtime.client's."""
+    return [task for task in asyncio.all_tasks() if not task.done()
+            and "realtime/client/" in task.get_coro().cr_code.co_filename]
+
+
+async def test_close_ends_the_iterators_leaves_no_task_and_refuses_what_comes_after():
     async with scripted(plain) as script:
         rt = Realtime(script.url, backoff=FAST, timeout=5)
         async with rt:
-            room = await rt.subscribe("a:1")
+            room = await rt.subscribe("a:1", presence=True)
             reading = asyncio.ensure_future(anext(room))
+            await rt.ping()
+            assert client_tasks()  # the runner and the reader, at least
         with pytest.raises(StopAsyncIteration):
             await reading
+        assert client_tasks() == []
         with pytest.raises(RealtimeError) as closed:
             await rt.subscribe("b:1")
         assert closed.value.code == "closed"
