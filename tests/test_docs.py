@@ -46,6 +46,7 @@ EXECUTED = {
     "sse-function": "test_the_sse_snippets_define_routable_views",
     "websocket-stream": "test_the_websocket_snippets_define_routable_views",
     "websocket-relay": "test_the_websocket_snippets_define_routable_views",
+    "python-client-worker": "tests/test_client_live.py::test_the_docs_worker_follows_a_room_and_answers",
 }
 
 

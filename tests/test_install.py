@@ -232,6 +232,9 @@ def test_the_wheel_holds_the_app_alone_with_its_static_files_and_runtime_depende
     dist_info = f"django_realtime_endpoints-{realtime.__version__}.dist-info"
     assert {name.split("/")[0] for name in names} == {"realtime", dist_info}
     assert "realtime/static/realtime/realtime.js" in names
+    # The npm package's own files: Node loads the copy in site-packages as an ES module without a warning.
+    assert {"realtime/static/realtime/package.json", "realtime/static/realtime/realtime.d.ts"} <= set(names)
+    assert "realtime/client/client.py" in names
     assert "realtime/management/commands/realtime_routes.py" in names and "realtime/py.typed" in names
     requires = re.findall(r"^Requires-Dist: (.+)$", metadata, re.M)
     runtime = {re.split(r"[<>=!; \[]", line, maxsplit=1)[0].lower() for line in requires if "extra ==" not in line}
@@ -244,6 +247,7 @@ def test_the_wheel_holds_the_app_alone_with_its_static_files_and_runtime_depende
     assert extra("redis") == {"channels-redis", "redis"}
     assert extra("metrics") == {"prometheus-client"}
     assert extra("testing") == {"pytest-django", "pytest-asyncio"}
+    assert extra("client") == {"websockets"}
 
     found = json.loads(installed.python("-c", (
         "import importlib.metadata as m, importlib.util as u, json, realtime; "
