@@ -317,3 +317,108 @@ async def test_logout_closes_the_users_websockets_and_sse_streams(live):
         await other.send('"still connected"')  # another user's connection is untouched
         assert json.loads(await other.recv())["msg"] == "still connected"
         await other.close()
+
+
+# -- inbound bytes: what a client makes the server hold before its view reads ---------------------
+
+
+class Reading:
+    """A server adapter's ReadControl, recorded."""
+
+    def __init__(self):
+        self.calls = []
+
+    def pause(self):
+        self.calls.append("pause")
+
+    def resume(self):
+        self.calls.append("resume")
+
+
+def metered(key="192.0.2.9", budget=None, **limits):
+    from realtime.inbound import InboundMeter
+    from realtime.security import ByteBudget
+
+    closed = []
+    with override_settings(REALTIME={"MAX_INBOUND_BYTES": 1000, "MAX_INBOUND_BYTES_PER_IP": 4000, **limits}):
+        meter = InboundMeter(key, closed.append, budget if budget is not None else ByteBudget())
+    reading = Reading()
+    meter.attach(reading)
+    return meter, reading, closed
+
+
+def test_a_connection_past_its_inbound_bytes_is_not_read_until_its_view_reads_half():
+    meter, reading, closed = metered()
+    meter.parsed(600)  # a message arriving: read on
+    meter.charge(600)
+    assert (meter.queued, meter.parsing, reading.calls) == (600, 0, [])
+    meter.charge(550)
+    assert meter.held == 1150 and reading.calls == ["pause"]
+    meter.taken()
+    assert reading.calls == ["pause", "pause"], "over half the limit: still not read"
+    meter.taken()
+    assert reading.calls[-1] == "resume" and not meter.paused and not closed
+
+
+def test_a_connection_with_nothing_queued_is_always_read_so_a_big_message_can_arrive():
+    meter, reading, closed = metered()
+    meter.parsed(1500)  # bigger than MAX_INBOUND_BYTES, but nothing waits for the view
+    assert reading.calls == [] and not closed
+    meter.charge(1500)
+    assert reading.calls == ["pause"]
+    meter.taken()
+    assert reading.calls == ["pause", "resume"]
+
+
+def test_an_address_shares_one_budget_past_half_of_which_its_waiting_connections_are_not_read():
+    from realtime.security import ByteBudget
+
+    budget = ByteBudget()
+    meters = [metered(budget=budget, MAX_INBOUND_BYTES=10000) for _ in range(3)]
+    (first, first_reading, _), (second, second_reading, _), (third, _, third_closed) = meters
+    first.charge(900)
+    second.charge(900)
+    assert budget.total("192.0.2.9") == 1800 and first_reading.calls == second_reading.calls == []
+    second.charge(300)  # 2100: past half the address's 4000, its connections with messages waiting are not read
+    first.charge(900)
+    assert second_reading.calls == first_reading.calls == ["pause"] and budget.waiting == 2
+    first.taken()  # 2100 still past half: both wait on
+    assert first.paused and second.paused and budget.waiting == 2
+    third.parsed(1000)  # a connection with nothing queued is read...
+    assert not third_closed
+    third.parsed(1900)  # ...until it takes the address to its whole budget: it is closed
+    assert third_closed == ["Too much unread data from this address"]
+    third.release()
+    first.taken()  # 1200: under half, both are read again
+    assert first_reading.calls[-1] == second_reading.calls[-1] == "resume" and budget.waiting == 0
+    for meter, _, _ in meters:
+        meter.release()
+    assert budget.total("192.0.2.9") == 0 and budget.waiting == 0 and not budget.totals
+
+
+def test_released_meters_give_every_byte_back_and_ignore_late_charges():
+    meter, reading, closed = metered()
+    meter.charge(700)
+    meter.release()
+    meter.charge(700)
+    meter.release()
+    assert meter.held == 0 and meter.budget.total("192.0.2.9") == 0
+
+
+@override_settings(REALTIME={"MAX_INBOUND_BYTES": 3000, "MESSAGE_RATE": None})
+async def test_where_the_server_cannot_pause_a_push_only_view_past_its_inbound_bytes_closes_1008():
+    """The in-process communicator is no server an adapter knows: only the view's inbox is counted."""
+
+    class Pusher(WebSocketView):
+        keepalive = 0
+
+        async def _handle(self, ws):
+            await ws.accept()
+            await asyncio.Event().wait()  # pushes, never reads
+
+    communicator = WebsocketCommunicator(Pusher.as_asgi(), "/ws")
+    await communicator.connect()
+    for _ in range(4):
+        await communicator.send_to(text_data="x" * 1000)
+    assert await close_code(communicator) == (CloseCode.POLICY_VIOLATION, "Too much unread data")
+    await communicator.disconnect()

@@ -24,6 +24,7 @@ from realtime import (
 from realtime.memory import open_connections
 from realtime.permissions import Permission
 from realtime.pubsub.channel import registry
+from realtime.security import inbound_addresses
 
 # --- the specification's examples ---------------------------------------------------------------
 
@@ -359,6 +360,9 @@ class Stats(WebSocketView):
                 "finalized": finalized["count"],
                 "threads": threading.active_count(),
                 "open_connections": open_connections.count,  # this probe's own included
+                # Inbound bytes held unread, per client address, and connections waiting for theirs.
+                "inbound_bytes": {str(key): held for key, held in inbound_addresses.totals.items()},
+                "inbound_waiting": inbound_addresses.waiting,
             }
         )
 
