@@ -91,6 +91,8 @@ class InboundMeter:
         self.server = False
         self._control: ReadControl | None = None
         self._overflow = overflow
+        if self.address_limit is not None:
+            budget.join(key, self)
 
     @property
     def held(self) -> int:
@@ -103,6 +105,8 @@ class InboundMeter:
         """The adapter charges this meter from now on, and stops and restarts reading the socket with ``control``."""
         self._control = control
         self.server = True
+        if self.address_limit is not None and self.budget.total(self.key) >= self.address_limit:
+            self._set_paused(True)  # the address has spent its budget: read once it is back under it
 
     def charge(self, size: int) -> None:
         """A message of ``size`` bytes was queued for the view (out of the parse buffers, as far as they held it)."""
@@ -142,13 +146,21 @@ class InboundMeter:
         held, self.queued, self.parsing = self.held, 0, 0
         self.sizes.clear()
         if self.address_limit is not None:
-            self.budget.stop_waiting(self.key, self)
+            self.budget.leave(self.key, self)
             self.budget.add(self.key, -held)
         self._control = None
 
     def budget_freed(self) -> None:
         """Called by the budget when a connection of the address gave bytes back."""
         self._maybe_resume()
+
+    def budget_spent(self) -> None:
+        """Called by the budget when another connection took the address to its whole budget: stop
+        reading, whatever is queued, until the address is back under it."""
+        if self.closed or self.overflowed is not None or not self.server:
+            return
+        if not self.paused:
+            self._set_paused(True)
 
     # -- the policy ----------------------------------------------------------------------------
 
@@ -160,8 +172,9 @@ class InboundMeter:
             address_total = self.budget.add(self.key, delta) if delta else self.budget.total(self.key)
         if self.overflowed is not None:
             return
-        if self.address_limit is not None and address_total >= self.address_limit:
+        if delta > 0 and self.address_limit is not None and address_total >= self.address_limit:
             self._close(OVER_ADDRESS)
+            self.budget.spent(self.key, self)
             return
         if self.paused:
             if self._control is not None:
@@ -201,11 +214,17 @@ class InboundMeter:
         return address_total >= self.address_limit // 2
 
     def _may_resume(self) -> bool:
+        if self.address_limit is not None:
+            total = self.budget.total(self.key)
+            if total >= self.address_limit:
+                return False  # the whole budget is spent: no connection of the address is read
+        else:
+            total = 0
         if not self.queued:
             return True
         if self.limit is not None and self.held > self.limit // 2:
             return False
-        return not self._address_busy()
+        return not self._address_busy(total)
 
     def _set_paused(self, paused: bool) -> None:
         self.paused = paused
@@ -213,7 +232,7 @@ class InboundMeter:
             if self._control is not None:
                 self._control.pause()
             if self.address_limit is not None and self._address_busy():
-                self.budget.wait(self.key, self)
+                self.budget.wait(self.key, self)  # told when the address gives bytes back
         else:
             if self.address_limit is not None:
                 self.budget.stop_waiting(self.key, self)

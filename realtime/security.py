@@ -148,6 +148,8 @@ sse_users = ConnectionCounter()
 class BudgetWaiter(Protocol):
     def budget_freed(self) -> None: ...
 
+    def budget_spent(self) -> None: ...
+
 
 class ByteBudget:
     """Bytes held per key (a client address) in this process, shared by all of that key's connections.
@@ -159,7 +161,26 @@ class ByteBudget:
 
     def __init__(self) -> None:
         self.totals: Counter[object] = Counter()
+        self._members: dict[object, set[BudgetWaiter]] = {}
         self._waiting: dict[object, set[BudgetWaiter]] = {}
+
+    def join(self, key: object, member: BudgetWaiter) -> None:
+        """A connection of ``key`` shares its budget from now on (until ``leave``)."""
+        self._members.setdefault(key, set()).add(member)
+
+    def leave(self, key: object, member: BudgetWaiter) -> None:
+        self.stop_waiting(key, member)
+        members = self._members.get(key)
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self._members[key]
+
+    def spent(self, key: object, by: BudgetWaiter) -> None:
+        """``key`` has reached its budget through ``by``: tell every other connection of it (``budget_spent``)."""
+        for member in list(self._members.get(key, ())):
+            if member is not by:
+                member.budget_spent()
 
     def add(self, key: object, delta: int) -> int:
         """Add ``delta`` bytes (negative: given back) to ``key``; its new total."""
