@@ -221,6 +221,8 @@ class UvicornAdapter(ServerAdapter):
     def meter_inbound(self, send: Any, meter: Any) -> bool:
         protocol = _owner(send, WEBSOCKET_MODULE)
         if protocol is None or not getattr(type(protocol), "_realtime_inbound", False):
+            return False  # not a websockets-sansio WebSocket, or uvicorn left unpatched
+        if self.missing_inbound(protocol):
             return False
         limit = int(setting("MAX_MESSAGE_SIZE"))
         conn = protocol.conn
@@ -233,7 +235,7 @@ class UvicornAdapter(ServerAdapter):
     def websocket_writer(self, send: Any) -> TransportWriter | None:
         global _OPEN
         protocol = _owner(send, WEBSOCKET_MODULE)
-        if protocol is None or self.missing(send):
+        if protocol is None or self.missing_writer(protocol):
             return None
         if _OPEN is None:
             from websockets.protocol import State
@@ -251,15 +253,7 @@ class UvicornAdapter(ServerAdapter):
         """What the writers read on the live connection behind ``send`` and it lacks."""
         protocol = _owner(send, WEBSOCKET_MODULE)
         if protocol is not None:
-            missing = [f"{type(protocol).__name__}.{name}" for name in WEBSOCKET_ATTRIBUTES + INBOUND_ATTRIBUTES
-                       if not hasattr(protocol, name)]
-            if not missing:
-                conn = protocol.conn
-                missing += [f"websockets ServerProtocol.{name}" for name in ("state", "max_message_size")
-                            if not hasattr(conn, name)]
-                if not hasattr(getattr(conn, "reader", None), "buffer"):
-                    missing.append("websockets ServerProtocol.reader.buffer")
-            return missing
+            return self.missing_writer(protocol) + self.missing_inbound(protocol)
         cycle = _owner(send, HTTP_MODULE)
         if cycle is not None:
             missing = [f"RequestResponseCycle.{name}" for name in CYCLE_ATTRIBUTES if not hasattr(cycle, name)]
@@ -267,6 +261,23 @@ class UvicornAdapter(ServerAdapter):
                 missing.append("FlowControl.write_paused")
             return missing
         return [f"uvicorn's send: a method of {WEBSOCKET_MODULE} or {HTTP_MODULE}"]
+
+    def missing_writer(self, protocol: Any) -> list[str]:
+        """What the WebSocket writer reads on a live websockets-sansio protocol and it lacks."""
+        missing = [f"{type(protocol).__name__}.{name}" for name in WEBSOCKET_ATTRIBUTES if not hasattr(protocol, name)]
+        if not missing and not hasattr(protocol.conn, "state"):
+            missing.append("websockets ServerProtocol.state")
+        return missing
+
+    def missing_inbound(self, protocol: Any) -> list[str]:
+        """What the inbound patches read on a live websockets-sansio protocol and it lacks."""
+        missing = [f"{type(protocol).__name__}.{name}" for name in INBOUND_ATTRIBUTES if not hasattr(protocol, name)]
+        conn = getattr(protocol, "conn", None)
+        if not hasattr(conn, "max_message_size"):
+            missing.append("websockets ServerProtocol.max_message_size")
+        if not hasattr(getattr(conn, "reader", None), "buffer"):
+            missing.append("websockets ServerProtocol.reader.buffer")
+        return missing
 
     def abort(self, send: Any) -> bool:
         owner = getattr(send, "__self__", None)
