@@ -79,8 +79,9 @@ class InboundMeter:
         self.address_limit: int | None = int(address_limit) if address_limit and key is not None else None
         self.key = key
         self.budget = budget
-        #: Bytes of the messages queued for the view (their sizes, oldest first), and of the parse buffers.
-        self.sizes: deque[int] = deque()
+        #: Bytes of the messages queued for the view (their sizes, oldest first; made at the first, as an
+        #: idle socket needs none), and of the parse buffers.
+        self.sizes: deque[int] | None = None
         self.queued = 0
         self.parsing = 0
         self.paused = False
@@ -114,6 +115,8 @@ class InboundMeter:
             return
         moved = min(size, self.parsing)
         self.parsing -= moved
+        if self.sizes is None:
+            self.sizes = deque()
         self.sizes.append(size)
         self.queued += size
         self._grew(size - moved)
@@ -144,7 +147,7 @@ class InboundMeter:
             return
         self.closed = True
         held, self.queued, self.parsing = self.held, 0, 0
-        self.sizes.clear()
+        self.sizes = None
         if self.address_limit is not None:
             self.budget.leave(self.key, self)
             self.budget.add(self.key, -held)
