@@ -174,6 +174,8 @@ class InboundMeter:
         else:
             address_total = self.budget.add(self.key, delta) if delta else self.budget.total(self.key)
         if self.overflowed is not None:
+            if self._control is not None:
+                self._control.pause()  # uvicorn reads again to see the close's reply: not from this client
             return
         if delta > 0 and self.address_limit is not None and address_total >= self.address_limit:
             self._close(OVER_ADDRESS)
