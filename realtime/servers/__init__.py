@@ -5,6 +5,8 @@
 ready-made frames for the connection behind a server's ASGI ``send``, or None: then every message
 takes the ASGI send. None it is on a server no adapter knows, on a version its adapter was not
 tested on (one warning at start-up), and everywhere with ``REALTIME["DIRECT_WRITES"] = False``.
+``meter_inbound(send, meter)`` has the server count the client's unread bytes and stop reading past
+their bounds (:mod:`realtime.inbound`).
 """
 
 from __future__ import annotations
