@@ -262,8 +262,10 @@ class WebSocket:
                 self._disconnected(message.get("code", 1005))
                 break
             meter = self.inbound
-            if meter is not None and meter.server and not (for_inbox and self.client_state is WebSocketState.CONNECTED):
-                meter.taken()
+            if meter is not None and meter.server:
+                meter.received()
+                if not (for_inbox and self.client_state is WebSocketState.CONNECTED):
+                    meter.taken()
             if self.client_state is WebSocketState.CONNECTED:
                 self.received += 1
                 return message

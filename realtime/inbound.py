@@ -133,6 +133,12 @@ class InboundMeter:
 
     # -- the connection's side ----------------------------------------------------------------
 
+    def received(self) -> None:
+        """The connection took a message from the server (for the view, or for its inbox): a server
+        that reads again on its own once its queue is empty (uvicorn) stops again while the meter says so."""
+        if self.paused and self._control is not None and not self.closed:
+            self._control.pause()
+
     def taken(self) -> None:
         """The oldest queued message was handed to the view."""
         if self.closed or not self.sizes:

@@ -597,3 +597,21 @@ def test_one_address_shares_one_inbound_budget_past_which_its_connections_are_cl
     assert all(count < 50 * seconds / 2 for count in sent), sent
     assert slowest < 1.0
     assert stats["inbound_bytes"] == {} and stats["inbound_waiting"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_push_only_view_that_never_reads_holds_its_inbox_within_max_inbound_bytes(shipped_limits):
+    """The specification's push-only ``_handle`` never reads: its reader task fills the view's inbox,
+    which counts with the server's queue, so the socket stops being read at MAX_INBOUND_BYTES."""
+    server = shipped_limits
+    client = RawClient(server.port, "/api/t/trading/ticks/R_100", rcvbuf=4096)
+    data = frame(0x1, json.dumps({"p": "x" * (200 * 1024)}).encode())
+    sent = [0]
+    send_at(client, data, 50, time.monotonic() + 2.0, sent, 0)
+    held = server_stats(server)["inbound_bytes"].get("127.0.0.1", 0)
+    print(f"{type(server).__name__}: {sent[0]} messages of 200 KiB sent in 2 s; {held} bytes held unread")
+    assert sent[0] < 60, "the push-only view's client was read without bound: it sent most of its 100 messages"
+    assert 0 < held <= MIB + 256 * 1024 + 200 * 1024, held
+    client.close()
+    stats = settled(lambda: server_stats(server), lambda now: not now["inbound_bytes"], 20, 0.2)
+    assert stats["inbound_bytes"] == {}
