@@ -337,7 +337,8 @@ class WebSocket:
 
     def _inbound_overflow(self, reason: str) -> None:
         """Called by the meter, from the server's read: close with 1008, and drop the TCP connection
-        a second later whatever it buffers (a client that does not read would never get the close)."""
+        soon whatever it buffers, since a client that does not read would never answer the close
+        (uvicorn: ``servers.abort``, a second later; daphne: autobahn's close handshake times out)."""
         if self._overflow_close is None and self.client_state is WebSocketState.CONNECTED:
             servers.abort(self._server_send)
             self._overflow_close = asyncio.get_running_loop().create_task(
