@@ -106,23 +106,30 @@ class RedisHistory:
 
     async def after(self, last_id: str) -> tuple[list[tuple[str, Any]], bool]:
         parsed = ids.parse(last_id)
-        start = parsed is None or parsed == ids.START
-        entries = await self.client.xrange(self.key, min="-" if start else f"({ids.make(*parsed)}", max="+")
-        replay = [(i.decode(), json.loads(fields[b"m"])) for i, fields in entries]
-        if parsed is None:
-            return replay, False
+        recovered = parsed is not None and await self._vouches_for(parsed)
+        low = "-" if not recovered or parsed == ids.START else f"({ids.make(*parsed)}"
+        entries = await self.client.xrange(self.key, min=low, max="+")
+        return [(i.decode(), json.loads(fields[b"m"])) for i, fields in entries], recovered
+
+    async def _vouches_for(self, last_id: tuple[int, int]) -> bool:
+        """Whether the stream holds every entry after ``last_id`` (needs Redis 7's ``XINFO STREAM`` fields)."""
+        from redis.exceptions import ResponseError
+
         try:
             info = await self.client.xinfo_stream(self.key)
-        except Exception:  # no stream: nothing was published, or Redis lost it (a restart, a FLUSHDB)
-            return replay, start  # from the start, nothing is everything; an id cannot be vouched for
-        trimmed = _stream_id(info, "max-deleted-entry-id")
-        if start:
-            return replay, trimmed == ids.START
-        # A stream created after last_id was handed out (Redis restarted without persistence, or
-        # the key was flushed) cannot vouch for what came between: its first entry is newer than last_id.
-        first = _stream_id(info, "recorded-first-entry-id")
-        recovered = parsed <= _stream_id(info, "last-generated-id") and trimmed <= parsed and first <= parsed
-        return replay, recovered
+        except ResponseError:  # no stream: nothing was published, or Redis lost it (a restart, a FLUSHDB)
+            return last_id == ids.START  # from the start, nothing is everything; an id cannot be vouched for
+        if last_id == ids.START:  # nothing ever trimmed or deleted
+            added = info.get("entries-added")
+            return added is not None and int(added) == int(info.get("length", -1))
+        # A stream created after last_id was handed out (Redis restarted without persistence, or the
+        # key was flushed) cannot vouch for what came between: its first entry is newer than last_id.
+        # Trimming moves the first entry too (MAXLEN does not set max-deleted-entry-id; XDEL does).
+        return (
+            last_id <= _stream_id(info, "last-generated-id")
+            and _stream_id(info, "max-deleted-entry-id") <= last_id
+            and _stream_id(info, "recorded-first-entry-id") <= last_id
+        )
 
 
 def _stream_id(info: dict[Any, Any], field: str) -> tuple[int, int]:
