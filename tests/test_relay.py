@@ -246,6 +246,27 @@ async def test_a_filtered_sse_stream_sends_sealed_ids_and_resumes_from_them(kind
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(("predicate", "missed"), [(None, 8), (even, None)], ids=["plain", "sealed"])
+async def test_a_reset_after_drops_counts_them_only_on_an_unfiltered_stream(predicate, missed):
+    """The drops of follow()'s queue include messages a predicate would have filtered out: not counted there."""
+    from django.test import AsyncRequestFactory
+
+    channel = Channel(f"relay-sealed-drops-{missed}", maxlen=2, history=20)
+    view = SSEView()
+    view.setup(AsyncRequestFactory().get("/events"))
+    view.last_event_id, view.user = None, None
+    events = view.follow(channel, predicate=predicate)
+    first = asyncio.ensure_future(anext(events))
+    await await_until(lambda: channel.subscriber_count == 1, message="follow()'s subscription")
+    for n in range(10):
+        await channel.publish({"n": n})
+    try:
+        assert (await first) == {"event": "reset", "data": {"missed": missed, "last_id": None}}
+    finally:
+        await events.aclose()
+
+
+@pytest.mark.django_db
 async def test_a_filter_declared_public_keeps_the_history_ids():
     channel = Channel("relay-sealed-public", history=20)
     for n in range(3):
