@@ -93,7 +93,7 @@ class RedisHistory:
     async def last_id(self) -> str:
         """The newest id in the stream ("0-0" when it is empty or absent)."""
         entries = await self.client.xrevrange(self.key, count=1)
-        return entries[0][0].decode() if entries else "0-0"
+        return entries[0][0].decode() if entries else ids.make(*ids.START)
 
     async def read_after(self, last_id: str, block_ms: int) -> list[tuple[str, Any]]:
         """Entries after ``last_id``, waiting up to ``block_ms`` (under ``READER_TIMEOUT``) for the next one."""

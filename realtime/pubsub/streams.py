@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from ..encoding import SharedMessage
+from . import ids
 from .broker import BrokerUnavailable, broker_state, reach
 from .history import RedisHistory
 from .transport import Fanout, Replay
@@ -38,7 +39,7 @@ class StreamTransport:
 
     async def newest_id(self) -> str | None:
         newest = await self.store.last_id()
-        return None if newest == "0-0" else newest
+        return None if ids.parse(newest) == ids.START else newest
 
     async def _listen(self) -> None:
         """This process's single reader of the channel's stream; Redis away: keep the position, retry."""
