@@ -592,3 +592,38 @@ async def test_a_memory_id_is_never_a_position_in_a_redis_stream(own_redis):
     old = memory.append("y")
     assert await history.after(old) == ([(stored, "x")], False)
     assert memory.after(stored) == ([(old, "y")], False)
+
+
+async def test_a_resume_misses_nothing_published_while_the_stream_reader_starts(own_redis, monkeypatch):
+    """The reader's first position and the replay can race: a message published between the replay and
+    the reader's first ``last_id`` would be in neither. The replay waits for the reader's position."""
+    channel = Channel("unit-reader-start", history=10)
+    _, resume_from = await channel.publish_with_id({"n": 0})
+    store = channel.transport().store
+    gate, replayed = asyncio.Event(), asyncio.Event()
+    last_id, after = store.last_id, store.after
+
+    async def slow_last_id():
+        await gate.wait()  # the reader's first command, held back
+        return await last_id()
+
+    async def observed_after(value):
+        try:
+            return await after(value)
+        finally:
+            replayed.set()
+
+    monkeypatch.setattr(store, "last_id", slow_last_id)
+    monkeypatch.setattr(store, "after", observed_after)
+    subscription = channel.subscribe(last_id=resume_from, with_ids=True)
+    following = asyncio.ensure_future(anext(subscription))
+    try:
+        # Without the wait, the replay is read at once (and holds nothing new); with it, it waits for the gate.
+        await asyncio.wait([asyncio.ensure_future(replayed.wait())], timeout=1)
+        await channel.publish({"n": 1})
+        gate.set()
+        message_id, message = await asyncio.wait_for(following, 10)
+        assert message == {"n": 1} and message_id != resume_from
+    finally:
+        following.cancel()
+        subscription.close()

@@ -2,9 +2,11 @@
 
 Memory history across a daphne restart (SIGTERM, then a new process: a new epoch), and Redis history
 across a restart of a Redis without persistence. On each, a ``TopicSocket`` subscribe with the old
-``last_id``, an SSE ``follow()`` and an SSE relay with the old ``Last-Event-ID`` are told they were not
-recovered (``recovered: false`` and a gap, ``event: reset``), then get every message after the restart
-exactly once. The endpoints are tests/wireapp's (``wt:`` topics, the ``wire-fanout`` channel).
+``last_id``, a WebSocketView resuming through ``Channel.subscribe(last_id=...)``, an SSE ``follow()``
+and an SSE relay with the old ``Last-Event-ID`` are told they were not recovered (``recovered:
+false`` and a gap, ``event: reset``), then get every message after the restart exactly once.
+(``relay = channel`` WebSocket views have no resume: their frames carry no id.) The endpoints are
+tests/wireapp's (``wt:`` topics, the ``wire-fanout`` channel).
 """
 
 import asyncio
@@ -114,6 +116,13 @@ async def test_a_resume_from_before_the_restart_is_not_recovered_and_misses_noth
     with pytest.raises(TimeoutError):
         await receive(ws, timeout=0.5)
     await ws.close()
+
+    # A WebSocketView of the project's own that resumes with Channel.subscribe(last_id=...): the same.
+    async with websockets.connect(f"{server.ws_url}/api/w/resumable-fanout?last_id={sse_last}") as ws:
+        frames = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(6)]
+    assert frames[0] == {"gap": None}
+    assert [(f["m"]["p"], f["m"]["n"]) for f in frames[1:]] == [("after", n) for n in range(5)]
+    assert len({f["id"] for f in frames[1:]}) == 5 and sse_last not in {f["id"] for f in frames[1:]}
 
     # SSE, by follow() and by the relay: event: reset, then the five messages since the restart, once.
     for path in (FOLLOW, RELAY):
