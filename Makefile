@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run run-prod test lint bench venv services clean
+.PHONY: run run-prod test lint docs bench venv services clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ services:
 lint: venv
 	$(BIN)/ruff check .
 
+## make docs: the documentation site (docs/, mkdocs.yml) into site/, warnings as errors (make test builds it too)
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 ## make soak: 5,000 WebSockets + 1,000 SSE streams on daphne for 60 s at 10 msg/s; writes bench/soak/results.md
 ## make bench: bench extras into the venv, then the quick fan-out matrix (~10 min; Redis for the 2-process rows)
 bench: venv
@@ -46,4 +50,4 @@ soak: venv
 	$(BIN)/python bench/soak/run.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) db.sqlite3 test-output
+	rm -rf $(VENV) db.sqlite3 test-output site

@@ -36,8 +36,8 @@ REDIS_LAYER = (
     '"CONFIG": {"hosts": [REDIS_URL]}}}'
 )
 ASGI_EXAMPLE = (
-    'In <project>/asgi.py: "application = CoreApp(routers=[api])" (see the README, "Installing in your '
-    'project"), and in settings: ASGI_APPLICATION = "<project>.asgi.application".'
+    'In <project>/asgi.py: "application = CoreApp(routers=[api])" (see the docs, docs/tutorial/install.md), '
+    'and in settings: ASGI_APPLICATION = "<project>.asgi.application".'
 )
 
 

@@ -250,6 +250,7 @@ class WebSocketView(AsyncConsumer):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._stop_relay()
+            ws.release_inbound()
             if self._admission is not None:
                 self._admission.release()
             open_connections.closed()

@@ -26,17 +26,23 @@ def node() -> str:
     return binary
 
 
+def npm_ci(directory: Path, marker: Path) -> None:
+    """``npm ci`` in ``directory`` from its committed lock file, unless ``marker`` (a file it installs) exists."""
+    if marker.exists():
+        return
+    npm = shutil.which("npm")
+    require(npm is not None, f"npm (to install {directory.relative_to(ROOT)}/node_modules)")
+    with exclusive(directory):  # npm ci empties node_modules first: never under a run that uses it
+        if not marker.exists():
+            result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=directory, capture_output=True,
+                                    text=True, timeout=300)
+            assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
+
+
 def node_modules() -> Path:
     """tests/js/node_modules, installed from the committed lock file (`npm ci`) when `ws` is missing."""
     modules = JS_DIR / "node_modules"
-    if not (modules / "ws" / "package.json").exists():
-        npm = shutil.which("npm")
-        require(npm is not None, "npm (to install tests/js/node_modules)")
-        with exclusive(JS_DIR):  # npm ci empties node_modules first: never under a run that uses it
-            if not (modules / "ws" / "package.json").exists():
-                result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True,
-                                        text=True, timeout=300)
-                assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
+    npm_ci(JS_DIR, modules / "ws" / "package.json")
     return modules
 
 

@@ -3,7 +3,6 @@ accepted by the official AsyncAPI parser (``@asyncapi/parser``, run by Node from
 
 import fcntl
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ from django.urls import path
 
 from realtime import HasRole, IsAdmin, IsAuthenticated, Router, SSEView, WebSocketView
 from realtime.asyncapi import AsyncAPIView, asyncapi_view, build_document
+from tests.docs_blocks import DOCS, marked
 from tests.servers import require
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -181,15 +181,14 @@ def test_the_management_command_writes_the_document(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == build_document()
 
 
-def test_the_readmes_message_examples_snippet_does_what_it_says():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("\n### The AsyncAPI document\n", 1)[1].split("\n## ", 1)[0]
-    snippet = re.search(r"```python\n(.*?)```", section, re.S)[1]
+def test_the_howtos_message_examples_snippet_does_what_it_says():
+    (block,) = [b for b in marked("exec", "howto/asyncapi.md") if b.argument == "asyncapi"]
     namespace = {"WebSocketView": WebSocketView}
-    exec(snippet, namespace)
+    exec(block.code, namespace)
     readme_router = Router()
     readme_router.register_websocket("/echo", namespace["EchoWS"])
     messages = build_document([readme_router])["channels"]["ws_echo"]["messages"]
     assert messages["clientMessage"]["examples"] == [{"payload": {"hello": "world"}}]
     assert messages["serverMessage"]["examples"] == [{"payload": {"echo": {"hello": "world"}}}]
+    section = (DOCS / "howto/asyncapi.md").read_text()
     assert "path(\"api/asyncapi.json\", realtime.asyncapi.asyncapi_view)" in section

@@ -27,7 +27,8 @@ def test_node_unit_tests_of_the_js_client_pass(output_dir):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, output_dir):
-    """A redis-server of its own, two daphne processes on it, and the control server the Node tests use."""
+    """A redis-server of its own, two daphne processes on it, one with history in memory, and the control
+    server the Node tests use."""
     tmp = tmp_path_factory.mktemp("js-cluster")
     redis_server = RedisServer(tmp).start()
     servers: dict[str, Daphne] = {}
@@ -41,6 +42,9 @@ def cluster(tmp_path_factory, output_dir):
         })
         for name in ("a", "b"):
             servers[name] = Daphne(env, output_dir / f"js-daphne-{name}.log").start()
+        # A process of its own with history in memory (no REDIS_URL), for the restart that starts it over.
+        memory_env = {key: value for key, value in env.items() if key != "REDIS_URL"}
+        servers["memory"] = Daphne(memory_env, output_dir / "js-daphne-memory.log").start()
         control = Control(servers).start()
         yield servers, control, users
     finally:

@@ -1,7 +1,7 @@
 """Two daphne processes sharing a redis-server of their own: both on the admin's Realtime page and in realtime_status.
 
 The admin page is driven in headless Chromium (as tests/test_browser.py does); its screenshot is
-written to test-output/admin-realtime.png (the README shows a copy, docs/admin-realtime.png).
+written to test-output/admin-realtime.png (docs/howto/operations.md shows a copy, docs/admin-realtime.png).
 """
 
 from __future__ import annotations

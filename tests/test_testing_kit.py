@@ -1,12 +1,11 @@
 """realtime.testing: the clients by path, the SSE parser, captures, tokens, the pytest fixtures, and
-the README's "Testing your endpoints" example, run as written."""
+the testing how-to's example (docs/howto/testing.md), run as written."""
 
 import asyncio
 import os
 import re
 import subprocess
 import sys
-import textwrap
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import TestCase, TransactionTestCase
 
-from realtime import Channel, CoreApp, IsAuthenticated, Router, SSEView, WebSocketView
+from realtime import Channel, CoreApp, IsAuthenticated, Router, SSEView, Topic, TopicSocket, WebSocketView
 from realtime.testing import (
     Event,
     EventStreamParser,
@@ -27,6 +26,7 @@ from realtime.testing import (
     wait_for_subscribers,
 )
 from realtime.testing.pytest_plugin import RealtimeTestWarning
+from tests.docs_blocks import marked
 from tests.liveapp.routing import tick_channel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +135,18 @@ class Pinging(SSEView):
         yield {"data": "never"}
 
 
+class KitRoom(Topic):
+    pattern = "kit-room:{name}"
+    presence = True
+    allow_publish = True
+
+
+class KitTopics(TopicSocket):
+    topics = [KitRoom]
+
+
 router = Router(prefix="/kit")
+router.register_websocket("/topics", KitTopics)
 router.register_websocket("/record/<int:number>", Recorder)
 router.register_websocket("/members", Members)
 router.register_websocket("/board", Board)
@@ -332,6 +343,34 @@ async def test_a_view_fed_by_a_channel_and_publishing_to_it(kit_app):
         await published.wait_for(1, timeout=0.1)
 
 
+
+@pytest.mark.django_db(transaction=True)
+async def test_capture_records_topic_publishes_from_the_server_and_from_topicsocket_clients(kit_app):
+    user = await get_user_model().objects.acreate_user("topical")
+    async with WebSocketClient("/kit/topics", app=kit_app) as ws:
+        await ws.send({"op": "connect", "ref": "1", "token": token_for(user)})
+        assert (await ws.receive())["ok"] is True
+        with capture("kit-room:lobby") as published, capture() as everything:
+            await ws.send({"op": "subscribe", "ref": "2", "channel": "kit-room:lobby"})
+            assert (await ws.receive())["ref"] == "2"
+            assert (await ws.receive())["op"] == "join"  # presence: the first frame after the reply
+            await ws.send({"op": "publish", "ref": "3", "channel": "kit-room:lobby", "data": {"from": "client"}})
+            assert await published.wait_for(1) == [{"from": "client"}]
+            assert await KitRoom.publish({"from": "server"}, name="lobby") is None  # no history: no id
+        published.assert_published({"from": "client"}, count=1)
+        published.assert_published({"from": "server"}, count=1)
+        assert published.records[0].delivered == 1  # this socket
+        # capture() with no channel also sees the presence frame, on the topic's companion channel.
+        assert any(isinstance(m, dict) and m.get("op") == "join" for m in everything.messages)
+
+
+def test_a_publish_never_awaited_is_still_logged_under_capture(caplog):
+    with capture(board) as published:
+        board.publish({"forgot": "await"})  # sync code, no running loop: the guard's coroutine, dropped
+    published.assert_nothing_published()  # nothing was done, and the capture says so
+    errors = [r.getMessage() for r in caplog.records if r.name == "realtime.channel" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "was never awaited" in errors[0] and "publish_sync" in errors[0], errors
+
 # --- the pytest fixtures ------------------------------------------------------------------------------
 
 
@@ -436,39 +475,30 @@ def test_capture_stays_the_function_whichever_name_of_its_module_is_used_first()
     assert out.split() == ["True", "realtime.testing.capture"]
 
 
-# --- the README example, as written ------------------------------------------------------------------
+# --- the how-to's example, as written ---------------------------------------------------------------
 
 
-def readme_files() -> dict[str, str]:
-    """The Python blocks of the README's "Testing your endpoints" section, by the path on their first line."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Testing your endpoints\n", 1)[1].split("\n## ", 1)[0]
-    files = {}
-    for block in re.findall(r"```python\n(.*?)```", section, re.S):
-        match = re.fullmatch(r"# (\S+\.py)", block.splitlines()[0])
-        if match:  # a file of the example; other blocks are snippets
-            files[match[1]] = block
-    return files
+def example_files() -> dict[str, str]:
+    """The files of docs/howto/testing.md's example app (its ``<!-- example: PATH -->`` blocks)."""
+    return {block.argument: block.code for block in marked("example", "howto/testing.md")}
 
 
-def test_the_readme_example_passes_as_written(tmp_path):
-    files = readme_files()
+def test_the_howtos_example_passes_as_written(tmp_path):
+    files = example_files()
     assert sorted(files) == ["inbox/routing.py", "inbox/tests/test_endpoints.py", "inbox/tests/test_with_testcase.py"]
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    for package in ("inbox", "inbox/tests"):
+        (tmp_path / name).write_text(text + "\n")
+    for package in ("inbox", "inbox/tests", "mysite"):
+        (tmp_path / package).mkdir(exist_ok=True)
         (tmp_path / package / "__init__.py").write_text("")
-    (tmp_path / "readme_settings.py").write_text(textwrap.dedent("""\
-        from tests.settings import *  # noqa: F403
-        from tests.settings import INSTALLED_APPS
-
-        INSTALLED_APPS = [*INSTALLED_APPS, "inbox"]
-    """))
-    # A project of the user's: its own pytest configuration, without this repository's asyncio_mode.
-    (tmp_path / "pytest.ini").write_text(
-        "[pytest]\nDJANGO_SETTINGS_MODULE = readme_settings\nasyncio_default_fixture_loop_scope = function\n"
+    install = {block.argument: block.code for block in marked("install", "howto/testing.md")}
+    # The project's settings: this suite's, then the how-to's fragment that adds the app.
+    (tmp_path / "mysite" / "settings.py").write_text(
+        "from tests.settings import *  # noqa: F403\n\n" + install["append mysite/settings.py"] + "\n"
     )
+    # The how-to's pytest configuration, as written (without this repository's pyproject.toml).
+    (tmp_path / "pyproject.toml").write_text(install["write pyproject.toml"] + "\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     env.pop("DJANGO_SETTINGS_MODULE")  # pytest-django set it for this session; the ini's must win
     result = subprocess.run(
@@ -477,5 +507,5 @@ def test_the_readme_example_passes_as_written(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert re.search(r"\b6 passed\b", result.stdout), result.stdout[-2000:]
+    assert re.search(r"\b7 passed\b", result.stdout), result.stdout[-2000:]
     assert "RealtimeTestWarning" not in result.stdout  # the example's database marks are the right ones

@@ -32,7 +32,7 @@ import logging
 import re
 from asyncio import get_running_loop
 from collections import deque
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from asgiref.sync import async_to_sync, markcoroutinefunction
@@ -53,7 +53,7 @@ logger = logging.getLogger("realtime.channel")
 
 _GROUP_SAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
-__all__ = ["PROCESS_ID", "BrokerUnavailable", "Channel", "Gap", "group_name", "registry"]
+__all__ = ["PROCESS_ID", "BrokerUnavailable", "Channel", "Gap", "group_name", "publish_observers", "registry"]
 
 
 def group_name(name: str) -> str:
@@ -69,6 +69,12 @@ def group_name(name: str) -> str:
 
 #: Named channels of this process, by name (the ``publish`` command finds them here).
 registry: dict[str, Channel] = {}
+
+#: Called after every publish made in this process that went out, whichever method made it
+#: (``publish``, ``publish_with_id``, ``publish_sync``, ``Topic.publish``, a ``TopicSocket`` client's
+#: publish), as ``observer(channel, message, delivered, message_id)``; ``realtime.testing.capture``
+#: records publishes here. Empty outside tests: a publish then pays one truth test.
+publish_observers: list[Callable[[Channel, Any, int, str | None], None]] = []
 
 
 class Channel:
@@ -141,9 +147,12 @@ class Channel:
 
     async def _publish(self, message: Any) -> int:
         # _publish_with_id's body, inlined: one coroutine per publish, as before the entry check.
-        message = wire_safe(message)
+        sent = wire_safe(message)
         self.published += 1
-        return (await self.transport().publish(message))[0]
+        delivered, message_id = await self.transport().publish(sent)
+        if publish_observers:
+            self._observed(message, delivered, message_id)
+        return delivered
 
     @markcoroutinefunction
     def publish_with_id(self, message: Any) -> Awaitable[tuple[int, str | None]]:
@@ -155,9 +164,17 @@ class Channel:
         return self._publish_with_id(message)
 
     async def _publish_with_id(self, message: Any) -> tuple[int, str | None]:
-        message = wire_safe(message)
+        sent = wire_safe(message)
         self.published += 1
-        return await self.transport().publish(message)
+        delivered, message_id = await self.transport().publish(sent)
+        if publish_observers:
+            self._observed(message, delivered, message_id)
+        return delivered, message_id
+
+    def _observed(self, message: Any, delivered: int, message_id: str | None) -> None:
+        """Tell ``publish_observers`` of a publish that went out: the one place every publish passes."""
+        for observer in list(publish_observers):
+            observer(self, message, delivered, message_id)
 
     def publish_sync(self, message: Any) -> int:
         """``publish`` for synchronous code: management commands, WSGI views, worker threads."""

@@ -16,6 +16,9 @@ package, as each database has a backend in ``django.db.backends``:
   (ASGI ``websocket.http.response``) and is about to return;
 - ``install()`` also makes the server's SIGTERM begin :func:`realtime.lifecycle.begin_shutdown` before
   it drops anything (``features.graceful_shutdown``).
+- ``meter_inbound(send, meter)``: have the server count, in the connection's
+  :class:`realtime.inbound.InboundMeter`, the bytes it holds of the client's messages (its queue for
+  the application, its parse buffers), and let the meter stop and restart reading the socket.
 
 Direct writes bypass the server's own send, so they trust its private state: on a version outside
 ``tested_versions`` (:meth:`ServerAdapter.trusted`) they are refused, with one warning on the
@@ -33,10 +36,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..closecodes import CloseCode
 from ..pubsub.delivery import Writer as Writer  # what the delivery engine writes through
+
+if TYPE_CHECKING:
+    from ..inbound import InboundMeter
 
 logger = logging.getLogger("realtime.servers")
 
@@ -92,6 +98,8 @@ class Features:
     graceful_shutdown: bool = False
     #: A WebSocket handshake can be answered with an HTTP response (ASGI ``websocket.http.response``).
     handshake_response: bool = False
+    #: ``meter_inbound``: the inbound bytes the server holds are counted, and reading the socket is paused past them.
+    inbound_pushback: bool = False
 
 
 class ServerAdapter(ABC):
@@ -176,3 +184,12 @@ class ServerAdapter(ABC):
     def handshake_denied(self, send: Any) -> None:
         """The handshake behind ``send`` was answered with an HTTP response (nothing to do by default)."""
         return None
+
+    def meter_inbound(self, send: Any, meter: InboundMeter) -> bool:
+        """Charge ``meter`` with what the server holds of the client's messages on the WebSocket behind
+        ``send``, and give it the control of reading that socket; False when not this server's, or it cannot.
+
+        Called before ``websocket.accept``. The connection gives each message back (``meter.taken()``)
+        as it hands it to the view.
+        """
+        return False

@@ -2,8 +2,11 @@
 
 ``capture(channel)`` records every ``publish`` on that channel (or on every channel) made while it is
 open, in this process, with what each publish delivered, in the spirit of Action Cable's
-``assert_broadcasts`` and Phoenix's ``assert_broadcast``. It wraps ``Channel.publish`` while any
-capture is open (``publish_sync`` goes through it too) and puts it back after the last one closes.
+``assert_broadcasts`` and Phoenix's ``assert_broadcast``. While any capture is open it is one of
+``realtime.pubsub.channel.publish_observers``, told of every publish that went out, whichever way it
+was made: ``publish``, ``publish_with_id``, ``publish_sync``, ``Topic.publish``, a ``TopicSocket``
+client's publish (and a topic's presence frames, on its companion channel). It wraps nothing, so a
+publish that is never awaited is still reported as such (:mod:`realtime.unawaited`).
 
 ``publish(channel, message)`` feeds a view under test: it first waits until the view has subscribed,
 because a view subscribes in its own task after the connection opens, and a message published before
@@ -13,14 +16,12 @@ that reaches nobody.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from dataclasses import dataclass
 from typing import Any
 
 _ANY: Any = object()
 _active: list[Capture] = []
-_original: Any = None
 
 
 @dataclass(frozen=True)
@@ -132,32 +133,24 @@ def capture(channel: Any = None) -> Capture:
     return Capture(channel)
 
 
+def _observe(channel: Any, message: Any, delivered: int, message_id: str | None) -> None:
+    for recorder in list(_active):
+        if recorder.matches(channel):
+            recorder._record(channel, message, delivered)
+
+
 def _install() -> None:
-    global _original
-    if _original is not None:
-        return
-    from realtime.pubsub.channel import Channel
+    from realtime.pubsub.channel import publish_observers
 
-    original = _original = Channel.publish
-
-    @functools.wraps(original)
-    async def publish(self: Any, message: Any) -> int:
-        delivered = await original(self, message)
-        for recorder in list(_active):
-            if recorder.matches(self):
-                recorder._record(self, message, delivered)
-        return delivered
-
-    Channel.publish = publish
+    if _observe not in publish_observers:
+        publish_observers.append(_observe)
 
 
 def _uninstall() -> None:
-    global _original
-    from realtime.pubsub.channel import Channel
+    from realtime.pubsub.channel import publish_observers
 
-    if _original is not None:
-        Channel.publish = _original
-        _original = None
+    if _observe in publish_observers:
+        publish_observers.remove(_observe)
 
 
 async def wait_for_subscribers(channel: Any, count: int = 1, timeout: float = 5.0) -> None:

@@ -22,8 +22,10 @@ from realtime import (
     sse_response,
 )
 from realtime.memory import open_connections
+from realtime.ops.stats import stats as ops_stats
 from realtime.permissions import Permission
 from realtime.pubsub.channel import registry
+from realtime.security import inbound_addresses
 
 # --- the specification's examples ---------------------------------------------------------------
 
@@ -359,6 +361,12 @@ class Stats(WebSocketView):
                 "finalized": finalized["count"],
                 "threads": threading.active_count(),
                 "open_connections": open_connections.count,  # this probe's own included
+                # Inbound bytes held unread, per client address, and connections waiting for theirs.
+                "inbound_bytes": {str(key): held for key, held in inbound_addresses.totals.items()},
+                "inbound_waiting": inbound_addresses.waiting,
+                # WebSockets the server closed, by close code.
+                "server_closed": {code: count for (protocol, code, by), count in ops_stats.closed.items()
+                                  if protocol == "websocket" and by == "server"},
             }
         )
 

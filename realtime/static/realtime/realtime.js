@@ -137,17 +137,24 @@ export class Subscription {
     this.state = "joining";
     this._recoveryReported = false;
     const frame = { op: "subscribe", channel: this.channel };
+    // Any id is sent as it is, "0" ("from the start") included: what it means is the server's to say.
     const resuming = this.lastId !== null && this.lastId !== undefined;
     if (resuming) frame.last_id = String(this.lastId);
+    let joined = false;
+    // The reply is applied as it is read, before the frames after it (its gap, its replay): a
+    // promise's continuation would run only after every frame that came in the same chunk.
+    const onOk = (data) => (joined = this._joined(data, resuming, true));
     let data;
     try {
-      data = await this.client._request(frame);
+      data = await this.client._request(frame, { onOk });
     } catch (error) {
       if (this.state === "closed" || error.code === "disconnected") return; // rejoined after reconnecting
       if (error.code === "already_subscribed" && this.client.serverChannels.includes(this.channel)) {
-        // The server subscribed this connection itself (connect's `channels`): its messages flow already.
-        this.state = "joined";
-        this._settle.resolve({ channel: this.channel, recovered: !resuming, last_id: null });
+        // The server subscribed this connection itself (connect's `channels`), without a last_id: its
+        // messages flow already, and what came while disconnected is lost (no gap frame says so).
+        data = { channel: this.channel, recovered: !resuming, last_id: null };
+        this._joined(data, resuming, false);
+        this._settle.resolve(data);
         if (this.wantsPresence) await this._syncPresence();
         return;
       }
@@ -156,21 +163,41 @@ export class Subscription {
       this._call("onError", error);
       return;
     }
-    if (this.state === "closed") {
+    if (!joined) {
       // unsubscribe() came while the subscribe was in flight: leave now that the server joined.
       if (this.client.isOpen) this.client._request({ op: "unsubscribe", channel: this.channel }).catch(() => {});
       return;
     }
+    this._settle.resolve(data);
+    if (this.wantsPresence) await this._syncPresence();
+  }
+
+  /**
+   * A subscribe that succeeded: joined, and when it could not resume (`recovered: false`) one gap,
+   * reported here; the `gap` frame the server sends after such a reply (`gapFollows`) is then the
+   * same gap, not a second one. Returns false when the subscription was closed meanwhile.
+   */
+  _joined(data, resuming, gapFollows) {
+    if (this.state === "closed") return false;
     this.state = "joined";
     if (!resuming && data.last_id !== null && data.last_id !== undefined && this.lastId === null) {
       this.lastId = data.last_id; // resume from here if the connection drops before any message
     }
     if (resuming && data.recovered === false) {
-      this._recoveryReported = true;
+      this._forgetIds();
+      this._recoveryReported = gapFollows;
       this._call("onGap", { channel: this.channel, missed: null, recovered: false });
     }
-    this._settle.resolve(data);
-    if (this.wantsPresence) await this._syncPresence();
+    return true;
+  }
+
+  /**
+   * After a failed recovery, the ids received before are no guide to those that follow (a restarted
+   * in-memory history hands out the same ones again): compared to them, new messages would be
+   * dropped as duplicates. Ids are compared by equality only, and only within one history.
+   */
+  _forgetIds() {
+    this._seen.clear();
   }
 
   /** Replaces the member list by the server's, calling onJoin/onLeave for what changed. */
@@ -200,6 +227,7 @@ export class Subscription {
   _onFrame(frame) {
     switch (frame.op) {
       case "message": {
+        this._recoveryReported = false; // the gap of a failed recovery comes before its replay, or not at all
         const id = frame.id;
         if (id !== null && id !== undefined) {
           if (this._seen.has(id)) {
@@ -214,9 +242,12 @@ export class Subscription {
         break;
       }
       case "gap":
-        if (frame.recovered === false && this._recoveryReported) {
-          this._recoveryReported = false; // the reply said so already
-          return;
+        if (frame.recovered === false) {
+          this._forgetIds();
+          if (this._recoveryReported) {
+            this._recoveryReported = false; // the subscribe reply reported this gap already
+            return;
+          }
         }
         this._call("onGap", { channel: this.channel, missed: frame.missed ?? null, recovered: frame.recovered ?? true });
         // join/leave frames wait in the same bounded queue: some may be among those dropped.
@@ -430,8 +461,10 @@ export class Realtime {
     this._setState("open", "");
     this._scheduleRefresh(data.exp);
     this._scheduleHeartbeat();
-    for (const frame of this._queue.splice(0)) this._send(frame);
+    // Every channel's subscribe goes out first (each sends it at once): a publish queued while away
+    // needs its channel joined again.
     for (const subscription of this.subscriptions.values()) subscription._join();
+    for (const frame of this._queue.splice(0)) this._send(frame);
   }
 
   _received(ws, text) {
@@ -447,8 +480,10 @@ export class Realtime {
       if (!pending) return;
       this._pending.delete(frame.ref);
       clearTimeout(pending.timer);
-      if (frame.ok) pending.resolve(frame.data ?? {});
-      else pending.reject(new RealtimeError(frame.error?.code || "error", frame.error?.detail || ""));
+      if (frame.ok) {
+        if (pending.onOk) pending.onOk(frame.data ?? {}); // before the next frame is read
+        pending.resolve(frame.data ?? {});
+      } else pending.reject(new RealtimeError(frame.error?.code || "error", frame.error?.detail || ""));
       return;
     }
     const subscription = this.subscriptions.get(frame.channel);
@@ -488,7 +523,7 @@ export class Realtime {
   // -- requests -----------------------------------------------------------------------------
 
   /** Sends a request with a fresh ref; the promise settles with the reply (or a timeout). */
-  _request(fields, { now = false } = {}) {
+  _request(fields, { now = false, onOk = null } = {}) {
     if (this.state === "closed") return Promise.reject(new RealtimeError("closed", "the connection was closed"));
     const ref = String(++this._ref);
     const frame = { ...fields, ref };
@@ -498,7 +533,7 @@ export class Realtime {
         this._queue = this._queue.filter((queued) => queued !== frame);
         reject(new RealtimeError("timeout", `no reply to ${fields.op} within ${this.timeout} ms`));
       }, this.timeout);
-      this._pending.set(ref, { resolve, reject, timer, frame });
+      this._pending.set(ref, { resolve, reject, timer, frame, onOk });
       if (now || this.isOpen) this._send(frame);
       else this._queue.push(frame);
     });
@@ -928,7 +963,7 @@ function httpError(response, data, what) {
 }
 
 /**
- * Access and refresh tokens from simplejwt's views, as the README's URLconf serves them
+ * Access and refresh tokens from simplejwt's views, as the tutorial's URLconf (docs/tutorial/install.md) serves them
  * (`/api/auth/token/`, `/api/auth/token/refresh/`) and realtime's `LogoutView` (`/api/auth/logout/`).
  * They are kept in `sessionStorage` under `key` (this tab only; in memory where there is none), so
  * a reload stays logged in. Errors are `RealtimeError`s: the server's `code` (or `http_<status>`)

@@ -1,6 +1,6 @@
 // realtime.js against the real server: two daphne processes sharing a real redis-server, started
 // by tests/test_js_client.py, which passes them in the environment:
-//   RT_SERVERS  {"a": "http://127.0.0.1:<port>", "b": ...}
+//   RT_SERVERS  {"a": "http://127.0.0.1:<port>", "b": ..., "memory": ...} ("memory": no Redis, history in memory)
 //   RT_CONTROL  http://127.0.0.1:<port>: POST /stop/a, /kill/b (SIGKILL), /start/a ...
 //   RT_USERS    {"plain": <pk>, ...}; RT_PASSWORD their password
 //   RT_PRESENCE_TIMEOUT  REALTIME["PRESENCE_TIMEOUT"] of the servers, in seconds
@@ -176,6 +176,35 @@ describe("realtime.js against two daphne processes and Redis", () => {
     assert.equal(sub.duplicates, 0, "the server sent no message twice");
     assert.ok(states.includes("reconnecting"));
   });
+
+  for (const action of ["stop", "kill"]) {
+    test(`a restart (${action}) of a process with history in memory: recovered false once, no new message dropped`, async () => {
+      // The restarted process's history starts over and hands out ids seen before the restart.
+      const room = `open:memory-${action}-${RUN}`;
+      const texts = [];
+      const gaps = [];
+      const reader = await connect("memory", null, { path: "/api/t14/ws" });
+      const writer = await connect("memory", null, { path: "/api/t14/ws" });
+      const sub = reader.subscribe(room, { onMessage: (data) => texts.push(data), onGap: (gap) => gaps.push(gap) });
+      await sub.ready;
+      await writer.subscribe(room).ready;
+      for (const n of [1, 2, 3]) await writer.publish(room, `m${n}`);
+      await until(() => texts.length === 3, "the messages before the restart", 20000);
+      await control(action, "memory");
+      await until(() => reader.state !== "open", "the reader noticing", 20000);
+      await control("start", "memory");
+      await until(() => gaps.length >= 1, "the reader told recovered false", 60000);
+      await until(() => writer.isOpen, "the writer back", 20000);
+      for (const n of [4, 5, 6, 7, 8]) await writer.publish(room, `m${n}`);
+      await until(() => texts.length >= 8, "the messages after the restart", 20000);
+      await reader.ping(); // room for a gap or a message twice, if there were one
+      assert.deepEqual(texts, ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"]);
+      assert.deepEqual(gaps, [{ channel: room, missed: null, recovered: false }]);
+      assert.equal(sub.duplicates, 0);
+      reader.close();
+      writer.close();
+    });
+  }
 
   test("follow() resumes an SSE stream with Last-Event-ID after a daphne restart, each event once", async () => {
     const seen = [];

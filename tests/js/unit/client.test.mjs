@@ -183,6 +183,24 @@ describe("against the fake server", () => {
     }
   });
 
+  test("a publish made while away goes out after its channel is joined again", async () => {
+    const rt = client(server, { token: fakeToken(10) });
+    try {
+      await rt.subscribe("away:1").ready;
+      server.goDown();
+      await until(() => rt.state !== "open", "the client noticing the drop");
+      const publishing = rt.publish("away:1", "queued"); // waits for the next connection
+      server.up();
+      const reply = await publishing;
+      assert.equal(reply.id, server.history.get("away:1").at(-1).id);
+      const last = server.upgrades.length - 1;
+      const ops = server.received.filter((e) => e.conn === last).map((e) => e.frame.op);
+      assert.deepEqual(ops.slice(0, 3), ["connect", "subscribe", "publish"]);
+    } finally {
+      rt.close();
+    }
+  });
+
   test("a channel the server subscribed by itself is joined by subscribe() and delivers", async () => {
     const rt = client(server, { token: fakeToken(9) });
     const seen = [];
