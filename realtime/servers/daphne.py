@@ -379,9 +379,11 @@ def _patch_websocket(protocol_class: type) -> None:
 def _deny_handshake(protocol: Any, message: dict[str, Any]) -> None:
     """ASGI ``websocket.http.response``: the start is kept, the last body writes the whole response
     (as autobahn's ``failHandshake``, with headers and a body) and drops the connection."""
+    if protocol.state != protocol.STATE_CONNECTING:
+        return  # the client left meanwhile (or the handshake was answered): nothing to answer
     if message["type"] == "websocket.http.response.start":
-        if protocol.state != protocol.STATE_CONNECTING or hasattr(protocol, "_realtime_denial"):
-            raise ValueError("websocket.http.response.start is only for a handshake not answered yet")
+        if hasattr(protocol, "_realtime_denial"):
+            raise ValueError("websocket.http.response.start sent twice")
         protocol._realtime_denial = (int(message["status"]), list(message.get("headers") or ()), [])
         return
     denial = getattr(protocol, "_realtime_denial", None)
