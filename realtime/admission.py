@@ -38,7 +38,7 @@ from .auth import AuthenticationFailed
 from .closecodes import CloseCode, refused_credentials_code
 from .conf import setting
 from .permissions import first_denial, get_permissions, is_authenticated
-from .revocation import FreshUser, revocations
+from .revocation import FreshUser, clean_context, revocations
 from .security import ConnectionCounter, sse_users, websocket_addresses, websocket_users
 
 logger = logging.getLogger("realtime.admission")
@@ -219,7 +219,7 @@ class Admitted:
         if self._recheck is not None:
             self._again = fresh  # runs once more when the running one is done: nothing is missed
             return
-        self._recheck = self._loop.create_task(self._run_rechecks(fresh))
+        self._recheck = self._loop.create_task(self._run_rechecks(fresh), context=clean_context())
 
     async def _run_rechecks(self, fresh: FreshUser) -> None:
         try:

@@ -30,6 +30,7 @@ raw SQL send no signal, so they close nothing: call :func:`revoke_user` for each
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import defaultdict
@@ -66,8 +67,15 @@ class FreshUser:
         loop = asyncio.get_running_loop()
         load = self._loads.get(loop)
         if load is None:
-            load = self._loads[loop] = loop.create_task(_load_user(self.pk))
+            load = self._loads[loop] = loop.create_task(_load_user(self.pk), context=clean_context())
         return await asyncio.shield(load)  # one waiter cancelled does not cancel the others' load
+
+
+def clean_context() -> contextvars.Context:
+    """An empty context for a re-check's tasks: they are started by whoever published the re-check
+    (a sync view's thread, a signal inside ``asave()``), whose context says its thread-sensitive
+    executor is busy; carried into the task, it would make every ORM call raise "would deadlock"."""
+    return contextvars.Context()
 
 
 async def _load_user(pk: Any) -> Any:

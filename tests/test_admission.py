@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.test import AsyncRequestFactory, override_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
+import realtime
 from realtime import Channel, IsAdmin, IsAuthenticated, SSEView, WebSocketView
 from realtime.admission import EXPIRED, REVOKED, TOO_MANY, Admitted, Denied, admit, sse_caps, websocket_caps
 from realtime.auth import AuthenticationFailed
@@ -17,6 +18,7 @@ from realtime.connection import WebSocket
 from realtime.revocation import revocations
 from realtime.security import ConnectionCounter, sse_users, websocket_addresses, websocket_users
 from tests.topicsapp.routing import Sockets
+from tests.waiting import await_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -430,3 +432,43 @@ async def test_a_topic_socket_sign_in_over_the_user_cap_closes_1008(users):
         await communicator.send_json_to({"op": "connect", "ref": "c", "token": token_for(users["ana"])})
         assert await closed_with(communicator) == (1008, "Too many connections")
     assert websocket_users.counts == {} and str(users["ana"].pk) not in revocations.closers
+
+
+# -- re-checks: the admission's permissions again, on an open connection ------------------------------
+
+
+async def test_a_recheck_after_is_staff_is_cleared_closes_an_admin_socket_4003_and_leaves_nothing(users):
+    staff = await User.objects.acreate(username="staffer", is_staff=True)
+    communicator = await open_socket(AdminsOnly, token_for(staff))
+    assert await communicator.receive_json_from() == {"user": "staffer"}
+    staff.is_staff = False
+    await staff.asave()  # post_save: a re-check, at once outside a transaction
+    assert await closed_with(communicator) == (4003, "Administrator access required")
+    assert websocket_users.counts == {} and str(staff.pk) not in revocations.closers
+
+
+async def test_a_recheck_that_still_allows_keeps_the_socket_with_the_reloaded_user(users):
+    staff = await User.objects.acreate(username="staffer", is_staff=True, first_name="before")
+    communicator = await open_socket(AdminsOnly, token_for(staff))
+    assert await communicator.receive_json_from() == {"user": "staffer"}
+    await User.objects.filter(pk=staff.pk).aupdate(first_name="after")  # no signal
+    closers = revocations.closers[str(staff.pk)]
+    views = [recheck.__self__._view for _, recheck in closers.values()]
+    await realtime.arecheck(staff)
+    await await_until(lambda: views[0].user.first_name == "after", message="the view's user reloaded")
+    assert await communicator.receive_nothing(0.2)
+    await communicator.disconnect()
+
+
+async def test_recheck_from_async_code_points_to_arecheck():
+    with pytest.raises(RuntimeError, match=r"await realtime\.arecheck"):
+        realtime.recheck(1)
+
+
+async def test_the_control_channel_keeps_one_listener_however_often_connections_come_and_go():
+    """Each process subscribes once: a revocation or re-check is handled once per connection."""
+    for _ in range(3):
+        unregister = revocations.register(99, lambda: None)
+        assert revocations.channel.subscriber_count == 1
+        unregister()
+    assert revocations.channel.subscriber_count == 0

@@ -77,7 +77,7 @@ class Documents(Topic):
 class Sockets(TopicSocket):
     """No rate limit, so one client may send 10,000 requests."""
 
-    topics = [Open, Owned, Lobby, Picky, Personal, Editors, Documents]
+    topics = [Open, Owned, Lobby, Picky, Editors, Documents, Personal]
     throttle_classes = []
 
     def auto_subscribe(self, user):
