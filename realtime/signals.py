@@ -68,7 +68,8 @@ def recheck_on_commit(user_pks: Any, reason: str) -> None:
     from .revocation import revocations
 
     for pk in list(user_pks):
-        transaction.on_commit(lambda pk=pk: revocations.recheck_sync(pk, reason))
+        # robust: a re-check that cannot be sent is logged; the commit and the caller go on
+        transaction.on_commit(lambda pk=pk: revocations.recheck_sync(pk, reason), robust=True)
 
 
 def connect() -> None:

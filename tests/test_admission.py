@@ -472,3 +472,34 @@ async def test_the_control_channel_keeps_one_listener_however_often_connections_
         assert revocations.channel.subscriber_count == 1
         unregister()
     assert revocations.channel.subscriber_count == 0
+
+
+async def test_group_changes_from_either_side_and_user_saves_recheck_that_user():
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth.models import Group
+
+    ana, bob = await User.objects.acreate(username="ana2"), await User.objects.acreate(username="bob2")
+    group = await Group.objects.acreate(name="rechecked")
+    asked = []
+    forget = [revocations.register(user.pk, lambda: None, lambda fresh: asked.append(int(fresh.pk)))
+              for user in (ana, bob)]
+    try:
+        steps = [
+            (lambda: ana.groups.add(group), [ana.pk]),
+            (lambda: group.user_set.add(bob), [bob.pk]),
+            (lambda: group.user_set.remove(bob), [bob.pk]),
+            (lambda: group.user_set.add(bob), [bob.pk]),
+            (lambda: group.user_set.clear(), sorted([ana.pk, bob.pk])),
+            (lambda: ana.groups.add(group), [ana.pk]),
+            (lambda: ana.groups.clear(), [ana.pk]),
+            (lambda: setattr(ana, "is_staff", True) or ana.save(), [ana.pk]),
+            (lambda: ana.save(update_fields=["last_login"]), []),  # every login saves this: no re-check
+            (lambda: ana.save(update_fields=["is_staff"]), [ana.pk]),
+        ]
+        for number, (step, expected) in enumerate(steps):
+            asked.clear()
+            await sync_to_async(step)()  # returns once the re-check is published (and heard here)
+            assert sorted(asked) == expected, f"step {number}"
+    finally:
+        for unregister in forget:
+            unregister()
