@@ -397,6 +397,25 @@ async def test_a_relayed_sse_stream_ends_on_revocation_and_leaves_nothing(users)
     assert sse_users.counts == {} and str(users["ana"].pk) not in revocations.closers
 
 
+class StaffRelayEvents(RelayEvents):
+    permission_classes = [IsAdmin]
+
+
+async def test_a_relayed_sse_stream_ends_with_the_refusal_when_a_recheck_denies(users):
+    staff = await User.objects.acreate(username="relay-staff", is_staff=True)
+    response = await sse_get(StaffRelayEvents, token_for(staff))
+    chunks = aiter(response.streaming_content)
+    assert await anext(chunks) == b": connected\n\n"
+    reading = asyncio.ensure_future(anext(chunks))
+    await asyncio.wait_for(registered(str(staff.pk)), 3)
+    await User.objects.filter(pk=staff.pk).aupdate(is_staff=False)  # no signal: the re-check is asked for
+    await realtime.arecheck(staff.pk)
+    assert await asyncio.wait_for(reading, 3) == error_body("not_admin", "Administrator access required")
+    with pytest.raises(StopAsyncIteration):
+        await anext(chunks)
+    assert sse_users.counts == {} and str(staff.pk) not in revocations.closers
+
+
 @pytest.mark.parametrize("view", [ProtectedEvents, RelayEvents], ids=["stream", "relay"])
 async def test_a_stream_closed_before_its_body_ran_still_frees_its_cap(users, view):
     """A client gone right after the headers: Django closes the response, whose body never started."""
