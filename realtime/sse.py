@@ -128,8 +128,9 @@ async def _aclose(events: Any) -> None:
 
 
 async def _guarded(events: AsyncIterator[Any], admitted: Admitted) -> AsyncIterator[Any]:
-    """An authenticated stream: ends with ``event: error`` when its token expires or its user's
-    sessions are revoked (logout, deactivation), and releases what its admission holds however it ends.
+    """An authenticated stream: ends with ``event: error`` when its token expires, its user's
+    sessions are revoked (logout, deactivation) or a re-check finds that a permission now refuses
+    (the refusal's code and detail, as at connect), and releases what its admission holds however it ends.
 
     Each wait for the next event races that end; nothing waits across a ``yield``.
     """
@@ -149,7 +150,7 @@ async def _guarded(events: AsyncIterator[Any], admitted: Admitted) -> AsyncItera
                 step = None
                 yield item
                 continue
-            yield {"event": "error", "data": {"code": ended.result(), "detail": "Reconnect with a fresh token"}}
+            yield {"event": "error", "data": admitted.error_data(ended.result())}
             return
     finally:
         if step is not None and not step.done():

@@ -118,8 +118,8 @@ def _reset(missed: int | None, last_id: str | None) -> bytes:
     return encode_event({"missed": missed, "last_id": last_id}, event="reset").encode()
 
 
-def _ended(code: str) -> bytes:
-    return encode_event({"code": code, "detail": "Reconnect with a fresh token"}, event="error").encode()
+def _ended(data: dict[str, str]) -> bytes:
+    return encode_event(data, event="error").encode()
 
 
 async def relay_body(
@@ -141,7 +141,7 @@ async def relay_body(
     resume = view.last_event_id if channel.history else None
     forget_shutdown = lifecycle.on_shutdown(lambda: drain.end(SHUTDOWN))
     if admitted is not None:
-        admitted.hold(lambda code: drain.end(_ended(code)))
+        admitted.hold(lambda code: drain.end(_ended(admitted.error_data(code))))
     interval = ping_interval if ping_interval and ping_interval > 0 else None
     open_connections.opened()
     channel.attach(queue)  # live first, so nothing published during the replay is missed

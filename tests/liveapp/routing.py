@@ -269,6 +269,12 @@ class Forever(SSEView):
         await asyncio.Event().wait()
 
 
+class EditorEvents(Forever):
+    """Forever, for members of the ``editor`` group."""
+
+    permission_classes = [HasRole("editor")]
+
+
 class UsesTheORM(SSEView):
     """Queries the database before and while it streams, then stays open: holds no thread of its own."""
 
@@ -411,6 +417,7 @@ router.register_sse("/sse/owner/{userId}", OwnerEvents)
 router.register_sse("/sse/hello", hello_events)
 router.register_sse("/sse/quiet", Quiet)
 router.register_sse("/sse/forever", Forever)
+router.register_sse("/sse/editor-forever", EditorEvents)
 router.register_sse("/sse/silent", Silent)
 router.register_sse("/sse/orm", UsesTheORM)
 router.register_sse("/sse/fails", Fails)

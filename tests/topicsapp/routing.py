@@ -1,6 +1,6 @@
 """Endpoints for the topic tests: a TopicSocket with open, owned, presence and failing topics."""
 
-from realtime import IsAuthenticated, IsOwner, Refused, Router, Topic, TopicSocket
+from realtime import HasRole, IsAuthenticated, IsOwner, Refused, Router, Topic, TopicSocket
 from realtime.throttling import MessageRateThrottle
 
 
@@ -55,10 +55,29 @@ class Personal(Topic):
     permission_classes = [IsAuthenticated, IsOwner]
 
 
+class Editors(Topic):
+    """``editors:<name>``: members of the ``editor`` group only (re-checked when the user's groups change)."""
+
+    pattern = "editors:{name:slug}"
+    permission_classes = [HasRole("editor")]
+
+
+class Documents(Topic):
+    """``doc:<id>``: the owner of that Document only (IsOwner through ``get_object``)."""
+
+    pattern = "doc:{id:int}"
+    permission_classes = [IsAuthenticated, IsOwner]
+
+    async def get_object(self):
+        from tests.topicsapp.models import Document
+
+        return await Document.objects.filter(pk=self.params["id"]).afirst()
+
+
 class Sockets(TopicSocket):
     """No rate limit, so one client may send 10,000 requests."""
 
-    topics = [Open, Owned, Lobby, Picky, Personal]
+    topics = [Open, Owned, Lobby, Picky, Editors, Documents, Personal]
     throttle_classes = []
 
     def auto_subscribe(self, user):
