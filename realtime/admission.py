@@ -10,6 +10,11 @@
 3. **connection caps**: the counters of ``realtime.security`` (a WebSocket: per user and per client
    address; an SSE stream: per user).
 
+Before the first step and again after the last await (so that nothing is admitted once shutdown has
+begun, and an accept follows the last check with no suspension between them), a server shutting
+down refuses every connection: :func:`shutdown_denial`, HTTP 503 with ``Retry-After``
+(``REALTIME["SHUTDOWN_RETRY_AFTER"]``), which a WebSocket gets as its handshake's answer.
+
 It returns :class:`Admitted` or :class:`Denied`. ``Denied`` is transport-neutral: it carries the
 WebSocket close code and reason and the HTTP status, error code, detail and headers, and each edge
 maps it (a WebSocket is accepted, then closed with the code so that the client sees it; SSE answers
@@ -37,6 +42,7 @@ from typing import Any
 from .auth import AuthenticationFailed
 from .closecodes import CloseCode, refused_credentials_code
 from .conf import setting
+from .lifecycle import shutting_down
 from .permissions import first_denial, get_permissions, is_authenticated
 from .revocation import FreshUser, clean_context, revocations
 from .security import ConnectionCounter, sse_users, websocket_addresses, websocket_users
@@ -67,6 +73,9 @@ class Denied:
     error_code: str
     detail: str
     headers: Mapping[str, str] | None = None
+    #: WebSocket: answer the handshake with ``http_status`` and ``headers`` instead of accepting and
+    #: closing: the client is told to come back later, not that its request was wrong.
+    before_accept: bool = False
 
     @classmethod
     def credentials(cls, error: AuthenticationFailed) -> Denied:
@@ -86,6 +95,16 @@ TOO_MANY = Denied(
     CloseCode.POLICY_VIOLATION, "Too many connections",
     429, "too_many_streams", "Too many concurrent streams for this user",
 )
+
+
+def shutdown_denial() -> Denied:
+    """A connection arriving while the server shuts down: HTTP 503 with ``Retry-After`` (a WebSocket's
+    handshake answer where the server can send one, else accepted and closed with 1001)."""
+    retry_after = str(int(setting("SHUTDOWN_RETRY_AFTER")))
+    return Denied(
+        CloseCode.GOING_AWAY, "Server shutting down", 503, "shutting_down",
+        f"The server is shutting down; retry in {retry_after} s", {"Retry-After": retry_after}, before_accept=True,
+    )
 
 
 class Admitted:
@@ -279,13 +298,16 @@ async def admit(
     caps: Callable[[Any], Iterable[Cap]],
     anonymous: Callable[[], Any] | None = None,
 ) -> Admitted | Denied:
-    """Admit one connection: credentials, then permissions, then caps.
+    """Admit one connection: credentials, then permissions, then caps; nothing during shutdown.
 
     ``credentials`` is the authenticator's awaitable ``(user, token)`` or None. The view's ``user``,
     ``auth_token`` and ``auth_error`` are set before the permissions run, and ``request.user`` too
     (``request`` is what the permissions see: the ``ws``, or SSE's HttpRequest, whose anonymous user
     is ``anonymous()``). ``caps(user)`` names the caps the connection is counted under.
     """
+    if shutting_down():
+        _close(credentials)
+        return shutdown_denial()
     user, token, refusal = await credentials_of(credentials)
     if refusal is not None and setting("STRICT_TOKENS"):
         logger.info("Refused a token (%s) at %s; STRICT_TOKENS: the connection is refused", refusal.code,
@@ -303,11 +325,20 @@ async def admit(
     if refusal is not None:
         logger.info("Refused a token (%s) at %s; the endpoint is public: going on as anonymous", refusal.code,
                     _path(request))
+    if shutting_down():  # it began while the credentials or the permissions were awaited
+        return shutdown_denial()
     admitted = Admitted(user, token, view, request)
     if not admitted.take(caps(user)):
         admitted.release()
         return TOO_MANY
     return admitted
+
+
+def _close(awaitable: Awaitable[Any]) -> None:
+    """An authenticator's coroutine that will not be awaited: closed, so that it is not reported as never awaited."""
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
 
 
 def _path(request: Any) -> str:

@@ -16,6 +16,7 @@ from django.urls import Resolver404, URLResolver
 from django.urls.resolvers import RegexPattern
 
 from . import checks, servers
+from .connection import can_deny_with_status, deny_handshake
 from .flow import SendGuard
 from .ops import fleet, prometheus
 from .ops.connections import HttpContext, current_http
@@ -63,14 +64,11 @@ class WebSocketRouter:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        answer = "HTTP 404" if "websocket.http.response" in (scope.get("extensions") or {}) else "closed before accept"
+        answer = "HTTP 404" if can_deny_with_status(scope) else "closed before accept"
         # A warning, as Django's "Not Found: <path>": seen without any LOGGING configured.
         logger.warning("No WebSocket endpoint at %s: handshake refused (%s)", scope["path"], answer)
         stats.refuse("websocket", 404)
-        if "websocket.http.response" in (scope.get("extensions") or {}):
-            await send({"type": "websocket.http.response.start", "status": 404, "headers": []})
-            await send({"type": "websocket.http.response.body", "body": b"No WebSocket endpoint here"})
-        else:
+        if not await deny_handshake(scope, send, 404, b"No WebSocket endpoint here"):
             await send({"type": "websocket.close", "code": 1000})
 
 

@@ -27,6 +27,7 @@ REALTIME = {
     "MAX_SUBSCRIPTIONS": 100,         # channels per TopicSocket connection
     "PRESENCE_TIMEOUT": 30,           # seconds after which a silent process's presence members leave (Redis)
     "DIRECT_WRITES": True,            # relays write ready-made frames to the server's transport; False: ASGI only
+    "SHUTDOWN_RETRY_AFTER": 5,        # seconds in the Retry-After of the 503 a shutting-down server answers
 }
 ```
 """
@@ -61,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SUBSCRIPTIONS": 100,
     "PRESENCE_TIMEOUT": 30,
     "DIRECT_WRITES": True,
+    "SHUTDOWN_RETRY_AFTER": 5,
 }
 
 

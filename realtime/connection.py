@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from enum import Enum
 from functools import cached_property
 from typing import Any
@@ -61,6 +61,34 @@ def parse_query(scope: dict[str, Any]) -> dict[str, str]:
 
 
 _DISCONNECTED = object()
+
+#: The ASGI extension that lets an application answer a WebSocket handshake with an HTTP response.
+HTTP_RESPONSE = "websocket.http.response"
+
+
+def can_deny_with_status(scope: dict[str, Any]) -> bool:
+    """Whether the server lets this handshake be answered with an HTTP status (``websocket.http.response``)."""
+    return HTTP_RESPONSE in (scope.get("extensions") or {})
+
+
+async def deny_handshake(
+    scope: dict[str, Any], send: Any, status: int, body: bytes = b"", headers: Mapping[str, str] | None = None
+) -> bool:
+    """Answer a WebSocket handshake with an HTTP response; False (nothing sent) where the server cannot.
+
+    The one way `realtime` refuses an upgrade with a status: the router's 404 for an unknown path,
+    and the admission's 503 during shutdown.
+    """
+    if not can_deny_with_status(scope):
+        return False
+    from . import servers
+
+    fields = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+    fields.append((b"content-type", b"text/plain; charset=utf-8"))
+    await send({"type": "websocket.http.response.start", "status": status, "headers": fields})
+    await send({"type": "websocket.http.response.body", "body": body})
+    servers.handshake_denied(send)
+    return True
 
 
 class WebSocket:
@@ -194,18 +222,27 @@ class WebSocket:
             await self._send(message)
         except OSError as error:  # ASGI servers raise an OSError for a connection that is gone
             code = getattr(error, "code", None) or await self._departure_code()
-            self._disconnected(code)
+            if code is None:
+                # Another task is reading: the server's websocket.disconnect reaches it with the
+                # client's code (uvicorn gives it nowhere else). Only stop sending meanwhile.
+                self.client_state = WebSocketState.DISCONNECTED
+            else:
+                self._disconnected(code)
             raise WebSocketDisconnect(self.close_code or CloseCode.ABNORMAL) from None
         self.sent += 1
 
-    async def _departure_code(self) -> int:
+    async def _departure_code(self) -> int | None:
         """The client's close code, from the ``websocket.disconnect`` the server has queued.
 
         Read only when no one else is reading (a hook called by the default flow): daphne puts the
-        code on its error, uvicorn only in the disconnect message.
+        code on its error, uvicorn only in the disconnect message. None while another task reads
+        (a reader beside the handler, an outbox task sending while the connection's task reads):
+        that task gets the message, and the code.
         """
-        if self._reading or self._inbox is not None or self._receive is None or self._gone:
+        if self._gone or self._receive is None:
             return CloseCode.ABNORMAL
+        if self._reading or self._inbox is not None:
+            return None
         try:
             async with asyncio.timeout(1.0):
                 while True:
@@ -299,6 +336,24 @@ class WebSocket:
         return loads(payload if payload is not None else message["bytes"])
 
     # -- driven by the view -------------------------------------------------------------------
+
+    async def deny(
+        self, status: int, headers: Mapping[str, str] | None, body: str, code: int, reason: str,
+        subprotocol: str | None = None,
+    ) -> None:
+        """Refuse the handshake with an HTTP ``status`` (and ``headers``) where the server can answer one;
+        elsewhere accept, then close with ``code`` and ``reason``, so that the client still sees why."""
+        if self.client_state is not WebSocketState.CONNECTING:
+            raise RuntimeError(f"deny() expects a CONNECTING socket, not {self.client_state.name}")
+        self.refused = True
+        if await deny_handshake(self.scope, self._server_send, status, body.encode(), headers):
+            self.client_state = WebSocketState.DISCONNECTED
+            # No close frame was sent: the refusal is labelled by its status in realtime.ops, as the router's 404.
+            self.close_code, self.closed_by = status, "server"
+            self._gone = True
+            return
+        await self.accept(subprotocol=subprotocol)
+        await self.close(code, reason)
 
     async def refuse(self, code: int, reason: str, subprotocol: str | None = None) -> None:
         """Refuse the handshake so that the client sees ``code`` and ``reason``: accept, then close.

@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views import View
 
 from . import lifecycle
-from .admission import Admitted, Denied, admit, sse_caps
+from .admission import Admitted, Denied, admit, shutdown_denial, sse_caps
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .encoding import SharedMessage
 from .memory import open_connections
@@ -166,13 +166,20 @@ def sse_response(
     ping_interval: float = 15,
     headers: Mapping[str, str] | None = None,
     status: int = 200,
-) -> StreamingHttpResponse:
-    """A streaming ``text/event-stream`` response over an async iterator of event dicts."""
+) -> HttpResponse:
+    """A streaming ``text/event-stream`` response over an async iterator of event dicts.
+
+    While the server shuts down it is the admission's refusal instead (503 with ``Retry-After``),
+    as for an SSEView.
+    """
     if not hasattr(events, "__aiter__"):
         raise TypeError(
             "sse_response() needs an async iterator (an 'async def' generator): Django reads a "
             "sync iterator whole before sending anything"
         )
+    if lifecycle.shutting_down():
+        denied = shutdown_denial()
+        return sse_error(denied.http_status, denied.error_code, denied.detail, denied.headers)
     return _event_stream(_frames(events, ping_interval), headers, status)
 
 

@@ -13,7 +13,8 @@ per-message dispatch loop, deliberately:
   one layer subscription per process and channel.
 
 Flow: origin and subprotocol checks → admission (``realtime.admission``: credentials, permissions,
-caps; a refusal is accepted then closed with its code) → ``accept`` → ``on_connect`` → ``on_receive``
+caps; a refusal is accepted then closed with its code, but during shutdown the handshake is
+answered 503 with ``Retry-After``) → ``accept`` → ``on_connect`` → ``on_receive``
 per message (and ``stream()`` items pushed) → ``on_disconnect`` exactly once.
 """
 
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 
+from . import lifecycle
 from .admission import DENIED, REVOKED, Admitted, Denied, admit, credentials_of, user_cap, websocket_caps
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .closecodes import CloseCode, WebSocketException, refused_credentials_code
@@ -36,7 +38,7 @@ from .connection import WebSocket, WebSocketDisconnect, WebSocketState, parse_he
 from .encoding import loads
 from .heartbeat import Beat, beat_for
 from .memory import open_connections
-from .ops.connections import track_websocket
+from .ops.connections import live, track_websocket
 from .permissions import first_denial, get_permissions
 from .security import origin_allowed
 from .throttling import MessageRateThrottle
@@ -90,6 +92,19 @@ async def _check_ws_permissions(
         return None
     refusal = ws.auth_error
     return (Denied.credentials(refusal) if refusal is not None else Denied.permission(denied, user)).reason
+
+
+def _going_away() -> asyncio.Future[Any] | None:
+    """Shutdown has begun: every open WebSocket of a view closes itself with 1001, so that it knows it
+    closed (its log line says ``closed_by=server``) and sends nothing after. The server waits on the closes."""
+    closes = [
+        record.ws.close(CloseCode.GOING_AWAY, "Server shutting down")
+        for record in list(live) if record.ws is not None and record.open
+    ]
+    return asyncio.gather(*closes, return_exceptions=True) if closes else None
+
+
+lifecycle.on_shutdown(_going_away)
 
 
 def _cut_short_by(reader: asyncio.Task[Any] | None) -> bool:
@@ -311,6 +326,11 @@ class WebSocketView(AsyncConsumer):
         credentials = self.authenticator_class().authenticate(parse_headers(scope), parse_query(scope))
         result = await admit(self, ws, credentials, lambda user: websocket_caps(user, scope))
         if type(result) is Denied:
+            if result.before_accept:  # shutting down: 503 and Retry-After, the handshake's own answer
+                offered = self.scope.get("subprotocols") or ()
+                await ws.deny(result.http_status, result.headers, result.detail, result.close_code, result.reason,
+                              self.subprotocol if self.subprotocol in offered else None)
+                return False
             return await self._refuse(ws, result.close_code, result.reason)
         self._admission = result
         return True

@@ -1,8 +1,11 @@
 """A bare ASGI app for tests/test_servers_contract.py: reports what a server adapter finds on a live connection.
 
 ``/<adapter>`` (``daphne`` or ``uvicorn``): a WebSocket is accepted and sent one JSON report; an HTTP
-request gets a streaming response, a first chunk, then the report. The report holds the names the
-adapter reads on that connection and it lacks (``missing``), and the writer the delivery path would get.
+request gets a streaming response, a first chunk, then the report. ``/deny``: a WebSocket handshake is
+answered 503 with ``Retry-After`` through ``realtime.connection.deny_handshake`` (the way the router
+and the shutdown refuse), or closed before accept where the server does not offer the extension.
+The report holds the names the adapter reads on that connection and it lacks (``missing``), and the
+writer the delivery path would get.
 
 ``/<adapter>/inbound``: a WebSocket whose InboundMeter (realtime.inbound) the adapter charges, reported
 in two steps as the client sends (tests/test_servers_contract.py drives it).
@@ -81,7 +84,13 @@ async def inbound(name: str, receive, send) -> None:
 
 async def application(scope, receive, send):
     name = scope["path"].strip("/")
-    if scope["type"] == "websocket" and name.endswith("/inbound"):
+    if scope["type"] == "websocket" and name == "deny":
+        from realtime.connection import deny_handshake
+
+        await receive()
+        if not await deny_handshake(scope, send, 503, b"going away", {"Retry-After": "7"}):
+            await send({"type": "websocket.close", "code": 1000})
+    elif scope["type"] == "websocket" and name.endswith("/inbound"):
         await inbound(name.split("/")[0], receive, send)
     elif scope["type"] == "websocket":
         await receive()

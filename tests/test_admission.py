@@ -522,3 +522,50 @@ async def test_group_changes_from_either_side_and_user_saves_recheck_that_user()
     finally:
         for unregister in forget:
             unregister()
+
+
+# -- during shutdown: nothing is admitted -----------------------------------------------------------
+
+
+@pytest.fixture
+def shutting_down(monkeypatch):
+    from realtime import lifecycle
+
+    monkeypatch.setattr(lifecycle, "_shutting_down", True)
+
+
+async def test_during_shutdown_a_websocket_handshake_is_answered_503_with_retry_after(users, shutting_down):
+    """Where the server offers ``websocket.http.response`` (daphne patched, uvicorn) the handshake's own answer."""
+    communicator = WebsocketCommunicator(Public.as_asgi(), f"/ws?token={token_for(users['ana'])}")
+    communicator.scope["extensions"] = {"websocket.http.response": {}}
+    await communicator.send_input({"type": "websocket.connect"})
+    start = await communicator.receive_output(3)
+    body = await communicator.receive_output(3)
+    await communicator.wait()
+    assert start["type"] == "websocket.http.response.start" and start["status"] == 503
+    assert (b"retry-after", b"5") in start["headers"]
+    assert body == {"type": "websocket.http.response.body", "body": b"The server is shutting down; retry in 5 s"}
+    assert websocket_users.counts == {} and websocket_addresses.counts == {}
+
+
+async def test_during_shutdown_without_the_extension_a_websocket_is_accepted_then_closed_1001(shutting_down):
+    with override_settings(REALTIME={"SHUTDOWN_RETRY_AFTER": 30}):
+        communicator = await open_socket(Sockets)  # a TopicSocket: the same admission
+        assert await closed_with(communicator) == (1001, "Server shutting down")
+
+
+async def test_during_shutdown_sse_requests_are_answered_503_with_retry_after(users, shutting_down):
+    from realtime.sse import sse_response
+
+    async def events():
+        yield {"data": 1}
+
+    async def function_view(request):
+        return sse_response(events())
+
+    with override_settings(REALTIME={"SHUTDOWN_RETRY_AFTER": 30}):
+        for response in (await sse_get(PublicEvents), await sse_get(RelayEvents, token_for(users["ana"])),
+                         await function_view(None)):
+            assert (response.status_code, response["Retry-After"]) == (503, "30")
+            assert response.content == error_body("shutting_down", "The server is shutting down; retry in 30 s")
+    assert sse_users.counts == {}

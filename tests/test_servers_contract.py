@@ -31,6 +31,7 @@ from realtime.servers.daphne import DaphneAdapter, WriteGate
 from realtime.servers.uvicorn import UvicornAdapter
 from tests.raw_ws import RawClient, frame
 from tests.servers import BIN, ROOT, Daphne, free_port, wait_for_port
+from tests.waiting import alog_line, asettled
 
 ADAPTERS = {"daphne": DaphneAdapter, "uvicorn": UvicornAdapter}
 
@@ -50,7 +51,10 @@ def test_daphne_adapter_declares_the_names_it_patches():
     assert {"handle_reply", "onConnect", "onMessage", "onCloseFrame", "sendCloseFrame", "STATE_OPEN"} <= set(
         tables["daphne.ws_protocol.WebSocketProtocol"]
     )
-    assert {"handle_reply", "kill_all_applications"} <= set(tables["daphne.server.Server"])
+    assert {"handle_reply", "kill_all_applications", "create_application", "log_action"} <= set(
+        tables["daphne.server.Server"]
+    )
+    assert {"sendHttpErrorResponse", "sendData"} <= set(tables["daphne.ws_protocol.WebSocketProtocol"])
     assert {"registerProducer", "dataBuffer"} <= set(tables["twisted.internet.abstract.FileDescriptor"])
     assert {"onMessage", "dataReceived"} <= set(tables["daphne.ws_protocol.WebSocketProtocol"])  # inbound bytes
     assert {"application_queue", "remoteCloseCode", "data"} <= set(daphne_servers.WEBSOCKET_ATTRIBUTES)
@@ -92,6 +96,22 @@ async def test_a_daphne_streaming_response_has_every_attribute_the_adapter_reads
     report = json.loads(body.removeprefix(b": open\n\n"))
     assert not report["missing"], broken(DaphneAdapter(), ", ".join(report["missing"]))
     assert (report["writer"], report["ready"]) == ("ResponseWriter", True), report
+
+
+async def denied(url: str) -> websockets.Response:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(url, open_timeout=10):
+            pass
+    return refused.value.response
+
+
+async def test_a_daphne_handshake_can_be_answered_with_an_http_response(contract_daphne):
+    # daphne alone answers a close before accept with 403 and has no websocket.http.response.
+    start = len(contract_daphne.log())
+    response = await denied(f"{contract_daphne.ws_url}/deny")
+    answer = (response.status_code, response.headers.get("Retry-After"), bytes(response.body))
+    assert answer == (503, "7", b"going away")
+    await alog_line(contract_daphne.log, "WSREJECT /deny", start)  # daphne's access log, as for its own refusals
 
 
 def inbound_contract(port: int, name: str) -> tuple[dict, dict]:
@@ -145,6 +165,38 @@ async def uvicorn_report(kind: str) -> dict:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+def test_uvicorn_has_every_name_the_adapter_patches():
+    server = uvicorn.Server(uvicorn.Config(lambda scope, receive, send: None))
+    for name in uvicorn_servers.SERVER_ATTRIBUTES:
+        assert hasattr(uvicorn.Server, name), broken(UvicornAdapter(), f"uvicorn.server.Server.{name}")
+    for name in uvicorn_servers.SERVER_INSTANCE_ATTRIBUTES:
+        assert hasattr(server, name), broken(UvicornAdapter(), f"uvicorn.server.Server().{name}")
+
+
+async def test_a_uvicorn_handshake_answered_with_an_http_response_logs_no_error(caplog):
+    # uvicorn's websockets-sansio leaves handshake_complete False after a websocket.http.response:
+    # without UvicornAdapter.handshake_denied it logs "ASGI callable returned without completing handshake."
+    from tests.servers_contract_app import application
+
+    port = free_port()
+    config = uvicorn.Config(application, host="127.0.0.1", port=port, http="h11", ws="websockets-sansio",
+                            lifespan="off", log_config=None)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    try:
+        await asyncio.to_thread(wait_for_port, port)
+        for _ in range(5):
+            response = await denied(f"ws://127.0.0.1:{port}/deny")
+            assert (response.status_code, response.headers.get("Retry-After")) == (503, "7")
+        await asettled(lambda: [r for r in caplog.records if '"WebSocket /deny" 503' in r.getMessage()], len, 5, 0.05)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
 
 
 async def test_uvicorn_charges_inbound_bytes_and_pauses_reading_where_the_meter_says():
@@ -225,6 +277,7 @@ class FakeSansio:
         self.writable = asyncio.Event()
         self.writable.set()
         self.handshake_complete, self.close_sent, self.disconnected = True, False, False
+        self.initial_response = None
         self.conn = types.SimpleNamespace(state=State.OPEN)
         self.transport = FakeTransport()
 

@@ -368,3 +368,42 @@ async def test_a_shutdown_cancels_a_push_only_handle_with_1001_and_propagates():
         await communicator.future
     assert communicator.output_queue.get_nowait() == {
         "type": "websocket.close", "code": 1001, "reason": "Server shutting down"}
+
+
+async def test_a_send_that_finds_the_client_gone_while_the_view_reads_logs_the_clients_code(caplog, monkeypatch):
+    """uvicorn's send raises ClientDisconnected() with no code once the client's close frame has come,
+    and puts the code only in the websocket.disconnect it queues. A push task's send that meets it
+    while the connection's task reads must not log a guess (1006): the reader gets the client's 1000."""
+    import logging
+
+    from realtime.servers.base import ClientDisconnected
+
+    class Pusher(WebSocketView):
+        keepalive = 0
+
+        async def stream(self, ws, **params):
+            while True:
+                yield {"tick": 1}
+                await asyncio.sleep(0)
+
+    inbox: asyncio.Queue = asyncio.Queue()
+    sent: list = []
+    closing = asyncio.Event()
+
+    async def send(message):
+        if closing.is_set() and message["type"] == "websocket.send":
+            # What uvicorn does after the close frame: the send fails, the code waits in the queue.
+            asyncio.get_running_loop().call_soon(inbox.put_nowait, {"type": "websocket.disconnect", "code": 1000})
+            raise ClientDisconnected()
+        sent.append(message)
+        if len(sent) == 3:
+            closing.set()
+
+    monkeypatch.setattr(logging.getLogger("realtime"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="realtime.connections")
+    scope = {"type": "websocket", "path": "/push", "url_route": {"args": (), "kwargs": {}, "route": "push"},
+             "headers": [], "query_string": b"", "subprotocols": [], "client": None}
+    inbox.put_nowait({"type": "websocket.connect"})
+    await asyncio.wait_for(Pusher()(scope, inbox.get, send), 5)
+    ended = [r.getMessage() for r in caplog.records if r.name == "realtime.connections"]
+    assert len(set(ended)) == 1 and "code=1000 closed_by=client" in ended[0], ended

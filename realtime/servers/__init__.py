@@ -63,6 +63,13 @@ def response_writer(send: Any) -> Writer | None:
     return None
 
 
+def handshake_denied(send: Any) -> None:
+    """A WebSocket handshake behind ``send`` was answered with an HTTP response: let its server know
+    the handshake is over (uvicorn would otherwise log that the application never completed it)."""
+    for adapter in ADAPTERS:
+        adapter.handshake_denied(send)
+
+
 def abort(send: Any) -> bool:
     """Drop the connection behind ``send`` shortly, whatever it still buffers; False if no adapter can."""
     return any(adapter.abort(send) for adapter in ADAPTERS)

@@ -12,6 +12,10 @@ package, as each database has a backend in ``django.db.backends``:
 - ``websocket_writer(send)`` / ``response_writer(send)``: a :class:`Writer` of ready-made bytes to
   the connection behind a server's ASGI ``send``, or None when ``send`` is not this server's;
 - ``abort(send)``: drop the TCP connection soon, whatever it still buffers;
+- ``handshake_denied(send)``: the application answered a WebSocket handshake with an HTTP response
+  (ASGI ``websocket.http.response``) and is about to return;
+- ``install()`` also makes the server's SIGTERM begin :func:`realtime.lifecycle.begin_shutdown` before
+  it drops anything (``features.graceful_shutdown``).
 - ``meter_inbound(send, meter)``: have the server count, in the connection's
   :class:`realtime.inbound.InboundMeter`, the bytes it holds of the client's messages (its queue for
   the application, its parse buffers), and let the meter stop and restart reading the socket.
@@ -47,6 +51,12 @@ logger = logging.getLogger("realtime.servers")
 ABORT_KEY = "realtime.abort"
 #: How long a slow consumer's last frame may take to flush before the connection is dropped.
 ABORT_GRACE_SECONDS = 1.0
+#: How long a SIGTERM waits for the connections told to go (1001, an SSE stream's last frame) to end.
+DRAIN_SECONDS = 5.0
+#: How long a shutting-down server keeps listening once every client was told to go: last frames
+#: flush, and a client that comes straight back is answered 503 with ``Retry-After`` (which says
+#: when to try again) rather than refused at the TCP level.
+LINGER_SECONDS = 0.25
 
 
 class ClientDisconnected(OSError):
@@ -83,8 +93,11 @@ class Features:
     backpressure: bool = False
     #: The connection is dropped after a message that carries ABORT_KEY, or by ``abort(send)``.
     abort: bool = False
-    #: On SIGTERM every WebSocket is closed with 1001 before the applications are cancelled.
+    #: On SIGTERM shutdown begins (realtime.lifecycle) before anything is dropped: new connections are
+    #: refused with 503, every WebSocket is closed with 1001 and every SSE stream ends with a retry hint.
     graceful_shutdown: bool = False
+    #: A WebSocket handshake can be answered with an HTTP response (ASGI ``websocket.http.response``).
+    handshake_response: bool = False
     #: ``meter_inbound``: the inbound bytes the server holds are counted, and reading the socket is paused past them.
     inbound_pushback: bool = False
 
@@ -167,6 +180,10 @@ class ServerAdapter(ABC):
     def abort(self, send: Any) -> bool:
         """Drop the connection behind ``send`` in ABORT_GRACE_SECONDS; False when not this server's."""
         return False
+
+    def handshake_denied(self, send: Any) -> None:
+        """The handshake behind ``send`` was answered with an HTTP response (nothing to do by default)."""
+        return None
 
     def meter_inbound(self, send: Any, meter: InboundMeter) -> bool:
         """Charge ``meter`` with what the server holds of the client's messages on the WebSocket behind

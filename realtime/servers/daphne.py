@@ -20,13 +20,21 @@ Patches, applied once by :meth:`DaphneAdapter.install` when daphne is the runnin
   :class:`realtime.inbound.InboundMeter`, which stops reading the socket (``pauseProducing``) past
   ``MAX_INBOUND_BYTES`` (:func:`_patch_inbound`, :class:`MeteredReading`); past
   ``MAX_PENDING_MESSAGES`` queued messages the socket is no longer read until half are.
+- **A handshake answered with an HTTP response.** daphne answers a ``websocket.close`` before accept
+  with 403 and knows nothing of ASGI's ``websocket.http.response``: its WebSocket scopes now carry
+  the extension, and the response (status, headers, body) is written as autobahn writes a failed
+  handshake's, so that a refusal can say 404 or 503 with ``Retry-After``.
 - **Empty payloads.** ``send_text("")`` and ``send_bytes(b"")`` are sent (daphne drops them).
 - **Departures.** A send that races the client's close raises ``ClientDisconnected`` with the
   client's close code, instead of autobahn's ``Disconnected``; a message with ``ABORT_KEY`` drops
   the HTTP connection ``ABORT_GRACE_SECONDS`` later.
-- **Shutdown.** On SIGTERM every open WebSocket is closed with 1001 before daphne cancels the
-  applications (daphne's own shutdown raises ``KeyError`` on a connection that has no application
-  yet and drops every socket without a close frame), then at most ``DRAIN_SECONDS`` are waited.
+- **Shutdown.** On SIGTERM :func:`realtime.lifecycle.begin_shutdown` runs first (from then on the
+  admission answers new connections 503, every view's WebSocket closes itself with 1001, every SSE
+  stream sends its last frame), every other open WebSocket is closed with 1001, then the
+  applications are cancelled (daphne's own shutdown raises ``KeyError`` on a connection that has no
+  application yet and drops every socket without a close frame) and at most ``DRAIN_SECONDS`` are
+  waited. The listener stays open meanwhile, so a client that comes back at once is told 503 and
+  ``Retry-After`` rather than left unanswered.
 - **Access log.** daphne prints whole URIs; ``token=`` values are redacted (:mod:`realtime.redaction`).
 - **Status lines.** Twisted lacks reason phrases past 418 (``429 Unknown Status``): the standard library's
   are added.
@@ -53,26 +61,34 @@ from typing import Any
 from ..closecodes import is_receivable
 from ..conf import setting
 from ..redaction import redact
-from .base import ABORT_GRACE_SECONDS, ABORT_KEY, ClientDisconnected, Features, ServerAdapter, SlowConsumer
+from .base import (
+    ABORT_GRACE_SECONDS,
+    ABORT_KEY,
+    DRAIN_SECONDS,
+    LINGER_SECONDS,
+    ClientDisconnected,
+    Features,
+    ServerAdapter,
+    SlowConsumer,
+)
 
 logger = logging.getLogger("realtime.servers")
 shutdown_logger = logging.getLogger("realtime.shutdown")
 
 #: Seconds between checks of a paused reader's queue.
 POLL_SECONDS = 0.05
-#: How long a SIGTERM waits for applications to finish after telling every client.
-DRAIN_SECONDS = 5.0
 
 #: What the patches wrap or read, by module (and class): the names tests/test_servers_contract.py
 #: checks on the installed packages.
 CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "daphne.ws_protocol.WebSocketProtocol": (
         "handle_reply", "onConnect", "onMessage", "onCloseFrame", "sendCloseFrame", "sendMessage",
-        "dropConnection", "dataReceived", "STATE_CONNECTING", "STATE_OPEN", "STATE_CLOSED", "CONFIG_ATTRS",
+        "dropConnection", "dataReceived", "sendHttpErrorResponse", "sendData", "STATE_CONNECTING", "STATE_OPEN",
+        "STATE_CLOSED", "CONFIG_ATTRS",
     ),
     # parse_buffers reads the lists these fill (message_data, frame_data) on live sockets.
     "autobahn.websocket.protocol.WebSocketProtocol": ("onMessageBegin", "onMessageFrameBegin", "onMessageFrameData"),
-    "daphne.server.Server": ("handle_reply", "kill_all_applications"),
+    "daphne.server.Server": ("handle_reply", "kill_all_applications", "create_application", "log_action"),
     "daphne.http_protocol.WebRequest": ("handle_reply", "registerProducer", "unregisterProducer"),
     "daphne.access.AccessLogGenerator": ("__call__",),
     "twisted.internet.abstract.FileDescriptor": (
@@ -86,7 +102,10 @@ CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 #: autobahn's per-protocol options set before each handshake (``WebSocketProtocol.CONFIG_ATTRS``).
 OPTIONS = ("maxMessagePayloadSize", "maxFramePayloadSize", "failByDrop")
 #: What is read on live objects: checked on a real daphne by :meth:`DaphneAdapter.missing`.
-WEBSOCKET_ATTRIBUTES = ("state", "transport", "application_queue", "remoteCloseCode", "_realtime_gate", "data")
+WEBSOCKET_ATTRIBUTES = (
+    "state", "transport", "application_queue", "remoteCloseCode", "_realtime_gate", "data", "server", "request",
+    "client_addr",
+)
 REQUEST_ATTRIBUTES = ("finished", "channel", "_realtime_gate")
 TRANSPORT_ATTRIBUTES = ("write", "dataBuffer", "_tempDataLen", "bufferSize", "abortConnection")
 SERVER_ATTRIBUTES = ("connections",)
@@ -200,7 +219,7 @@ class DaphneAdapter(ServerAdapter):
     modules = ("daphne.ws_protocol",)
     features = Features(
         websocket_writes=True, response_writes=True, close_code_on_disconnect=True, any_close_code=True,
-        backpressure=True, abort=True, graceful_shutdown=True, inbound_pushback=True,
+        backpressure=True, abort=True, graceful_shutdown=True, handshake_response=True, inbound_pushback=True,
     )
     tested_versions = {"daphne": ("4.2.3",), "twisted": ("26.10.0",), "autobahn": ("26.11.1",)}
 
@@ -285,6 +304,7 @@ class DaphneAdapter(ServerAdapter):
         _patch_websocket(WebSocketProtocol)
         _patch_inbound(WebSocketProtocol)
         _patch_send(Server)
+        _patch_scope(Server, WebSocketProtocol)
         _patch_http(WebRequest)
         _patch_shutdown(Server, WebSocketProtocol)
         _patch_access_log(AccessLogGenerator)
@@ -317,6 +337,9 @@ def _patch_websocket(protocol_class: type) -> None:
 
     def handle_reply(self: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        if kind in ("websocket.http.response.start", "websocket.http.response.body"):
+            _deny_handshake(self, message)
+            return
         if self.state != self.STATE_CONNECTING:
             if kind == "websocket.close":
                 code = message.get("code") or 1000
@@ -351,6 +374,57 @@ def _patch_websocket(protocol_class: type) -> None:
     protocol_class.onConnect = onConnect
     protocol_class.onCloseFrame = onCloseFrame
     protocol_class.handle_reply = handle_reply
+
+
+def _deny_handshake(protocol: Any, message: dict[str, Any]) -> None:
+    """ASGI ``websocket.http.response``: the start is kept, the last body writes the whole response
+    (as autobahn's ``failHandshake``, with headers and a body) and drops the connection."""
+    if protocol.state != protocol.STATE_CONNECTING:
+        return  # the client left meanwhile (or the handshake was answered): nothing to answer
+    if message["type"] == "websocket.http.response.start":
+        if hasattr(protocol, "_realtime_denial"):
+            raise ValueError("websocket.http.response.start sent twice")
+        protocol._realtime_denial = (int(message["status"]), list(message.get("headers") or ()), [])
+        return
+    denial = getattr(protocol, "_realtime_denial", None)
+    if denial is None:
+        raise ValueError("websocket.http.response.body without websocket.http.response.start")
+    status, headers, parts = denial
+    parts.append(bytes(message.get("body") or b""))
+    if message.get("more_body"):
+        return
+    from http import HTTPStatus
+
+    body = b"".join(parts)
+    fields = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+    fields += [("Content-Length", str(len(body))), ("Connection", "close")]
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown Status"
+    handshake = getattr(protocol, "handshake_deferred", None)
+    if handshake is not None:
+        del protocol.handshake_deferred  # never fired: the response below is the handshake's answer
+    protocol.wasNotCleanReason = f"handshake refused with HTTP {status}"
+    protocol.sendHttpErrorResponse(status, phrase, fields)
+    protocol.sendData(body)
+    protocol.dropConnection(abort=False)
+    client = protocol.client_addr
+    address = f"{client[0]}:{client[1]}" if client else None
+    # daphne's access log line for a refused handshake, as for its own 403s
+    protocol.server.log_action("websocket", "rejected", {"path": protocol.request.path, "client": address})
+
+
+def _patch_scope(server_class: type, websocket_protocol: type) -> None:
+    """WebSocket scopes say that the handshake may be answered with an HTTP response."""
+    original = server_class.create_application
+
+    def create_application(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
+        if isinstance(protocol, websocket_protocol):
+            scope.setdefault("extensions", {})["websocket.http.response"] = {}
+        return original(self, protocol, scope)
+
+    server_class.create_application = create_application
 
 
 # -- inbound: what daphne holds of a client's messages (realtime.inbound), and reading paused ------
@@ -503,10 +577,9 @@ def _patch_shutdown(server_class: type, websocket_protocol: type) -> None:
     from .. import lifecycle
 
     def kill_all_applications(self: Any) -> Any:
-        lifecycle.begin_shutdown()
-        for protocol in list(self.connections):
-            if isinstance(protocol, websocket_protocol) and protocol.state == protocol.STATE_OPEN:
-                protocol.sendCloseFrame(code=1001, reasonUtf8=b"Server shutting down", isReply=False)
+        # The views close their own sockets first: a view that knows it closed sends nothing after,
+        # where a send racing a close made here would take the departure for the client's (1006).
+        started = lifecycle.begin_shutdown()
         instances = [
             details["application_instance"]
             for details in self.connections.values()
@@ -514,7 +587,12 @@ def _patch_shutdown(server_class: type, websocket_protocol: type) -> None:
         ]
 
         async def drain() -> None:
-            await asyncio.sleep(0.2)  # let SSE streams send their last frame and close frames flush
+            if started:
+                await asyncio.wait(started, timeout=DRAIN_SECONDS)
+            for protocol in list(self.connections):  # what no view closed (another consumer's socket)
+                if isinstance(protocol, websocket_protocol) and protocol.state == protocol.STATE_OPEN:
+                    protocol.sendCloseFrame(code=1001, reasonUtf8=b"Server shutting down", isReply=False)
+            await asyncio.sleep(LINGER_SECONDS)  # last frames flush; newcomers are answered 503
             for instance in instances:
                 instance.cancel()
             await asyncio.wait(instances, timeout=DRAIN_SECONDS) if instances else None

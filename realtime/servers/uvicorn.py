@@ -1,9 +1,21 @@
-"""uvicorn as `realtime` uses it: ready-made frames to its transports, and inbound bytes counted.
+"""uvicorn as `realtime` uses it: ready-made frames to its transports, inbound bytes counted, and its shutdown.
 
 uvicorn's ASGI ``send`` already waits for room (``resume_writing``) before every write and sends
 every close code with its reason, so it needs no patch there. What this adapter adds:
 
-- WebSockets on uvicorn's ``websockets-sansio`` protocol: a published message's frame, built once,
+- **Shutdown.** On a signal (SIGTERM, SIGINT), uvicorn's ``Server.shutdown`` closes its listeners,
+  then sends 1012 to every WebSocket and waits, without end, for streaming responses that nothing
+  tells to end. Wrapped (only after a signal: a program that embeds uvicorn goes on):
+  :func:`realtime.lifecycle.begin_shutdown` runs first (the admission refuses new connections with
+  503, every `realtime` WebSocket closes itself with 1001, every SSE stream sends its last frame),
+  the closes are awaited (at most ``DRAIN_SECONDS``), the listener stays open ``LINGER_SECONDS``
+  more (a client that comes straight back is answered 503 and ``Retry-After``), then uvicorn's own
+  shutdown runs.
+- **A handshake answered with an HTTP response.** uvicorn's websockets-sansio protocol sends the
+  response of ``websocket.http.response`` but leaves ``handshake_complete`` False, so an application
+  that returns then is logged as ``ASGI callable returned without completing handshake.``:
+  :meth:`UvicornAdapter.handshake_denied` sets it, as uvicorn's own 403 path does.
+- **Direct writes** to WebSockets on uvicorn's ``websockets-sansio`` protocol: a published message's frame, built once,
   is written straight to each socket's transport while the socket is open and its transport has
   room; the websockets library's frames for a server are the same unmasked bytes. The check reads
   uvicorn's own flags (``handshake_complete``, ``close_sent``, ``disconnected``, the ``writable``
@@ -37,20 +49,26 @@ import logging
 from typing import Any
 
 from ..conf import setting
-from .base import ABORT_GRACE_SECONDS, Features, ServerAdapter
+from .base import ABORT_GRACE_SECONDS, DRAIN_SECONDS, LINGER_SECONDS, Features, ServerAdapter
 
 logger = logging.getLogger("realtime.servers")
 
 WEBSOCKET_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
 HTTP_MODULE = "uvicorn.protocols.http.httptools_impl"
 #: What the writers read, on the protocol behind a WebSocket's send and on its ``conn``.
-WEBSOCKET_ATTRIBUTES = ("writable", "handshake_complete", "close_sent", "disconnected", "conn", "transport")
+#: ``initial_response`` is read, and ``handshake_complete`` set, by handshake_denied.
+WEBSOCKET_ATTRIBUTES = (
+    "writable", "handshake_complete", "close_sent", "disconnected", "conn", "transport", "initial_response",
+)
 #: What the inbound patches read on that protocol (and ``conn.reader.buffer``, ``conn.max_message_size``).
 INBOUND_ATTRIBUTES = ("queue", "frames", "read_paused")
 #: The methods of uvicorn's websockets-sansio protocol the inbound patches wrap.
 INBOUND_METHODS = ("data_received", "send_receive_event_to_app")
 #: What the writers read on the request cycle behind an HTTP send (``flow.write_paused`` too).
 CYCLE_ATTRIBUTES = ("response_started", "response_complete", "disconnected", "chunked_encoding", "flow", "transport")
+#: What the shutdown patch wraps, and reads on the server (the signals it caught: SIGTERM, SIGINT).
+SERVER_ATTRIBUTES = ("shutdown",)
+SERVER_INSTANCE_ATTRIBUTES = ("_captured_signals",)
 
 
 class TransportWriter:
@@ -183,30 +201,34 @@ class UvicornAdapter(ServerAdapter):
     modules = ("uvicorn.server",)
     features = Features(
         websocket_writes=True, response_writes=True, close_code_on_disconnect=False, any_close_code=True,
-        backpressure=True, abort=True, graceful_shutdown=False, inbound_pushback=True,
+        backpressure=True, abort=True, graceful_shutdown=True, handshake_response=True, inbound_pushback=True,
     )
     tested_versions = {"uvicorn": ("0.54.0",), "websockets": ("17.4",), "httptools": ("0.9.0",)}
 
     def install(self) -> bool:
         if not self.running():
             return False
+        self._install_shutdown()
+        self._install_inbound()
+        return True
+
+    def _install_inbound(self) -> None:
         from importlib import import_module
 
         try:
             protocol_class = import_module(WEBSOCKET_MODULE).WebSocketsSansIOProtocol
         except ImportError:  # no websockets installed: uvicorn serves WebSockets with wsproto, or not at all
-            return True
+            return
         if getattr(protocol_class, "_realtime_inbound", False):
-            return True
+            return
         missing = self.missing_methods()
         if missing:
             logger.warning(
                 "realtime: %s lacks %s; inbound bytes are not counted on uvicorn (MAX_INBOUND_BYTES only bounds "
                 "what the view holds)", self.versions(), ", ".join(missing),
             )
-            return True
+            return
         _patch_inbound(protocol_class)
-        return True
 
     def missing_methods(self) -> list[str]:
         """The methods of :data:`INBOUND_METHODS` the installed uvicorn lacks."""
@@ -262,6 +284,26 @@ class UvicornAdapter(ServerAdapter):
             return missing
         return [f"uvicorn's send: a method of {WEBSOCKET_MODULE} or {HTTP_MODULE}"]
 
+    def _install_shutdown(self) -> None:
+        from uvicorn.server import Server
+
+        if getattr(Server, "_realtime_installed", False):
+            return
+        missing = [f"uvicorn.server.Server.{name}" for name in SERVER_ATTRIBUTES if not hasattr(Server, name)]
+        if missing:
+            logger.warning("realtime: %s lacks %s; uvicorn's shutdown is left as it is (1012, no 503)",
+                           self.versions(), ", ".join(missing))
+            return
+        _patch_shutdown(Server)
+        Server._realtime_installed = True
+
+    def handshake_denied(self, send: Any) -> None:
+        protocol = _owner(send, WEBSOCKET_MODULE)
+        if protocol is None or not hasattr(protocol, "handshake_complete"):
+            return
+        if getattr(protocol, "initial_response", None) is not None and getattr(protocol, "close_sent", False):
+            protocol.handshake_complete = True  # the whole response went out
+
     def missing_writer(self, protocol: Any) -> list[str]:
         """What the WebSocket writer reads on a live websockets-sansio protocol and it lacks."""
         missing = [f"{type(protocol).__name__}.{name}" for name in WEBSOCKET_ATTRIBUTES if not hasattr(protocol, name)]
@@ -286,6 +328,26 @@ class UvicornAdapter(ServerAdapter):
             return False
         asyncio.get_running_loop().call_later(ABORT_GRACE_SECONDS, abort)
         return True
+
+
+def _patch_shutdown(server_class: type) -> None:
+    from .. import lifecycle
+
+    original = server_class.shutdown
+
+    async def shutdown(self: Any, sockets: Any = None) -> None:
+        if not getattr(self, "_captured_signals", None):
+            # Not a signal's doing (an embedding program set should_exit, as tests do): the process
+            # goes on, and so must its connections.
+            await original(self, sockets)
+            return
+        started = lifecycle.begin_shutdown()
+        if started:
+            await asyncio.wait(started, timeout=DRAIN_SECONDS)
+        await asyncio.sleep(LINGER_SECONDS)  # still listening: newcomers are answered 503, last frames flush
+        await original(self, sockets)
+
+    server_class.shutdown = shutdown
 
 
 adapter = UvicornAdapter()

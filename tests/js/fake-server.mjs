@@ -29,6 +29,8 @@ export class FakeServer {
     this.received = [];
     /** URLs and subprotocols of the upgrades. */
     this.upgrades = [];
+    /** Upgrades answered 503 while shutting down. */
+    this.refusals = 0;
     this.history = new Map(); // channel -> [{id, data}]
     this.nextId = 1;
     this.connections = new Set();
@@ -40,7 +42,11 @@ export class FakeServer {
       port: 0,
       host: "127.0.0.1",
       handleProtocols: (protocols) => [...protocols][0] ?? false,
-      verifyClient: () => !this.down,
+      verifyClient: (info, done) => {
+        if (!this.shuttingDown) return done(!this.down, 401);
+        this.refusals += 1;
+        done(false, 503, "Service Unavailable", { "Retry-After": "5" });
+      },
     });
     await new Promise((resolve) => this.wss.once("listening", resolve));
     this.wss.on("connection", (ws, request) => this._accept(ws, request));
@@ -74,6 +80,13 @@ export class FakeServer {
 
   up() {
     this.down = false;
+    this.shuttingDown = false;
+  }
+
+  /** As realtime's SIGTERM: every connection closed with 1001, new upgrades answered 503 + Retry-After, until `up()`. */
+  shutDown() {
+    this.shuttingDown = true;
+    this.closeAll(1001, "Server shutting down");
   }
 
   /** Publishes from the server side; returns the id. */

@@ -815,6 +815,18 @@ export function parseEventStream(buffer) {
 }
 
 /**
+ * A `Retry-After` header's delay in milliseconds (seconds, or an HTTP date); 0 without a valid one.
+ * @param {string|null} value
+ * @returns {number}
+ */
+function retryAfterMs(value) {
+  if (!value) return 0;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? 0 : Math.max(0, at - Date.now());
+}
+
+/**
  * Follows an SSE endpoint and resumes after the last event seen, sending `Last-Event-ID`.
  *
  * In a browser, `new EventSource(url)` already resends `Last-Event-ID` when it reconnects, but it
@@ -822,7 +834,8 @@ export function parseEventStream(buffer) {
  * answer but a 200 (a 502 while the servers restart, a 401 once the token expired). This helper
  * reads the stream with `fetch` instead, in browsers and Node 20 alike: the token goes in the
  * Authorization header (`token` may be a function, called on each connection for a fresh one), and
- * after any failure it reconnects with full-jitter backoff (the server's `retry:` is the base).
+ * after any failure it reconnects with full-jitter backoff (the server's `retry:` is the base; an
+ * answer with `Retry-After`, as a server shutting down gives with its 503, waits that long first).
  * An event whose id was delivered already is dropped and counted in `duplicates` (the server should
  * send none: it replays only what comes after `Last-Event-ID`).
  *
@@ -855,7 +868,11 @@ export function follow(url, { onEvent, token = null, lastEventId = null, onState
       if (value) headers.Authorization = `Bearer ${value}`;
       const response = await fetchImpl(url, { headers, signal: state.controller.signal });
       state.refused = response.status === 401;
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      if (!response.ok) {
+        const error = new Error(`HTTP ${response.status}`);
+        error.retryAfter = retryAfterMs(response.headers.get("Retry-After"));
+        throw error;
+      }
       onStateChange("open", "");
       state.attempt = 0;
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -889,7 +906,9 @@ export function follow(url, { onEvent, token = null, lastEventId = null, onState
       throw new Error("stream ended");
     } catch (error) {
       if (state.closed) return;
-      const delay = backoffDelay(state.attempt++, delays);
+      // A server that says when to come back (503 while it shuts down) is not asked sooner; the
+      // jitter on top keeps its clients from coming back all at once.
+      const delay = (error.retryAfter ?? 0) + backoffDelay(state.attempt++, delays);
       onStateChange("reconnecting", `${error.message}; retrying in ${(delay / 1000).toFixed(1)} s`);
       state.timer = setTimeout(connect, delay);
     }

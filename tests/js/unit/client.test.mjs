@@ -192,6 +192,29 @@ describe("against the fake server", () => {
     }
   });
 
+  test("a server shutting down (1001, then 503 + Retry-After): retried with backoff, never given up", async () => {
+    const reasons = [];
+    const rt = client(server, { token: fakeToken(4), onStateChange: (state, why) => reasons.push([state, why]) });
+    const seen = [];
+    try {
+      const sub = rt.subscribe("restart:1", { onMessage: (data) => seen.push(data.n) });
+      await sub.ready;
+      server.publish("restart:1", { n: 1 });
+      await until(() => seen.length === 1, "the first message");
+      const refusalsBefore = server.refusals;
+      server.shutDown();
+      await until(() => server.refusals >= refusalsBefore + 3, "reconnections refused with 503");
+      assert.ok(reasons.some(([state, why]) => state === "reconnecting" && why.includes("1001")), reasons);
+      assert.notEqual(rt.state, "closed");
+      server.publish("restart:1", { n: 2 }); // while the server is away
+      server.up(); // the replacement process
+      await until(() => rt.state === "open" && seen.length === 2, "the reconnection and the replay");
+      assert.deepEqual(seen, [1, 2]);
+    } finally {
+      rt.close();
+    }
+  });
+
   test("a publish made while away goes out after its channel is joined again", async () => {
     const rt = client(server, { token: fakeToken(10) });
     try {
@@ -494,6 +517,37 @@ describe("follow (SSE)", () => {
       assert.deepEqual(numbers.slice(0, 4), [1, 2, 3, 4]);
       assert.ok(stream.duplicates >= 1, `duplicates ${stream.duplicates}`);
       assert.equal(events.filter((e) => e.event === "reset").length >= 2, true); // no id: never deduplicated
+    } finally {
+      stream.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  test("a 503 with Retry-After (a server shutting down) is retried no sooner than it says", async () => {
+    const answered = [];
+    const server = http.createServer((request, response) => {
+      answered.push(Date.now());
+      if (answered.length === 1) {
+        response.writeHead(503, { "Content-Type": "text/event-stream", "Retry-After": "1" });
+        response.end('event: error\ndata: {"code":"shutting_down"}\n\n');
+        return;
+      }
+      response.writeHead(200, { "Content-Type": "text/event-stream" });
+      response.write('id: 1\ndata: "back"\n\n');
+    });
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const events = [];
+    const states = [];
+    const stream = follow(`http://127.0.0.1:${server.address().port}/events`, {
+      onEvent: (event) => events.push(event),
+      onStateChange: (state, detail) => states.push([state, detail]),
+      backoff: { base: 10, cap: 50 },
+    });
+    try {
+      await until(() => events.length === 1, "the event after the retry");
+      assert.ok(answered[1] - answered[0] >= 1000, `retried after ${answered[1] - answered[0]} ms`);
+      assert.ok(states.some(([state, detail]) => state === "reconnecting" && detail.startsWith("HTTP 503")), states);
     } finally {
       stream.close();
       server.closeAllConnections();
