@@ -40,4 +40,4 @@ def test_a_key_needs_at_least_one_pattern():
     key = ApiKey(name="svc", channels="  \n ")
     key.set_new_key()
     with pytest.raises(ValidationError, match="at least one channel pattern"):
-        key.full_clean()
+        key.clean_fields()  # validators only (full_clean would also query the prefix's uniqueness)
