@@ -110,6 +110,18 @@ def test_a_batch_publishes_in_order_and_answers_each_id(servers, stream):
     assert all(r["channel"] == CHANNEL for r in results)
 
 
+def test_a_topics_channel_is_published_as_its_subscribers_read_it_with_the_topics_history(servers, stream):
+    a, _, _, env = servers
+    _, key = new_key(env, "open:*")  # tests/topicsapp: Open, pattern "open:{name}", history = 50
+    topic_stream = "realtime:history:open:from-http"
+    stream.delete(topic_stream)
+    response = post(a, "publish", {"channel": "open:from-http", "data": {"hi": 1}}, key)
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] is not None  # a plain Channel would have no history, hence no id
+    assert [(i.decode(), json.loads(f[b"m"])) for i, f in stream.xrange(topic_stream)] == [
+        (response.json()["id"], {"hi": 1})]
+
+
 def test_a_channel_outside_the_keys_patterns_is_refused_with_403_and_a_batch_publishes_nothing(servers, stream):
     a, _, _, env = servers
     _, key = new_key(env, "live-commit-0", "orders:*")
