@@ -7,7 +7,7 @@ on the caller's database connection, so it commits or rolls back with the rest o
 - **In order per channel**: one worker at a time holds a channel (the lock on its oldest pending
   row), and publishes its rows in ``id`` order. Rows of two transactions that commit out of ``id``
   order go out in the order the worker sees them committed.
-- **Several workers**: on PostgreSQL (and MySQL/Oracle) a worker locks the oldest pending row of a
+- **Several workers**: on PostgreSQL a worker locks the oldest pending row of a
   channel ``FOR UPDATE SKIP LOCKED``, so workers share channels without waiting for each other. On
   SQLite, which has one writer, a worker's transaction takes the write lock first: workers take
   turns.
@@ -15,9 +15,9 @@ on the caller's database connection, so it commits or rolls back with the rest o
   published. A worker that dies in between (SIGKILL, a lost database) leaves them pending, and
   they are published again. So every message carries its row id as ``outbox_id``: a consumer that
   remembers the ids it has handled (per channel, the last few thousand) drops a replay.
-- While Redis is unreachable nothing is marked that was not published; the worker waits and tries
-  again. A row that can never be published (a bug, not an outage) is marked with its ``error``
-  and logged, so it does not block its channel for good.
+- While Redis or the database is unreachable nothing is marked that was not published; the worker
+  waits (backing off up to 30 s) and tries again. A row that can never be published (a bug, not an
+  outage) is marked with its ``error`` and logged, so it does not block its channel for good.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections, connections, router, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connections, router, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
@@ -158,6 +158,9 @@ class OutboxWorker:
                 count = await drain()
             except BrokerUnavailable as error:
                 logger.warning("Redis unreachable, outbox rows stay pending (retrying in %.1f s): %s", backoff, error)
+                count, backoff = 0, min(backoff * 2, 30.0)
+            except (OperationalError, InterfaceError) as error:  # the database went away, or SQLite stayed locked
+                logger.warning("Database error, outbox rows stay pending (retrying in %.1f s): %s", backoff, error)
                 count, backoff = 0, min(backoff * 2, 30.0)
             else:
                 backoff = interval
