@@ -179,3 +179,16 @@ def test_the_worker_refuses_to_mark_rows_when_nothing_reaches_other_processes(en
     assert result.returncode == 1
     assert "reaches no other process" in result.stderr
     assert not any(r["processed"] for r in rows(env))
+
+
+def test_the_demos_trade_is_saved_with_its_outbox_row_and_published_by_the_worker(env, streams):
+    streams.delete("realtime:history:trades")
+    trade = json.loads(manage(env, "place_trade", "plain", "R_100", "buy", "10").stdout)
+    saved = manage(env, "shell", "-c", "from project.trading.models import Trade; "
+                   f"print(Trade.objects.filter(trade_id={trade['trade_id']!r}).count())").stdout
+    assert saved.split()[-1] == "1"
+    assert streams.xlen("realtime:history:trades") == 0  # a row, not yet a publish
+    [row] = [r for r in rows(env) if r["channel"] == "trades"]
+    assert "Published 1 message(s)" in manage(env, "realtime_outbox", "--once").stdout
+    [(_, published)] = [(i, json.loads(f[b"m"])) for i, f in streams.xrange("realtime:history:trades")]
+    assert published == {**trade, "outbox_id": row["id"]}
