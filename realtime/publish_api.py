@@ -11,18 +11,16 @@ The key goes in ``Authorization: Bearer rtk_...`` (created in the Django admin, 
 to channel patterns). ``Idempotency-Key: <any 1-255 visible characters>`` makes a retry publish once
 (:mod:`realtime.idempotency`). Errors are ``{"detail": "...", "code": "..."}`` with:
 
-======  ====================================================================================
-400     invalid_json, invalid_request, invalid_idempotency_key
-401     not_authenticated (no key), invalid_key (unknown, malformed or inactive); WWW-Authenticate
-403     channel_not_allowed (with ``channels``: those outside the key's patterns; nothing published)
-405     method_not_allowed (only POST)
-409     idempotency_in_progress (a request with this key is being handled; retry shortly)
-413     too_large (over REALTIME["PUBLISH_API_MAX_BODY"] bytes), too_many_messages (PUBLISH_API_MAX_BATCH)
-415     unsupported_media_type (send Content-Type: application/json)
-422     idempotency_key_reused (the key was used for a different request)
-429     rate_limited (REALTIME["PUBLISH_API_RATE"] requests per key and process); Retry-After
-503     broker_unavailable (Redis unreachable: nothing, or only ``results``, published); Retry-After
-======  ====================================================================================
+- 400 invalid_json, invalid_request, invalid_idempotency_key
+- 401 not_authenticated (no key), invalid_key (unknown, malformed or inactive); WWW-Authenticate
+- 403 channel_not_allowed (with ``channels``: those outside the key's patterns; nothing published)
+- 405 method_not_allowed (only POST)
+- 409 idempotency_in_progress (a request with this key is being handled; retry shortly)
+- 413 too_large (over REALTIME["PUBLISH_API_MAX_BODY"] bytes), too_many_messages (PUBLISH_API_MAX_BATCH)
+- 415 unsupported_media_type (send Content-Type: application/json)
+- 422 idempotency_key_reused (the key was used for a different request)
+- 429 rate_limited (REALTIME["PUBLISH_API_RATE"] requests per key and process); Retry-After
+- 503 broker_unavailable (Redis unreachable: nothing, or only ``results``, published); Retry-After
 
 Validation comes before any publish: a batch with one bad or forbidden message publishes nothing.
 A batch stopped by an outage answers 503 with the ``results`` that did go out; retried with the

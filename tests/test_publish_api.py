@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from realtime.idempotency import fingerprint, record_key
+from tests.docs_blocks import marked
 from tests.isolation import redis_db
 from tests.servers import PYTHON, ROOT, Daphne, free_port, prepare_database, redis_available, require
 
@@ -243,6 +244,22 @@ def test_a_key_held_by_a_request_in_progress_answers_409(servers, stream):
     stream.set(record_key(pk, "busy-1"), json.dumps(pending), px=30000)  # as a process in the middle of it would
     assert_error(post(a, "publish", body, key, **{"Idempotency-Key": "busy-1"}), 409, "idempotency_in_progress")
     assert entries(stream) == []
+
+
+def test_the_docs_curl_example_publishes_as_it_says(servers, stream):
+    """docs/reference/publish-api.md's curl lines, run by bash against a live daphne with a real key."""
+    a, _, _, env = servers
+    _, key = new_key(env, "market-notices", "orders:*")
+    (block,) = [b for b in marked("exec") if b.argument == "publish-curl"]
+    script = block.code.replace("http://127.0.0.1:8000", a.url).replace("rtk_0a1b2c3d_...", key)
+    out = subprocess.run(["bash", "-e"], input=script, capture_output=True, text=True, timeout=30, check=True).stdout
+    answers, decoder, at = [], json.JSONDecoder(), 0
+    while at < len(out.rstrip()):  # curl prints the two answers back to back
+        answer, at = decoder.raw_decode(out, at)
+        answers.append(answer)
+    said = [json.loads(line.split("#", 1)[1].split("  ")[0]) for line in block.code.splitlines()
+            if line.startswith("# {")]
+    assert answers == said
 
 
 # -- the admin -----------------------------------------------------------------------------------------------
