@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
     path("api/auth/logout/", LogoutView.as_view(), name="logout"),
     path("api/asyncapi.json", asyncapi_view, name="asyncapi"),
+    path("api/realtime/", include("realtime.publish_api")),  # POST publish, publish/batch with an API key
     path("", include(api.urls)),  # the SSE endpoints of the same routers CoreApp serves
     path("", include("project.demo.urls")),
 ]

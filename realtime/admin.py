@@ -1,4 +1,4 @@
-"""The Django admin's user list shows each user's roles (auth groups), which HasRole checks."""
+"""The Django admin: each user's roles (auth groups, which HasRole checks), the publish API's keys."""
 
 from typing import Any
 
@@ -7,6 +7,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from .models import ApiKey
+from .models.apikey import KEY_PREFIX
 
 User = get_user_model()
 
@@ -28,6 +32,45 @@ class RealtimeUserAdmin(UserAdmin):
         if getattr(user, "is_superuser", False):
             return "all (superuser)"
         return ", ".join(sorted(group.name for group in user.groups.all())) or "—"
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """API keys of the HTTP publish API. A new key's secret is shown once, on the page after it is added.
+
+    Only its SHA-256 is stored; a lost key is replaced by a new one (delete or deactivate the old).
+    The secret is rendered in that one response, never put in a message (messages may be stored in
+    the session, that is in the database).
+    """
+
+    list_display = ("name", "key_prefix", "scopes", "is_active", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("name", "prefix", "channels")
+    readonly_fields = ("key_prefix", "created_at")
+    fields = ("name", "channels", "is_active", "key_prefix", "created_at")
+
+    @admin.display(description="Key")
+    def key_prefix(self, key: ApiKey) -> str:
+        return f"{KEY_PREFIX}{key.prefix}_…" if key.prefix else "(made when saved)"
+
+    @admin.display(description="Channels")
+    def scopes(self, key: ApiKey) -> str:
+        return ", ".join(key.patterns)
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if not change:
+            request.realtime_new_key = obj.set_new_key()
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> Any:
+        key = getattr(request, "realtime_new_key", None)
+        if key is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {**self.admin_site.each_context(request), "title": "API key created", "api_key": obj,
+                   "secret": key, "opts": self.model._meta}
+        response = TemplateResponse(request, "admin/realtime/apikey_created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 if admin.site.is_registered(User) and isinstance(admin.site._registry[User], UserAdmin):

@@ -3,6 +3,7 @@ from django.apps import AppConfig
 
 class RealtimeConfig(AppConfig):
     name = "realtime"
+    default_auto_field = "django.db.models.BigAutoField"  # the outbox's ids, whatever the project's default
     verbose_name = "Real-time"
 
     def ready(self) -> None:

@@ -11,7 +11,8 @@ or ``?token=``; SSE also the session cookie). A view may declare examples::
     class Prices(SSEView):
         message_examples = {"send": [{"event": "price", "data": {"symbol": "R_100", "bid": 1.5}}]}
 
-Payload schemas are inferred from those examples (types and keys only). Serve the document with
+Payload schemas are inferred from those examples (types and keys only). The project's document also
+describes the HTTP publish API (:mod:`realtime.publish_spec`) when its ``urls.py`` includes it. Serve the document with
 ``path("api/asyncapi.json", asyncapi_view)``; ``manage.py realtime_asyncapi`` prints or writes it.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 from django.views import View
 
+from .publish_spec import add_publish_api
 from .routing import AutoRouter, Route, Router, to_django_path
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -99,6 +101,8 @@ def build_document(
         channel, operations = _describe(route, channel_id)
         document["channels"][channel_id] = channel
         document["operations"].update(operations)
+    if routers is None:  # the project's document: its HTTP publish API too, where urls.py includes it
+        add_publish_api(document)
     return document
 
 

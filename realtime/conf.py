@@ -28,6 +28,11 @@ REALTIME = {
     "PRESENCE_TIMEOUT": 30,           # seconds after which a silent process's presence members leave (Redis)
     "DIRECT_WRITES": True,            # relays write ready-made frames to the server's transport; False: ASGI only
     "SHUTDOWN_RETRY_AFTER": 5,        # seconds in the Retry-After of the 503 a shutting-down server answers
+    "PUBLISH_ON_COMMIT": True,        # a publish in transaction.atomic() waits for the commit (realtime.pubsub.commit)
+    "PUBLISH_API_RATE": "100/s",      # HTTP publish API requests per API key, per process (realtime.publish_api)
+    "PUBLISH_API_MAX_BODY": 1048576,  # bytes of one HTTP publish request; over it: 413
+    "PUBLISH_API_MAX_BATCH": 100,     # messages in one batch publish; over it: 413
+    "IDEMPOTENCY_TTL": 86400,         # seconds an Idempotency-Key's answer is kept (Redis; no REDIS_URL: in process)
 }
 ```
 """
@@ -63,6 +68,11 @@ DEFAULTS: dict[str, Any] = {
     "PRESENCE_TIMEOUT": 30,
     "DIRECT_WRITES": True,
     "SHUTDOWN_RETRY_AFTER": 5,
+    "PUBLISH_ON_COMMIT": True,
+    "PUBLISH_API_RATE": "100/s",
+    "PUBLISH_API_MAX_BODY": 1024 * 1024,
+    "PUBLISH_API_MAX_BATCH": 100,
+    "IDEMPOTENCY_TTL": 86400,
 }
 
 

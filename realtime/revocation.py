@@ -176,14 +176,14 @@ class Revocations:
     async def revoke(self, user_pk: Any, reason: str = "revoked") -> None:
         message = _revocation(user_pk, reason)
         try:
-            await self.channel.publish(message)
+            await self.channel.publish(message, on_commit=False)  # a revocation closes at once
         except BrokerUnavailable as error:
             self._here_only(message, error)
 
     def revoke_sync(self, user_pk: Any, reason: str = "revoked") -> None:
         message = _revocation(user_pk, reason)
         try:
-            self.channel.publish_sync(message)
+            self.channel.publish_sync(message, on_commit=False)
         except BrokerUnavailable as error:
             self._here_only(message, error)
 

@@ -28,11 +28,12 @@ def parse_rate(rate: str) -> tuple[int, float]:
 class MessageRateThrottle:
     """Allows ``rate`` inbound messages per connection."""
 
-    rate: str | None = None  # None: REALTIME["MESSAGE_RATE"]
+    rate: str | None = None  # None: REALTIME[setting_name]
+    setting_name = "MESSAGE_RATE"
     message = "Message rate exceeded"
 
     def __init__(self) -> None:
-        rate = self.rate if self.rate is not None else setting("MESSAGE_RATE")
+        rate = self.rate if self.rate is not None else setting(self.setting_name)
         self.enabled = rate is not None
         if self.enabled:
             self.capacity, period = parse_rate(rate)
@@ -50,3 +51,16 @@ class MessageRateThrottle:
             return False
         self.tokens -= 1
         return True
+
+    def retry_after(self) -> float:
+        """Seconds until the next message would be allowed (0 when one would be now)."""
+        if not self.enabled:
+            return 0.0
+        return max(0.0, (1 - self.tokens) / self.refill)
+
+
+class PublishRateThrottle(MessageRateThrottle):
+    """Allows ``REALTIME["PUBLISH_API_RATE"]`` HTTP publish requests per API key, in this process."""
+
+    setting_name = "PUBLISH_API_RATE"
+    message = "Publish rate exceeded"

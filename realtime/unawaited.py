@@ -28,7 +28,7 @@ class Guarded[T](Coroutine[Any, Any, T]):
 
     __slots__ = ("_call", "_coroutine", "_fix", "_used", "_where")
 
-    def __init__(self, coroutine: Coroutine[Any, Any, T], call: str, fix: str, depth: int = 2) -> None:
+    def __init__(self, coroutine: Coroutine[Any, Any, T], call: str, fix: str | None, depth: int = 2) -> None:
         self._coroutine = coroutine
         self._call = call
         self._fix = fix
@@ -56,6 +56,8 @@ class Guarded[T](Coroutine[Any, Any, T]):
         if self._used:
             return
         self._coroutine.close()  # no RuntimeWarning of Python's: the line below says more
+        if self._fix is None:  # a result already decided (a publish held until commit): nothing was lost
+            return
         logger.error("%s at %s was never awaited: nothing was done. %s", self._call, self._where, self._fix)
 
 
@@ -69,3 +71,13 @@ def unawaited_publish[T](
     fix = ("In sync code (a Django view, a management command, a thread) call channel.publish_sync(message); "
            f"in async code, await channel.{method}(message).")
     return Guarded(coroutine, call, fix, depth=3)
+
+
+def decided[T](result: T) -> Guarded[T]:
+    """An awaitable of ``result`` that may be dropped unawaited in silence: what a publish held until the
+    commit returns to sync code (the publish happens at the commit whether or not this is awaited)."""
+
+    async def ready() -> T:
+        return result
+
+    return Guarded(ready(), "", None)

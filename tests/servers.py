@@ -6,6 +6,7 @@ Under CI=true a missing dependency fails the run instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,7 +14,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,6 +145,33 @@ def prepare_database(tmp: Path, extra_env: dict[str, str] | None = None) -> tupl
     out = subprocess.run([*manage, "seed_test_users"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     ids = dict(line.split("=") for line in out.stdout.split())
     return env, {name: int(pk) for name, pk in ids.items()}
+
+
+POSTGRES_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+
+
+def postgres_admin():
+    """An autocommit connection to the PostgreSQL at 127.0.0.1:5432's ``postgres`` database, or None."""
+    import psycopg
+
+    try:
+        return psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True)
+    except psycopg.OperationalError:
+        return None
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str = "realtime_test") -> Iterator[tuple[Any, str]]:
+    """A new, empty PostgreSQL database (its admin connection and name), dropped afterwards; requires the server."""
+    admin = postgres_admin()
+    require(admin is not None, "PostgreSQL on 127.0.0.1:5432")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin, name
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 def which(name: str) -> str | None:

@@ -112,7 +112,8 @@ class Nginx:
 
 
 class Stack:
-    """Redis database ``db`` (flushed), two daphne (``a``, ``b``) with ``REDIS_URL``, nginx in front.
+    """Redis database ``db`` (flushed), two daphne (``a``, ``b``) with ``REDIS_URL``, nginx in front, and
+    the outbox worker that publishes the trades (``manage.py realtime_outbox``), as ``make run-prod`` runs.
 
     ``settings`` is the Django settings module; ``header_timeout`` nginx's client_header_timeout.
     """
@@ -147,6 +148,7 @@ class Stack:
         #: Every token handed out, so tests can prove none of them reached a log file.
         self.tokens: list[str] = []
         self.user_ids: dict[str, int] = {}
+        self.outbox: subprocess.Popen | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -157,6 +159,9 @@ class Stack:
         self.manage("collectstatic", "--noinput", "-v0")
         self.a.start()
         self.b.start()
+        with open(self.output_dir / f"{self.name}-outbox.log", "wb") as log:
+            self.outbox = subprocess.Popen([PYTHON, str(ROOT / "manage.py"), "realtime_outbox", "--interval", "0.1"],
+                                           cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.nginx.start()
         for username in PASSWORDS:
             self.user_ids[username] = self.get("/api/trading/me", username).json()["id"]
@@ -166,6 +171,8 @@ class Stack:
         try:
             self.nginx.stop()
         finally:
+            if self.outbox is not None:
+                stop(self.outbox)
             self.a.stop()
             self.b.stop()
             for log in ("access.log", "error.log"):

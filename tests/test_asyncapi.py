@@ -148,6 +148,18 @@ def test_the_official_parser_accepts_the_whole_projects_document(validate):
     assert validate(document)["errors"] == []
 
 
+def test_the_projects_document_describes_the_http_publish_api_where_urls_py_includes_it(validate):
+    document = build_document()
+    for ident, address in (("publish", "/api/realtime/publish"), ("publish_batch", "/api/realtime/publish/batch")):
+        assert document["channels"][ident]["address"] == address
+        operation = document["operations"][ident]
+        assert operation["bindings"]["http"]["method"] == "POST"
+        assert operation["security"] == [{"$ref": "#/components/securitySchemes/publishApiKey"}]
+        assert "429: rate_limited" in document["channels"][ident]["description"]
+    assert "publish" not in build_document([router])["channels"]  # a document of chosen routers: theirs only
+    assert validate(document)["errors"] == []
+
+
 def test_the_parser_rejects_a_broken_document(validate):
     document = build_document([router])
     document["operations"]["ws_api_echo_room_send"]["messages"][0]["$ref"] = "#/channels/nowhere/messages/x"

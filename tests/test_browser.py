@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from realtime.pubsub.ids import parse as parse_history_id
+from realtime.sealed_ids import TOKEN_LENGTH
 from tests.isolation import redis_db
 from tests.servers import require
 from tests.stack import PASSWORDS, Stack
@@ -172,7 +174,11 @@ def test_page_shows_ticks_and_own_trades_and_resumes_after_a_daphne_restart(stac
         event_ids = page.evaluate(
             "() => [...document.querySelectorAll('#trades tbody tr.trade')].map(r => r.dataset.eventId)"
         )
-        assert event_ids == sorted(event_ids, key=lambda i: tuple(map(int, i.split("-"))), reverse=True)
+        # The trade stream is filtered per user, so its ids are sealed: opaque, one per trade, and no
+        # history id shows through (docs/explanation/security.md, "Event ids on filtered streams").
+        assert len(set(event_ids)) == 5
+        assert all(len(i) == TOKEN_LENGTH for i in event_ids)
+        assert not any(parse_history_id(i) for i in event_ids)
         assert page.text_content("#trade-count") == "5"
         # The client drops a repeated event id, but counts it: the server sent none.
         assert page.get_attribute("#trades-status", "data-duplicates") == "0"

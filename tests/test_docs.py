@@ -47,6 +47,7 @@ EXECUTED = {
     "websocket-stream": "test_the_websocket_snippets_define_routable_views",
     "websocket-relay": "test_the_websocket_snippets_define_routable_views",
     "python-client-worker": "tests/test_client_live.py::test_the_docs_worker_follows_a_room_and_answers",
+    "publish-curl": "tests/test_publish_api.py::test_the_docs_curl_example_publishes_as_it_says",
 }
 
 

@@ -7,46 +7,26 @@ default ``max_connections`` of 100). The server here runs the project on a datab
 """
 
 import contextlib
-import uuid
 
 import httpx
 import pytest
 
 from tests.conftest import Live
-from tests.servers import Daphne, prepare_database, require
+from tests.servers import Daphne, postgres_database, prepare_database
 from tests.sse_client import text_until
 
 pytestmark = pytest.mark.timeout(120)
 
-ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
-
-
-def postgres_admin():
-    """An autocommit connection to the server's ``postgres`` database, or None when it is not there."""
-    import psycopg
-
-    try:
-        return psycopg.connect(ADMIN_DSN, autocommit=True)
-    except psycopg.OperationalError:
-        return None
-
 
 @pytest.fixture(scope="module")
 def pg_server(tmp_path_factory, output_dir):
-    admin = postgres_admin()
-    require(admin is not None, "PostgreSQL on 127.0.0.1:5432")
-    name = f"realtime_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with postgres_database() as (admin, name):
         env, users = prepare_database(tmp_path_factory.mktemp("pg"), {"POSTGRES_DB": name})
         server = Daphne(env, output_dir / "daphne-postgres.log").start()
         try:
             yield Live(server, users), admin, name
         finally:
             server.stop()
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def connections_to(admin, name: str) -> int:

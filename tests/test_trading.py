@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
 from decimal import Decimal
 
 import httpx
@@ -25,7 +26,7 @@ from realtime.sealed_ids import TOKEN_LENGTH
 from realtime.testing import SSEClient, publish, token_for
 from tests.conftest import Live
 from tests.isolation import redis_db
-from tests.servers import Daphne, prepare_database, redis_available, require, which
+from tests.servers import PYTHON, ROOT, Daphne, prepare_database, redis_available, require, stop, which
 from tests.sse_client import SSE
 from tests.waiting import asettled, live_subscribers, quiet_subscribers
 
@@ -224,9 +225,16 @@ def trading(request, tmp_path_factory, output_dir):
         extra["REDIS_URL"] = redis.url
     env, users = prepare_database(tmp_path_factory.mktemp(f"trading-{request.param}"), extra)
     server = Daphne(env, output_dir / f"daphne-trading-{request.param}.log").start()
+    outbox = None
+    if redis is not None:  # with REDIS_URL a trade is an outbox row: the worker publishes it, as in run-prod
+        with open(output_dir / "outbox-trading-redis.log", "wb") as log:
+            outbox = subprocess.Popen([PYTHON, "manage.py", "realtime_outbox", "--interval", "0.05"], cwd=ROOT,
+                                      env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield Live(server, users)
     finally:
+        if outbox is not None:
+            stop(outbox)
         server.stop()
         if redis is not None:
             redis.stop()

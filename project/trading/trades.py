@@ -1,4 +1,10 @@
-"""Placing a trade: validate, price it at the simulated market, publish it on the trades Channel."""
+"""Placing a trade: validate, price it at the simulated market, save it and publish it on the trades Channel.
+
+The trade and its publish commit together. With several processes (REDIS_URL) the publish is an
+outbox row that ``manage.py realtime_outbox`` publishes at least once, even if this process dies
+right after the commit; a replay carries the same ``trade_id`` (and ``outbox_id``), which the page
+shows once. In one process (``make run``) it is a publish held until the commit.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,13 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.db import transaction
+
+from realtime import outbox
+
 from .channels import trades
 from .market import SYMBOLS, current_price
+from .models import Trade
 
 SIDES = ("buy", "sell")
 MAX_AMOUNT = Decimal("1000000")
@@ -60,7 +71,12 @@ def make_trade(user: Any, symbol: str, side: str, amount: Decimal) -> dict[str, 
 
 
 def place_trade(user: Any, data: Any) -> dict[str, Any]:
-    """Validate ``data``, publish the trade (from sync code) and return it."""
+    """Validate ``data``, save the trade and publish it once the transaction commits; return it."""
     trade = make_trade(user, *validate_order(data))
-    trades.publish_sync(trade)
+    with transaction.atomic():
+        Trade.objects.create(**{k: v for k, v in trade.items() if k not in ("user_id", "username")}, user=user)
+        if trades.reaches_other_processes:
+            outbox.publish(trades, trade)  # a worker publishes it, at least once
+        else:
+            trades.publish_sync(trade)  # this process is the whole deployment: held until the commit
     return trade

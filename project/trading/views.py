@@ -60,8 +60,9 @@ class TradeEventsSSE(SSEView):
 class OrderView(APIView):
     """``POST /api/trading/orders`` ``{"symbol": "R_100", "side": "buy", "amount": "10"}`` with a Bearer JWT.
 
-    201 with the trade once it is published to every process; 503 with a JSON error (and no trade)
-    while Redis is unreachable. A sync view: Django runs it in a thread, off the event loop.
+    201 with the trade once it is saved, with its publish (an outbox row with REDIS_URL, else held
+    until the commit); 503 with a JSON error (and no trade) while Redis is unreachable for the price.
+    A sync view: Django runs it in a thread, off the event loop.
     """
 
     authentication_classes = [JWTAuthentication]

@@ -15,6 +15,9 @@ An unnamed ``Channel()`` is always process-local (it has no name other processes
 History (``history=N``) keeps the last N messages with increasing ids. ``subscribe(last_id=...)``
 replays what came after ``last_id`` then continues live, with no duplicate and no gap at the seam.
 
+Inside ``transaction.atomic()`` a publish waits for the commit and is dropped on rollback
+(:mod:`realtime.pubsub.commit`; ``REALTIME["PUBLISH_ON_COMMIT"]``, or ``on_commit=`` per call).
+
 When Redis is unreachable, ``publish`` (and ``publish_sync``) raises ``BrokerUnavailable`` and the
 message reaches **no** subscriber, not even this process's: a message is delivered everywhere or
 nowhere, so a publisher can retry (or answer 503) without some users having seen it.
@@ -40,8 +43,9 @@ from asgiref.sync import async_to_sync, markcoroutinefunction
 from ..encoding import SharedMessage, wire_safe
 from ..ops.connections import adopt
 from ..ops.stats import Slot, int_slots
-from ..unawaited import unawaited_publish
+from ..unawaited import decided, unawaited_publish
 from .broker import BrokerUnavailable
+from .commit import hold, transaction_to_wait_for
 from .history import MemoryHistory
 from .layer import PROCESS_ID, LayerTransport, cross_process_layer
 from .redis import redis_url
@@ -117,6 +121,8 @@ class Channel:
         #: For realtime.ops: publish calls here; messages fanned out here (any process's) and the
         #: subscribers they reached; messages dropped by subscribers that have gone.
         self.published = self.messages = self.deliveries = self.dropped_gone = 0
+        #: Publishes held until a transaction commits, and those that failed after it (realtime.pubsub.commit).
+        self.held = self.held_lost = 0
         if name is not None:
             registry.setdefault(name, self)
 
@@ -128,7 +134,7 @@ class Channel:
     # -- the specification's API --------------------------------------------------------------
 
     @markcoroutinefunction
-    def publish(self, message: Any) -> Awaitable[int]:
+    def publish(self, message: Any, *, on_commit: bool | None = None) -> Awaitable[int]:
         """Send ``message`` to every subscriber; returns how many subscribers *in this process* got it.
 
         Subscribers in other processes are reached through the layer but not counted (the layer
@@ -138,10 +144,18 @@ class Channel:
 
         Awaited as an ``async def`` is. Called with no running event loop and never awaited (sync
         code that forgot :meth:`publish_sync`), it logs an error naming the call and the fix.
+
+        Called from sync code inside ``transaction.atomic()`` (``async_to_sync(channel.publish)``), it
+        is held until the commit and returns 0 (:mod:`realtime.pubsub.commit`); ``on_commit=False``
+        publishes at once, ``True`` holds even with ``REALTIME["PUBLISH_ON_COMMIT"]`` off.
         """
         try:
             get_running_loop()
-        except RuntimeError:
+        except RuntimeError:  # sync code: the caller's thread, whose connection may be in a transaction
+            alias = transaction_to_wait_for(on_commit)
+            if alias is not None:
+                hold(alias, self, message, self.publish_sync)
+                return decided(0)
             return unawaited_publish(self._publish(message), self.name, "publish", message)
         return self._publish(message)
 
@@ -155,11 +169,15 @@ class Channel:
         return delivered
 
     @markcoroutinefunction
-    def publish_with_id(self, message: Any) -> Awaitable[tuple[int, str | None]]:
-        """``publish``, also returning the message's history id (None without history)."""
+    def publish_with_id(self, message: Any, *, on_commit: bool | None = None) -> Awaitable[tuple[int, str | None]]:
+        """``publish``, also returning the message's history id (None without history, or held: ``(0, None)``)."""
         try:
             get_running_loop()
         except RuntimeError:
+            alias = transaction_to_wait_for(on_commit)
+            if alias is not None:
+                hold(alias, self, message, self.publish_sync)
+                return decided((0, None))
             return unawaited_publish(self._publish_with_id(message), self.name, "publish_with_id", message)
         return self._publish_with_id(message)
 
@@ -176,12 +194,19 @@ class Channel:
         for observer in list(publish_observers):
             observer(self, message, delivered, message_id)
 
-    def publish_sync(self, message: Any) -> int:
-        """``publish`` for synchronous code: management commands, WSGI views, worker threads."""
+    def publish_sync(self, message: Any, *, on_commit: bool | None = None) -> int:
+        """``publish`` for synchronous code: management commands, WSGI views, worker threads.
+
+        Inside ``transaction.atomic()`` it is held until the commit and returns 0 (see :meth:`publish`).
+        """
+        alias = transaction_to_wait_for(on_commit)
+        if alias is not None:
+            hold(alias, self, message, self.publish_sync)
+            return 0
         loop = self._loop
         if loop is not None and loop.is_running() and not _in_loop(loop):
-            return asyncio.run_coroutine_threadsafe(self.publish(message), loop).result()
-        return async_to_sync(self.publish)(message)
+            return asyncio.run_coroutine_threadsafe(self.publish(message, on_commit=False), loop).result()
+        return async_to_sync(self.publish)(message, on_commit=False)
 
     def subscribe(
         self, last_id: str | None = None, *, gaps: bool = False, with_ids: bool = False, maxlen: int | None = None

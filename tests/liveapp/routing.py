@@ -314,6 +314,8 @@ class Quiet(SSEView):
 
 
 history_channel = Channel("live-history", history=50)
+#: What tests/test_outbox.py and test_publish_on_commit.py publish to: with REDIS_URL, Redis Streams the tests read.
+commit_channels = [Channel(f"live-commit-{n}", history=10000) for n in range(4)]
 finalized = {"count": 0}
 
 

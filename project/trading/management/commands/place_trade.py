@@ -12,7 +12,8 @@ from realtime.management.commands._layer import require_cross_process
 
 
 class Command(BaseCommand):
-    help = "Place a trade for a user and publish it to every process and the shared history (needs REDIS_URL)."
+    help = ("Place a trade for a user; realtime_outbox publishes it to every process and the shared history "
+            "(needs REDIS_URL).")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("username")

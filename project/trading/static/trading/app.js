@@ -89,6 +89,8 @@ function watchTicks() {
 
 function showTrade(trade, id) {
   const body = $("#trades tbody");
+  // The outbox publishes at least once: a replay after a worker crash has a new event id, the same trade.
+  if (body.querySelector(`tr[data-trade-id="${CSS.escape(String(trade.trade_id))}"]`)) return;
   const row = body.insertRow(0);
   row.className = `trade ${trade.side}`;
   row.dataset.tradeId = trade.trade_id;
