@@ -27,6 +27,7 @@ _EXPORTS = {
     "Topic": "topics",
     "TopicSocket": "topics",
     "Refused": "topics",
+    "Snapshot": "topics",
     "Gap": "pubsub",
     "UnencodableMessage": "encoding",
     "BrokerUnavailable": "pubsub",
@@ -37,6 +38,7 @@ _EXPORTS = {
     "HasRole": "permissions",
     "IsOwner": "permissions",
     "AuthenticationFailed": "auth",
+    "SessionAuthenticator": "sessions",
     "revoke_user": "revocation",
     "arevoke_user": "revocation",
 }

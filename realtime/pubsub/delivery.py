@@ -19,7 +19,8 @@ Order is kept: nothing goes direct while anything of the connection is queued or
 
 A queue can be **held** (a subscription whose reply and replay are not sent yet): offers are
 queued, never written nor woken, until :meth:`DeliveryQueue.release`. Ids in ``skip`` (those a
-replay already sent) are dropped once at the seam, whether they arrive before or after it.
+replay already sent; a :class:`Seam` adds every id up to a snapshot's) are dropped once at the seam,
+whether they arrive before or after it.
 
 A :class:`Listener` is the other subscriber kind: a function called with every message (revocations,
 presence frames folded into a subscription's queue).
@@ -29,12 +30,36 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from typing import Any, Protocol
+
+from .history import id_order
 
 #: The id of an entry outside the channel's own sequence (a presence frame folded into a topic
 #: subscription): never skipped, and it does not move the replay seam.
 UNORDERED: Any = object()
+
+
+class Seam:
+    """The ids a new subscriber holds already: its replay's and, after a snapshot, every id up to the
+    snapshot's (``through``), so a live copy of a message the snapshot includes is not sent again.
+
+    Live copies arrive in history order, so once one id is not in the seam, none after it is.
+    """
+
+    __slots__ = ("ids", "through")
+
+    def __init__(self, ids: Iterable[str], through: str | None = None) -> None:
+        self.ids = set(ids)
+        self.through = id_order(through) if through is not None else None
+
+    def __contains__(self, message_id: object) -> bool:
+        if message_id in self.ids:
+            return True
+        if self.through is None:
+            return False
+        order = id_order(message_id)  # type: ignore[arg-type]
+        return order is not None and order <= self.through
 
 
 class Writer(Protocol):
@@ -92,8 +117,8 @@ class DeliveryQueue:
         self.items: deque[tuple[Any, Any]] | tuple[()] = ()
         self.dropped = 0
         self.reported = 0
-        #: Ids a replay already sent, dropped once when their live copies arrive.
-        self.skip: set[str] | None = None
+        #: Ids a replay already sent (a set, or a :class:`Seam`), dropped once when their live copies arrive.
+        self.skip: Container[str] | None = None
         self.closed = False
 
     def offer(self, message: Any, message_id: Any) -> None:
@@ -104,7 +129,8 @@ class DeliveryQueue:
         if skip is not None and not self.held and message_id is not UNORDERED:
             if message_id in skip:
                 return
-            self.skip = None  # past the seam: later ids are all new
+            if not self.items:  # past the seam: later ids are all new (queued ones are take()'s to check)
+                self.skip = None
         if self.transform is not None:
             try:
                 message = self.transform(message)

@@ -53,6 +53,20 @@ class MemoryHistory:
         return [(str(i), m) for i, m in self.entries if i > wanted], recovered
 
 
+_ORDERED_ID = re.compile(r"^\d{1,20}(?:-\d{1,20})?$")
+
+
+def id_order(message_id: str | None) -> tuple[int, ...] | None:
+    """A history id as a key that sorts as the history does, or None for an id no history hands out.
+
+    Memory ids (``"7"``, or ``"<epoch>-<n>"``) and Redis stream ids (``"<ms>-<seq>"``) alike; compare
+    only ids of one channel's history (one epoch), as only those share a sequence.
+    """
+    if type(message_id) is not str or not _ORDERED_ID.match(message_id):
+        return None
+    return tuple(int(part) for part in message_id.split("-"))
+
+
 def _parse_stream_id(value: str) -> tuple[int, int] | None:
     match = _STREAM_ID.match(value)
     return (int(match[1]), int(match[2])) if match else None

@@ -1,6 +1,8 @@
 """Endpoints for the topic tests: a TopicSocket with open, owned, presence and failing topics."""
 
-from realtime import IsAuthenticated, IsOwner, Refused, Router, Topic, TopicSocket
+import asyncio
+
+from realtime import IsAuthenticated, IsOwner, Refused, Router, Snapshot, Topic, TopicSocket, WebSocketView
 from realtime.throttling import MessageRateThrottle
 
 
@@ -55,10 +57,44 @@ class Personal(Topic):
     permission_classes = [IsAuthenticated, IsOwner]
 
 
+#: Each tally's state, as a store would keep it: the values so far and the id of the last one applied.
+TALLIES: dict[str, dict] = {}
+
+
+class Tally(Topic):
+    """``tally:<name>``: a list of numbers whose snapshot is the list so far, with the id it is current to."""
+
+    pattern = "tally:{name}"
+    history = 10_000
+
+    async def snapshot(self, user, name):
+        await asyncio.sleep(0)  # a read of a store awaits: publishes go on meanwhile
+        state = TALLIES.get(name, {"values": [], "last_id": None})
+        return Snapshot(list(state["values"]), state["last_id"])
+
+
+class Burst(WebSocketView):
+    """Send ``{"name", "count"}``: publishes 1..count on ``tally:<name>`` in a loop; answers with their ids."""
+
+    throttle_classes = []
+
+    async def on_receive(self, ws, data):
+        name = data["name"]
+        state = TALLIES.setdefault(name, {"values": [], "last_id": None})
+        ids = []
+        for value in range(1, data["count"] + 1):
+            message_id = await Tally.publish(value, name=name)
+            state["values"].append(value)  # applied with its id, in the history's order: one writer
+            state["last_id"] = message_id
+            ids.append(message_id)
+            await asyncio.sleep(0)  # one publish per turn of the loop: subscribes come in between
+        await ws.send_json({"ids": ids})
+
+
 class Sockets(TopicSocket):
     """No rate limit, so one client may send 10,000 requests."""
 
-    topics = [Open, Owned, Lobby, Picky, Personal]
+    topics = [Open, Owned, Lobby, Picky, Tally, Personal]
     throttle_classes = []
 
     def auto_subscribe(self, user):
@@ -76,3 +112,4 @@ class Limited(Sockets):
 router = Router(prefix="/t14")
 router.register_websocket("/ws", Sockets)
 router.register_websocket("/limited", Limited)
+router.register_websocket("/burst", Burst)
