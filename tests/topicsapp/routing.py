@@ -74,21 +74,31 @@ class Tally(Topic):
 
 
 class Burst(WebSocketView):
-    """Send ``{"name", "count"}``: publishes 1..count on ``tally:<name>`` in a loop; answers with their ids."""
+    """``{"name"}`` starts publishing 1, 2, 3 ... on ``tally:<name>``, one per turn of the loop, until
+    ``{"stop": true}``: then 0 marks the end, and the answer is every id, in order."""
 
     throttle_classes = []
 
     async def on_receive(self, ws, data):
-        name = data["name"]
+        if "name" in data:
+            self.running = True
+            self.burst = self._spawn(self._publish(data["name"]))
+            return
+        self.running = False
+        await ws.send_json({"ids": await self.burst})
+
+    async def _publish(self, name):
         state = TALLIES.setdefault(name, {"values": [], "last_id": None})
-        ids = []
-        for value in range(1, data["count"] + 1):
+        ids, value = [], 0
+        while True:
+            value = value + 1 if self.running else 0
             message_id = await Tally.publish(value, name=name)
             state["values"].append(value)  # applied with its id, in the history's order: one writer
             state["last_id"] = message_id
             ids.append(message_id)
+            if not value:
+                return ids
             await asyncio.sleep(0)  # one publish per turn of the loop: subscribes come in between
-        await ws.send_json({"ids": ids})
 
 
 class Sockets(TopicSocket):
