@@ -33,6 +33,7 @@ from .conf import setting
 from .permissions import first_denial, get_permissions, is_authenticated
 from .revocation import revocations
 from .security import ConnectionCounter, sse_users, websocket_addresses, websocket_users
+from .sessions import SessionCredentials
 
 logger = logging.getLogger("realtime.admission")
 
@@ -87,12 +88,14 @@ class Admitted:
     connection, not a callable per cap (idle sockets are many).
     """
 
-    __slots__ = ("_caps", "_end", "_exp", "_expiry", "_loop", "_unregister", "_user_pk")
+    __slots__ = ("_caps", "_end", "_exp", "_expiry", "_loop", "_session", "_unregister", "_user_pk")
 
     def __init__(self, user: Any = None, token: Any = None) -> None:
         self._caps: tuple[tuple[ConnectionCounter, object], ...] = ()
         self._user_pk = getattr(user, "pk", None) if user is not None else None
         self._exp: Any = token.get("exp") if token is not None else None
+        #: A session's revocation key (``realtime.sessions``): its logout closes the connection too.
+        self._session: str | None = token.get("session") if isinstance(token, SessionCredentials) else None
         #: Set by hold(): called on the connection's loop with REVOKED or EXPIRED.
         self._end: Callable[[str], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -153,7 +156,16 @@ class Admitted:
 
     def _register(self) -> None:
         if self._loop is not None and self._unregister is None and self._user_pk is not None:
-            self._unregister = revocations.register(self._user_pk, self._revoked)
+            unregister = revocations.register(self._user_pk, self._revoked)
+            if self._session is not None:
+                unregister_session = revocations.register(self._session, self._revoked)
+
+                def unregister_both(user: Callable[[], None] = unregister) -> None:
+                    user()
+                    unregister_session()
+
+                unregister = unregister_both
+            self._unregister = unregister
 
     def _revoked(self) -> None:
         """Called by realtime.revocation, from any thread."""

@@ -2,7 +2,17 @@
 
 import asyncio
 
-from realtime import IsAuthenticated, IsOwner, Refused, Router, Snapshot, Topic, TopicSocket, WebSocketView
+from realtime import (
+    IsAuthenticated,
+    IsOwner,
+    Refused,
+    Router,
+    SessionAuthenticator,
+    Snapshot,
+    Topic,
+    TopicSocket,
+    WebSocketView,
+)
 from realtime.throttling import MessageRateThrottle
 
 
@@ -119,7 +129,29 @@ class Limited(Sockets):
     throttle_classes = [FiveASecond]
 
 
+class SessionSockets(Sockets):
+    """The TopicSocket above, authenticated by the Django session cookie (or a JWT)."""
+
+    authenticator_class = SessionAuthenticator
+
+
+class SessionWho(WebSocketView):
+    """Says who the socket is: the session's user, or None."""
+
+    authenticator_class = SessionAuthenticator
+
+    async def on_connect(self, ws, **params):
+        await ws.send_json({"user": self.user.pk if self.user is not None else None})
+
+
+class SessionPrivate(SessionWho):
+    permission_classes = [IsAuthenticated]
+
+
 router = Router(prefix="/t14")
 router.register_websocket("/ws", Sockets)
 router.register_websocket("/limited", Limited)
 router.register_websocket("/burst", Burst)
+router.register_websocket("/session/ws", SessionSockets)
+router.register_websocket("/session/who", SessionWho)
+router.register_websocket("/session/private", SessionPrivate)
