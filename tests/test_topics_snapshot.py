@@ -152,3 +152,40 @@ async def test_the_python_client_yields_the_snapshot_then_the_messages_after_it(
     assert snapshot.data + [event.data for event in messages] == [*range(1, len(ids)), 0]
     assert [event.id for event in messages] == ids[len(snapshot.data):]
     assert snapshot.last_id == (ids[len(snapshot.data) - 1] if snapshot.data else None)
+
+
+async def request(ws, frame):
+    await ws.send(json.dumps(frame))
+    return await receive(ws)
+
+
+async def test_a_refusing_or_broken_snapshot_hook_is_an_error_reply_and_the_connection_goes_on(server):
+    ws = await websockets.connect(f"{server.ws_url}{WS}", subprotocols=["realtime.v1"])
+    denied = await request(ws, {"op": "subscribe", "ref": "1", "channel": "snap:deny"})
+    assert denied["error"] == {"code": "forbidden", "detail": "No state for you"}
+    broken = await request(ws, {"op": "subscribe", "ref": "2", "channel": "snap:bad"})
+    assert broken["error"]["code"] == "internal_error"
+    none = await request(ws, {"op": "subscribe", "ref": "3", "channel": "snap:none"})
+    assert none["ok"] and "snapshot" not in none["data"]
+    for ref, channel in (("4", "snap:deny"), ("5", "snap:bad")):  # nothing of the failed joins is left
+        assert (await request(ws, {"op": "unsubscribe", "ref": ref, "channel": channel}))["error"]["code"] \
+            == "not_subscribed"
+    await ws.close()
+
+
+async def test_a_snapshot_history_cannot_continue_is_asked_again_then_replied_unrecovered_with_a_gap(server):
+    ws = await websockets.connect(f"{server.ws_url}{WS}", subprotocols=["realtime.v1"])
+    publisher = await websockets.connect(f"{server.ws_url}{WS}", subprotocols=["realtime.v1"])
+    assert (await request(publisher, {"op": "subscribe", "ref": "s", "channel": "snap:stale"}))["ok"]
+    for n in range(6):  # the history keeps 3: the snapshot's id is long gone
+        await publisher.send(json.dumps({"op": "publish", "ref": f"p{n}", "channel": "snap:stale", "data": n}))
+    answers = [await receive(publisher) for _ in range(12)]  # six replies and six messages, in some order
+    assert sum(1 for answer in answers if answer["op"] == "reply" and answer["ok"]) == 6
+    reply = await request(ws, {"op": "subscribe", "ref": "1", "channel": "snap:stale"})
+    assert reply["data"]["recovered"] is False
+    assert reply["data"]["snapshot"]["data"] == "attempt 3"
+    assert await receive(ws) == {"op": "gap", "channel": "snap:stale", "missed": None, "recovered": False}
+    replayed = [await receive(ws) for _ in range(3)]  # what the history still holds
+    assert [frame["data"] for frame in replayed] == [3, 4, 5]
+    await ws.close()
+    await publisher.close()

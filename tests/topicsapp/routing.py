@@ -83,6 +83,25 @@ class Tally(Topic):
         return Snapshot(list(state["values"]), state["last_id"])
 
 
+class Snapshots(Topic):
+    """``snap:<kind>``: a snapshot hook that refuses (``deny``), returns no Snapshot (``bad``), or one
+    whose id the history cannot reach (``stale``: it says which attempt it was)."""
+
+    pattern = "snap:{kind}"
+    history = 3
+    allow_publish = True
+
+    async def snapshot(self, user, kind):
+        self.attempts = getattr(self, "attempts", 0) + 1
+        if kind == "deny":
+            raise Refused("No state for you")
+        if kind == "bad":
+            return {"not": "a Snapshot"}
+        if kind == "stale":
+            return Snapshot(f"attempt {self.attempts}", "1")  # long trimmed, or not an id of this history
+        return None
+
+
 class Burst(WebSocketView):
     """``{"name"}`` starts publishing 1, 2, 3 ... on ``tally:<name>``, one per turn of the loop, until
     ``{"stop": true}``: then 0 marks the end, and the answer is every id, in order."""
@@ -114,7 +133,7 @@ class Burst(WebSocketView):
 class Sockets(TopicSocket):
     """No rate limit, so one client may send 10,000 requests."""
 
-    topics = [Open, Owned, Lobby, Picky, Tally, Personal]
+    topics = [Open, Owned, Lobby, Picky, Tally, Snapshots, Personal]
     throttle_classes = []
 
     def auto_subscribe(self, user):
