@@ -194,7 +194,7 @@ class DeliveryQueue:
         """True while a message or a gap waits to be sent."""
         return bool(self.items) or self.dropped > self.reported
 
-    def release(self, skip: set[str] | None = None) -> None:
+    def release(self, skip: Container[str] | None = None) -> None:
         """Stop holding: what arrived meanwhile goes to the drain (minus ``skip``, the replayed ids)."""
         if skip:
             self.skip = skip
