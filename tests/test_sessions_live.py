@@ -12,6 +12,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.liveapp.management.commands.seed_test_users import PASSWORD
+from tests.sse_client import text_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -117,3 +118,16 @@ async def test_logging_the_session_out_closes_its_sockets_with_4003_session_revo
     again = await connect(live.server, "/session/private", http)  # the cookie of a logged-out session
     assert await closed_with(again) == (4003, "Authentication required")
 
+
+
+async def test_logging_the_session_out_ends_its_sse_streams_with_session_revoked(live):
+    http = django_login(live.server)
+    headers = {"Cookie": cookie_header(http)}
+    async with httpx.AsyncClient(base_url=live.server.url, timeout=10) as client:
+        async with client.stream("GET", "/api/t/sse/forever", headers=headers) as response:
+            assert response.status_code == 200
+            chunks = response.aiter_text()
+            assert "data: staff" in await text_until(chunks, "data: staff")
+            await asyncio.to_thread(django_logout, http)
+            text = await text_until(chunks, "session_revoked")
+    assert "event: error" in text
