@@ -131,3 +131,16 @@ async def test_logging_the_session_out_ends_its_sse_streams_with_session_revoked
             await asyncio.to_thread(django_logout, http)
             text = await text_until(chunks, "session_revoked")
     assert "event: error" in text
+
+
+async def test_a_session_topic_socket_takes_a_token_of_its_user_only(live):
+    http = django_login(live.server)
+    for username, ok in (("plain", False), ("staff", True)):  # connect may be sent once: a socket each
+        topics = await connect(live.server, "/session/ws", http, subprotocols=["realtime.v1"])
+        await topics.send(json.dumps({"op": "connect", "ref": "1", "token": live.token(username)}))
+        answer = await receive(topics)
+        if ok:
+            assert answer["ok"] and answer["data"]["user"] == live.users["staff"], answer
+        else:
+            assert answer["error"]["code"] == "user_mismatch", answer
+        await topics.close()
