@@ -14,7 +14,9 @@ Topics are registered on the socket (``topics = [...]``), the first matching pat
 channel. Requests are carried out one at a time in the connection's own task, so replies come in
 request order; deliveries of every subscription are written straight to the transport when
 nothing is queued and it has room, else go through one :class:`Outbox` task
-(``realtime.topics.delivery``). Everything a connection holds (sinks on channels, presence
+(``realtime.topics.delivery``). A topic's ``snapshot()`` goes in the subscribe reply, and what follows it
+is the history after the snapshot's id (``_snapshot``, the seam of ``realtime.pubsub.delivery.Seam``).
+Everything a connection holds (sinks on channels, presence
 entries, its outbox task) goes with it.
 
 The protocol's state, the connection's and each subscription's, is the machine's
@@ -286,7 +288,9 @@ class TopicSocket(WebSocketView):
         return joined
 
     async def _join(self, ws: WebSocket, request: p.Subscribe, topic: Topic) -> None:
-        """Subscribe a sink (held until the reply and the replay are out), count presence, reply, replay."""
+        """Subscribe a sink (held until the reply and the replay are out), count presence, take the
+        topic's snapshot (a subscribe without ``last_id``, or one history could not recover), reply,
+        replay what came after ``last_id`` or after the snapshot's id."""
         name, route, last_id, ref = request.channel, request.route, request.last_id, request.ref
         channel = route.topic.channel(name)
         sink = ChannelSink(self.outbox, name, route.topic.maxlen)
