@@ -41,6 +41,8 @@ _EXPORTS = {
     "SessionAuthenticator": "sessions",
     "revoke_user": "revocation",
     "arevoke_user": "revocation",
+    "recheck": "revocation",
+    "arecheck": "revocation",
 }
 
 __all__ = sorted(name for name in _EXPORTS if not name.startswith("_"))

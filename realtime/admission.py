@@ -16,6 +16,13 @@ maps it (a WebSocket is accepted, then closed with the code so that the client s
 ``sse_error``). An ``Admitted`` connection holds its places under the caps and, once it is open
 (:meth:`Admitted.hold`), its entry in the revocation registry and its token's expiry timer;
 :meth:`Admitted.release` undoes all of it, once.
+
+The same admission runs again while the connection is open when the user's permissions may have
+changed (``realtime.recheck``, a group change; see ``realtime.revocation``): the user is reloaded,
+step 2 runs again with it, and a refusal ends the connection (``end(DENIED)``) as the refusal at
+connect time would have (WebSocket 4003 with the permission's message; SSE ``event: error`` with
+its code). When the view's permissions still hold, its ``on_recheck`` hook runs (``TopicSocket``
+re-checks each subscription's topic there).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from .auth import AuthenticationFailed
 from .closecodes import CloseCode, refused_credentials_code
 from .conf import setting
 from .permissions import first_denial, get_permissions, is_authenticated
-from .revocation import revocations
+from .revocation import FreshUser, clean_context, revocations
 from .security import ConnectionCounter, sse_users, websocket_addresses, websocket_users
 from .sessions import SessionCredentials
 
@@ -40,9 +47,11 @@ logger = logging.getLogger("realtime.admission")
 #: One cap: the counter, the key counted (a user id, a client address) and the limit (None: none).
 Cap = tuple[ConnectionCounter, object, int | None]
 
-#: Why an open connection's credentials ended: the codes ``Admitted.hold``'s callback receives.
+#: Why an open connection ended: the codes ``Admitted.hold``'s callback receives. DENIED: a re-check
+#: found that a permission now refuses (``Admitted.denied`` says which, as a :class:`Denied`).
 REVOKED = "session_revoked"
 EXPIRED = "token_expired"
+DENIED = "permission_denied"
 
 BEARER = {"WWW-Authenticate": 'Bearer realm="api"'}
 
@@ -88,19 +97,29 @@ class Admitted:
     connection, not a callable per cap (idle sockets are many).
     """
 
-    __slots__ = ("_caps", "_end", "_exp", "_expiry", "_loop", "_session", "_unregister", "_user_pk")
+    __slots__ = (
+        "_again", "_caps", "_end", "_exp", "_expiry", "_loop", "_recheck", "_request", "_session", "_unregister",
+        "_user_pk", "_view", "denied",
+    )
 
-    def __init__(self, user: Any = None, token: Any = None) -> None:
+    def __init__(self, user: Any = None, token: Any = None, view: Any = None, request: Any = None) -> None:
         self._caps: tuple[tuple[ConnectionCounter, object], ...] = ()
         self._user_pk = getattr(user, "pk", None) if user is not None else None
         self._exp: Any = token.get("exp") if token is not None else None
         #: A session's revocation key (``realtime.sessions``): its logout closes the connection too.
         self._session: str | None = token.get("session") if isinstance(token, SessionCredentials) else None
-        #: Set by hold(): called on the connection's loop with REVOKED or EXPIRED.
+        #: Set by hold(): called on the connection's loop with REVOKED, EXPIRED or DENIED.
         self._end: Callable[[str], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unregister: Callable[[], None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        #: What a re-check runs the permissions on (None: the connection is never re-checked).
+        self._view, self._request = view, request
+        #: The running re-check, and the next one asked for while it runs.
+        self._recheck: asyncio.Task[None] | None = None
+        self._again: FreshUser | None = None
+        #: The refusal a re-check found, before ``end(DENIED)``.
+        self.denied: Denied | None = None
 
     def take(self, caps: Iterable[Cap]) -> bool:
         """Count the connection under each cap; False at the first that is full (release() frees the rest)."""
@@ -145,19 +164,30 @@ class Admitted:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+        recheck, self._recheck, self._again = self._recheck, None, None
+        if recheck is not None and recheck is not asyncio.current_task():
+            recheck.cancel()
         self._end = self._loop = None
 
     @property
     def holds_anything(self) -> bool:
-        """True while a cap, a revocation entry or an expiry timer is held (False after release)."""
-        return bool(self._caps) or self._unregister is not None or self._expiry is not None
+        """True while a cap, a revocation entry, an expiry timer or a re-check is held (False after release)."""
+        return bool(self._caps) or self._unregister is not None or self._expiry is not None or self._recheck is not None
+
+    def error_data(self, code: str) -> dict[str, str]:
+        """SSE's ``event: error`` data for ``end(code)``: a re-check's refusal, or the credentials' end."""
+        denied = self.denied
+        if code == DENIED and denied is not None:
+            return {"code": denied.error_code, "detail": denied.detail}
+        return {"code": code, "detail": "Reconnect with a fresh token"}
 
     # -- internals ------------------------------------------------------------------------------
 
     def _register(self) -> None:
         if self._loop is not None and self._unregister is None and self._user_pk is not None:
-            unregister = revocations.register(self._user_pk, self._revoked)
-            if self._session is not None:
+            recheck = self._rechecked if self._view is not None else None
+            unregister = revocations.register(self._user_pk, self._revoked, recheck)
+            if self._session is not None:  # the session's logout closes it too (no re-check: those are per user)
                 unregister_session = revocations.register(self._session, self._revoked)
 
                 def unregister_both(user: Callable[[], None] = unregister) -> None:
@@ -186,6 +216,60 @@ class Admitted:
         end = self._end
         if end is not None:
             end(code)
+
+    # -- re-checks (realtime.revocation's ``recheck``) ---------------------------------------------
+
+    def _rechecked(self, fresh: FreshUser) -> None:
+        """Called by realtime.revocation, from any thread: the user's permissions may have changed."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._start_recheck, fresh)
+
+    def _start_recheck(self, fresh: FreshUser) -> None:
+        if self._end is None or self._loop is None:
+            return  # released meanwhile
+        if self._recheck is not None:
+            self._again = fresh  # runs once more when the running one is done: nothing is missed
+            return
+        self._recheck = self._loop.create_task(self._run_rechecks(fresh), context=clean_context())
+
+    async def _run_rechecks(self, fresh: FreshUser) -> None:
+        try:
+            next_one: FreshUser | None = fresh
+            while next_one is not None and self._end is not None:
+                self._again = None
+                try:
+                    await self._readmit(next_one)
+                except Exception:
+                    logger.exception("Re-checking a connection of user %s failed; it stays open", self._user_pk)
+                next_one = self._again
+        finally:
+            if self._recheck is asyncio.current_task():
+                self._recheck = None
+
+    async def _readmit(self, fresh: FreshUser) -> None:
+        """Step 2 of the admission again, with the user as the database has it now."""
+        view, request = self._view, self._request
+        user = await fresh.get()
+        if self._end is None:
+            return
+        if user is None or not getattr(user, "is_active", True):
+            self._ended(REVOKED)
+            return
+        view.user = user
+        request.user = user
+        denied = await first_denial(get_permissions(view.permission_classes), request, view)
+        if self._end is None:
+            return
+        if denied is not None:
+            logger.info("A re-check refused a connection of user %s at %s (%s)", user.pk, _path(request),
+                        getattr(denied, "code", "permission_denied"))
+            self.denied = Denied.permission(denied, user)
+            self._ended(DENIED)
+            return
+        hook = getattr(view, "on_recheck", None)
+        if hook is not None:
+            await hook(request)
 
 
 async def credentials_of(found: Awaitable[tuple[Any, Any] | None]) -> tuple[Any, Any, AuthenticationFailed | None]:
@@ -231,7 +315,7 @@ async def admit(
     if refusal is not None:
         logger.info("Refused a token (%s) at %s; the endpoint is public: going on as anonymous", refusal.code,
                     _path(request))
-    admitted = Admitted(user, token)
+    admitted = Admitted(user, token, view, request)
     if not admitted.take(caps(user)):
         admitted.release()
         return TOO_MANY

@@ -18,7 +18,8 @@ class CloseCode(IntEnum):
     ABNORMAL = 1006
     #: A frame whose payload does not decode (malformed JSON, invalid UTF-8).
     INVALID_PAYLOAD = 1007
-    #: A policy was violated (rate limit, missing subprotocol, forbidden origin). Do not retry at once.
+    #: A policy was violated (rate limit, missing subprotocol, forbidden origin, too much unread inbound
+    #: data: ``MAX_INBOUND_BYTES_PER_IP``, see realtime.inbound). Do not retry at once.
     POLICY_VIOLATION = 1008
     #: A message larger than the view accepts.
     MESSAGE_TOO_BIG = 1009

@@ -17,6 +17,8 @@ REALTIME = {
     "SLOW_CONSUMER_TIMEOUT": 10,      # seconds a send may wait before the client is a slow consumer (4008)
     "SEND_BUFFER_LIMIT": 4194304,     # bytes owed beyond which a client is a slow consumer at once (daphne)
     "MAX_PENDING_MESSAGES": 64,       # unread inbound messages before the socket is no longer read (daphne)
+    "MAX_INBOUND_BYTES": 1048576,     # inbound bytes held for one WebSocket, unread by its view; over it: not read
+    "MAX_INBOUND_BYTES_PER_IP": 16777216,  # the same, shared by one client address's WebSockets, per process
     "METRICS_MAX_CHANNELS": 100,      # channels with a label of their own; the rest fold into "prefix:*" or "other"
     "METRICS_PORT": None,             # a plain /metrics on 127.0.0.1:PORT for a scraper (one port per process)
     "METRICS_LATENCY_SAMPLE": 16,     # one WebSocket in N has its publish-to-send latency measured; 0: none
@@ -49,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "SLOW_CONSUMER_TIMEOUT": 10,
     "SEND_BUFFER_LIMIT": 4 * 1024 * 1024,
     "MAX_PENDING_MESSAGES": 64,
+    "MAX_INBOUND_BYTES": 1024 * 1024,
+    "MAX_INBOUND_BYTES_PER_IP": 16 * 1024 * 1024,
     "METRICS_MAX_CHANNELS": 100,
     "METRICS_PORT": None,
     "METRICS_LATENCY_SAMPLE": 16,

@@ -15,9 +15,11 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
+from . import servers
 from .closecodes import CloseCode, is_sendable
 from .encoding import SharedMessage, check_text, dumps, loads, send_event
 from .flow import SendGuard
+from .inbound import InboundMeter, message_size
 
 
 class WebSocketState(Enum):
@@ -87,6 +89,9 @@ class WebSocket:
         self._receive = receive
         #: Only while a reader task reads the client beside a handler that may not (see WebSocketView).
         self._inbox: asyncio.Queue[Any] | None = None
+        #: The bytes held of the client's messages (realtime.inbound), from accept() until release_inbound().
+        self.inbound: InboundMeter | None = None
+        self._overflow_close: asyncio.Task[None] | None = None
         self._gone = False
         self._reading = False
         #: Frames sent and received (realtime.ops), and who closed first: "server" or "client".
@@ -147,6 +152,8 @@ class WebSocket:
         self.subprotocol = subprotocol
         self.client_state = WebSocketState.CONNECTED
         self.accepted = True
+        if not self.refused:
+            self._meter_inbound()
         await self._send(message)
         if self.on_accept is not None:
             self.on_accept(self)
@@ -238,9 +245,13 @@ class WebSocket:
         inbox = self._inbox
         return self._read() if inbox is None else self._read_inbox(inbox)
 
-    async def _read(self) -> dict[str, Any]:
+    async def _read(self, for_inbox: bool = False) -> dict[str, Any]:
         """Read the client: the one place the server's ``receive`` is awaited, by whoever reads the
-        connection (the view's default flow in its own task, or the reader task that fills the inbox)."""
+        connection (the view's default flow in its own task, or the reader task that fills the inbox).
+
+        A message handed on is given back to the inbound meter here, or (``for_inbox``) when the
+        handler takes it from the inbox.
+        """
         while not self._gone:
             self._reading = True
             try:
@@ -250,6 +261,11 @@ class WebSocket:
             if message["type"] == "websocket.disconnect":
                 self._disconnected(message.get("code", 1005))
                 break
+            meter = self.inbound
+            if meter is not None and meter.server:
+                meter.received()
+                if not (for_inbox and self.client_state is WebSocketState.CONNECTED):
+                    meter.taken()
             if self.client_state is WebSocketState.CONNECTED:
                 self.received += 1
                 return message
@@ -261,6 +277,8 @@ class WebSocket:
         if message is _DISCONNECTED:
             inbox.put_nowait(_DISCONNECTED)  # every later receive() sees it too
             raise WebSocketDisconnect(self.close_code or CloseCode.NORMAL)
+        if self.inbound is not None:
+            self.inbound.taken()
         return message
 
     async def receive_text(self) -> str:
@@ -297,13 +315,40 @@ class WebSocket:
         inbox = self._inbox = asyncio.Queue(size)
         try:
             while True:
-                message = await self._read()
+                message = await self._read(for_inbox=True)
                 if inbox.full():
                     await self.close(CloseCode.POLICY_VIOLATION, "Too many unread messages")
                 else:
                     inbox.put_nowait(message)
+                    meter = self.inbound
+                    if meter is not None and not meter.server:  # no server counts it: the inbox is what is held
+                        meter.charge(message_size(message))
         except WebSocketDisconnect:
             return
+
+    # -- inbound bytes (realtime.inbound) -------------------------------------------------------
+
+    def _meter_inbound(self) -> None:
+        """Count what is held of the client's messages, from the accept on: by the server when its
+        adapter can (and pause reading past the bounds), else in the inbox alone."""
+        client = self.scope.get("client")
+        meter = self.inbound = InboundMeter(client[0] if client else None, self._inbound_overflow)
+        servers.meter_inbound(self._server_send, meter)
+
+    def _inbound_overflow(self, reason: str) -> None:
+        """Called by the meter, from the server's read: close with 1008, and drop the TCP connection
+        soon whatever it buffers, since a client that does not read would never answer the close
+        (uvicorn: ``servers.abort``, a second later; daphne: autobahn's close handshake times out)."""
+        if self._overflow_close is None and self.client_state is WebSocketState.CONNECTED:
+            servers.abort(self._server_send)
+            self._overflow_close = asyncio.get_running_loop().create_task(
+                self.close(CloseCode.POLICY_VIOLATION, reason)
+            )
+
+    def release_inbound(self) -> None:
+        """The connection has ended: its client's bytes are no longer held (by the meter's count)."""
+        if self.inbound is not None:
+            self.inbound.release()
 
     def _disconnected(self, code: int) -> None:
         """The client has gone: record its code unless the server closed first."""

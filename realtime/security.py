@@ -1,4 +1,4 @@
-"""Origin checks and per-process connection caps.
+"""Origin checks, per-process connection caps and the per-address inbound byte budget.
 
 A WebSocket's ``Origin`` is compared by scheme, host and port, as Django's CSRF check does:
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -148,3 +149,77 @@ class ConnectionCounter:
 websocket_users = ConnectionCounter()
 websocket_addresses = ConnectionCounter()
 sse_users = ConnectionCounter()
+
+
+class BudgetWaiter(Protocol):
+    def budget_freed(self) -> None: ...
+
+    def budget_spent(self) -> None: ...
+
+
+class ByteBudget:
+    """Bytes held per key (a client address) in this process, shared by all of that key's connections.
+
+    Each connection's :class:`realtime.inbound.InboundMeter` adds what the server holds for it and
+    takes it back as its view reads; a meter that stopped reading because its key is over budget
+    waits here (``wait``) and is told (``budget_freed``) when a connection of the key gives bytes back.
+    """
+
+    def __init__(self) -> None:
+        self.totals: Counter[object] = Counter()
+        self._members: dict[object, set[BudgetWaiter]] = {}
+        self._waiting: dict[object, set[BudgetWaiter]] = {}
+
+    def join(self, key: object, member: BudgetWaiter) -> None:
+        """A connection of ``key`` shares its budget from now on (until ``leave``)."""
+        self._members.setdefault(key, set()).add(member)
+
+    def leave(self, key: object, member: BudgetWaiter) -> None:
+        self.stop_waiting(key, member)
+        members = self._members.get(key)
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self._members[key]
+
+    def spent(self, key: object, by: BudgetWaiter) -> None:
+        """``key`` has reached its budget through ``by``: tell every other connection of it (``budget_spent``)."""
+        for member in list(self._members.get(key, ())):
+            if member is not by:
+                member.budget_spent()
+
+    def add(self, key: object, delta: int) -> int:
+        """Add ``delta`` bytes (negative: given back) to ``key``; its new total."""
+        total = self.totals[key] + delta
+        if total > 0:
+            self.totals[key] = total
+        else:
+            self.totals.pop(key, None)
+            total = 0
+        if delta < 0 and key in self._waiting:
+            for waiter in self._waiting.pop(key):
+                waiter.budget_freed()
+        return total
+
+    def total(self, key: object) -> int:
+        return self.totals.get(key, 0)
+
+    def wait(self, key: object, waiter: BudgetWaiter) -> None:
+        """Tell ``waiter`` (once) the next time bytes of ``key`` are given back."""
+        self._waiting.setdefault(key, set()).add(waiter)
+
+    def stop_waiting(self, key: object, waiter: BudgetWaiter) -> None:
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.discard(waiter)
+            if not waiting:
+                del self._waiting[key]
+
+    @property
+    def waiting(self) -> int:
+        """How many connections wait for their key to be under budget (0 once they have all gone)."""
+        return sum(len(waiting) for waiting in self._waiting.values())
+
+
+#: Inbound bytes held per client address (``MAX_INBOUND_BYTES_PER_IP``).
+inbound_addresses = ByteBudget()

@@ -27,6 +27,7 @@ from .ops.connections import sse_user, track_sse
 from .ops.stats import stats
 from .permissions import is_authenticated
 from .pubsub.subscription import Gap
+from .sealed_ids import IdSeal
 from .sessions import SessionCredentials, revocation_key
 from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, encode_event, encode_item
 from .threads import release_request_thread, shared_thread_context
@@ -128,8 +129,9 @@ async def _aclose(events: Any) -> None:
 
 
 async def _guarded(events: AsyncIterator[Any], admitted: Admitted) -> AsyncIterator[Any]:
-    """An authenticated stream: ends with ``event: error`` when its token expires or its user's
-    sessions are revoked (logout, deactivation), and releases what its admission holds however it ends.
+    """An authenticated stream: ends with ``event: error`` when its token expires, its user's
+    sessions are revoked (logout, deactivation) or a re-check finds that a permission now refuses
+    (the refusal's code and detail, as at connect), and releases what its admission holds however it ends.
 
     Each wait for the next event races that end; nothing waits across a ``yield``.
     """
@@ -149,7 +151,7 @@ async def _guarded(events: AsyncIterator[Any], admitted: Admitted) -> AsyncItera
                 step = None
                 yield item
                 continue
-            yield {"event": "error", "data": {"code": ended.result(), "detail": "Reconnect with a fresh token"}}
+            yield {"event": "error", "data": admitted.error_data(ended.result())}
             return
     finally:
         if step is not None and not step.done():
@@ -220,6 +222,11 @@ class SSEView(View):
     relay: ClassVar[Any] = None
     #: The ``event:`` name of relayed messages (None: the default ``message`` event).
     relay_event: ClassVar[str | None] = None
+    #: Whether ``follow()`` and relays send sealed ids (``realtime.sealed_ids``) instead of the
+    #: channel's history ids, which order everyone's messages. None: sealed when the stream filters
+    #: the channel (a ``predicate``, a ``relay_message`` of the view's own); False: the view shows
+    #: every message to everyone (a filter by topic, not by user) and keeps the plain ids.
+    sealed_ids: ClassVar[bool | None] = None
 
     http_method_names = ["get", "options"]
 
@@ -234,6 +241,18 @@ class SSEView(View):
     def relay_transform(self) -> Any:
         """``relay_message`` when overridden, else None: the identity costs nothing on the hot path."""
         return None if type(self).relay_message is SSEView.relay_message else self.relay_message
+
+    def id_seal(self, channel: Any, filtered: bool) -> IdSeal | None:
+        """The seal of this stream's ids on ``channel``, or None to send its history ids.
+
+        A sealed id opens only on the same channel, path and user: another user's, or another
+        stream's, is answered as a malformed id (``event: reset``).
+        """
+        if not (filtered if self.sealed_ids is None else self.sealed_ids):
+            return None
+        user = self.user.pk if is_authenticated(self.user) else ""
+        path = self.request.path if getattr(self, "request", None) is not None else ""
+        return IdSeal(f"{channel.name}\n{path}\n{user}")
 
     async def stream(self, request: HttpRequest, **params: Any) -> AsyncIterator[dict[str, Any]]:
         """Yield dicts with ``data`` and optional ``event``, ``id`` and ``retry``."""
@@ -284,14 +303,19 @@ class SSEView(View):
         On a reconnect the messages published since the client's last id are replayed first,
         then live ones follow with no duplicate and no gap. If history no longer reaches back
         that far (or the id is malformed), one ``event: reset`` comes first: the client should
-        refetch its state. ``predicate(message)`` filters (for example, one user's events).
+        refetch its state. ``predicate(message)`` filters (for example, one user's events): then the
+        ids are sealed (``sealed_ids``), so they say nothing of the messages filtered out, and a
+        ``reset`` after drops says ``missed: null`` (the count would include them).
         """
         resume = self.last_event_id if channel.history else None
-        subscription = channel.subscribe(last_id=resume, gaps=True, with_ids=True)
+        seal = self.id_seal(channel, predicate is not None)
+        last_id = resume if seal is None or resume is None else (seal.open(resume) or "")
+        subscription = channel.subscribe(last_id=last_id, gaps=True, with_ids=True)
         try:
             async for item in subscription:
                 if isinstance(item, Gap):
-                    yield {"event": "reset", "data": {"missed": item.missed, "last_id": resume}}
+                    missed = item.missed if seal is None else None
+                    yield {"event": "reset", "data": {"missed": missed, "last_id": resume}}
                     continue
                 message_id, message = item
                 if predicate is not None and not predicate(message):
@@ -300,7 +324,7 @@ class SSEView(View):
                 if event is not None:
                     frame["event"] = event
                 if message_id is not None:
-                    frame["id"] = message_id
+                    frame["id"] = message_id if seal is None else seal.seal(message_id)
                 yield frame
         finally:
             subscription.close()

@@ -30,6 +30,7 @@ from .memory import open_connections
 from .ops.connections import track_sse
 from .ops.stats import stats
 from .pubsub.delivery import DeliveryQueue, Reader
+from .sealed_ids import IdSeal
 from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, encode_event, encode_item
 from .threads import release_request_thread
 
@@ -64,12 +65,30 @@ class RelayFrames:
         return self._encode(message, message_id)
 
     def _encode(self, message: Any, message_id: Any) -> bytes:
-        item: dict[str, Any] = {"data": message if isinstance(message, (str, dict, list)) else str(message)}
-        if self.event is not None:
-            item["event"] = self.event
-        if message_id is not None:
-            item["id"] = message_id
-        return encode_item(item)
+        return sse_frame(self.event, message, message_id)
+
+
+class SealedFrames:
+    """The encoder of one stream whose ids are sealed: its frames are its own, never cached on the message."""
+
+    __slots__ = ("event", "seal")
+
+    def __init__(self, event: str | None, seal: IdSeal) -> None:
+        self.event = event
+        self.seal = seal
+
+    def __call__(self, message: Any, message_id: Any) -> bytes:
+        return sse_frame(self.event, message, None if message_id is None else self.seal.seal(message_id))
+
+
+def sse_frame(event: str | None, message: Any, message_id: str | None) -> bytes:
+    """The SSE frame of a relayed message: what ``follow()`` yields for it, encoded."""
+    item: dict[str, Any] = {"data": message if isinstance(message, (str, dict, list)) else str(message)}
+    if event is not None:
+        item["event"] = event
+    if message_id is not None:
+        item["id"] = message_id
+    return encode_item(item)
 
 
 class StreamDrain(Reader):
@@ -99,8 +118,8 @@ def _reset(missed: int | None, last_id: str | None) -> bytes:
     return encode_event({"missed": missed, "last_id": last_id}, event="reset").encode()
 
 
-def _ended(code: str) -> bytes:
-    return encode_event({"code": code, "detail": "Reconnect with a fresh token"}, event="error").encode()
+def _ended(data: dict[str, str]) -> bytes:
+    return encode_event(data, event="error").encode()
 
 
 async def relay_body(
@@ -115,19 +134,21 @@ async def relay_body(
     release_request_thread()
     record = track_sse()
     drain = StreamDrain(writer_of(), record)
-    encoder = RelayFrames.for_event(view.relay_event)
     transform = view.relay_transform()
+    seal = view.id_seal(channel, transform is not None)
+    encoder = RelayFrames.for_event(view.relay_event) if seal is None else SealedFrames(view.relay_event, seal)
     queue = DeliveryQueue(drain, channel.maxlen, encoder, channel=channel, transform=transform)
     resume = view.last_event_id if channel.history else None
     forget_shutdown = lifecycle.on_shutdown(lambda: drain.end(SHUTDOWN))
     if admitted is not None:
-        admitted.hold(lambda code: drain.end(_ended(code)))
+        admitted.hold(lambda code: drain.end(_ended(admitted.error_data(code))))
     interval = ping_interval if ping_interval and ping_interval > 0 else None
     open_connections.opened()
     channel.attach(queue)  # live first, so nothing published during the replay is missed
     try:
         if resume is not None:
-            replay, recovered = await channel.replay_after(resume)
+            last_id = resume if seal is None else (seal.open(resume) or "")  # "": unopened, a malformed id
+            replay, recovered = await channel.replay_after(last_id)
             stats.resumed(len(replay), recovered)  # as a Subscription's resume is counted
             if not recovered:
                 yield _reset(None, resume)

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 
-from .admission import REVOKED, Admitted, Denied, admit, credentials_of, user_cap, websocket_caps
+from .admission import DENIED, REVOKED, Admitted, Denied, admit, credentials_of, user_cap, websocket_caps
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .closecodes import CloseCode, WebSocketException, refused_credentials_code
 from .conf import setting
@@ -186,6 +186,14 @@ class WebSocketView(AsyncConsumer):
     async def on_disconnect(self, ws: WebSocket, code: int) -> None:
         """Called exactly once when the connection ends, whoever ended it."""
 
+    async def on_recheck(self, ws: WebSocket) -> None:
+        """Called when the user's permissions were re-checked on the open connection and still hold.
+
+        A re-check (``realtime.recheck(user)``, a change of the user's groups, a save of the user)
+        reloads ``self.user`` and runs ``permission_classes`` again; a refusal closes with 4003 and
+        the permission's message, else this hook runs (``TopicSocket`` re-checks its channels here).
+        """
+
     def stream(self, ws: WebSocket, **params: Any) -> AsyncIterator[Any] | None:
         """Override as an async generator to push: each item is sent with the view's encoding.
 
@@ -251,6 +259,7 @@ class WebSocketView(AsyncConsumer):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._stop_relay()
+            ws.release_inbound()
             if self._admission is not None:
                 self._admission.release()
             open_connections.closed()
@@ -346,7 +355,12 @@ class WebSocketView(AsyncConsumer):
     # -- credentials that end or change on open connections -----------------------------------
 
     def _credentials_ended(self, code: str) -> None:
-        """The token expired, or the user's sessions were revoked: close (4003; 4001 with STRICT_TOKENS)."""
+        """The token expired, or the user's sessions were revoked: close (4003; 4001 with STRICT_TOKENS).
+        A re-check found a permission that now refuses: close as its refusal at connect would (4003)."""
+        denied = self._admission.denied if self._admission is not None else None
+        if code == DENIED and denied is not None:
+            self._spawn(self.ws.close(denied.close_code, denied.reason))
+            return
         reason = "session_revoked" if code == REVOKED else "token_expired: refresh the token and reconnect"
         self._spawn(self.ws.close(refused_credentials_code(), reason))
 

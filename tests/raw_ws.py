@@ -32,10 +32,14 @@ def close_frame(code: int, reason: bytes = b"") -> bytes:
 class RawClient:
     """Handshake over a plain socket; then ``send`` raw bytes and read frames back."""
 
-    def __init__(self, port: int, path: str, *, rcvbuf: int | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, port: int, path: str, *, rcvbuf: int | None = None, timeout: float = 10.0, source: str | None = None,
+    ) -> None:
         self.sock = socket.socket()
         if rcvbuf is not None:  # small, so that a client that never reads stops the server's writes
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:  # another client address (tests.servers.require_untrusted_loopback)
+            self.sock.bind((source, 0))
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()

@@ -2,6 +2,7 @@
 
 import importlib
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -66,5 +67,7 @@ def test_all_matches_what_the_package_exports():
 def test_version_is_single_sourced_and_has_a_changelog_entry():
     root = Path(__file__).resolve().parent.parent
     assert re.fullmatch(r"\d+\.\d+\.\d+", realtime.__version__)
-    assert 'version = { attr = "realtime.__version__" }' in (root / "pyproject.toml").read_text()
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["hatch"]["version"] == {"path": "realtime/__init__.py"}  # read from __version__
     assert f"## [{realtime.__version__}]" in (root / "CHANGELOG.md").read_text()

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.test import AsyncRequestFactory, override_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
+import realtime
 from realtime import Channel, IsAdmin, IsAuthenticated, SSEView, WebSocketView
 from realtime.admission import EXPIRED, REVOKED, TOO_MANY, Admitted, Denied, admit, sse_caps, websocket_caps
 from realtime.auth import AuthenticationFailed
@@ -17,6 +18,7 @@ from realtime.connection import WebSocket
 from realtime.revocation import revocations
 from realtime.security import ConnectionCounter, sse_users, websocket_addresses, websocket_users
 from tests.topicsapp.routing import Sockets
+from tests.waiting import await_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -395,6 +397,25 @@ async def test_a_relayed_sse_stream_ends_on_revocation_and_leaves_nothing(users)
     assert sse_users.counts == {} and str(users["ana"].pk) not in revocations.closers
 
 
+class StaffRelayEvents(RelayEvents):
+    permission_classes = [IsAdmin]
+
+
+async def test_a_relayed_sse_stream_ends_with_the_refusal_when_a_recheck_denies(users):
+    staff = await User.objects.acreate(username="relay-staff", is_staff=True)
+    response = await sse_get(StaffRelayEvents, token_for(staff))
+    chunks = aiter(response.streaming_content)
+    assert await anext(chunks) == b": connected\n\n"
+    reading = asyncio.ensure_future(anext(chunks))
+    await asyncio.wait_for(registered(str(staff.pk)), 3)
+    await User.objects.filter(pk=staff.pk).aupdate(is_staff=False)  # no signal: the re-check is asked for
+    await realtime.arecheck(staff.pk)
+    assert await asyncio.wait_for(reading, 3) == error_body("not_admin", "Administrator access required")
+    with pytest.raises(StopAsyncIteration):
+        await anext(chunks)
+    assert sse_users.counts == {} and str(staff.pk) not in revocations.closers
+
+
 @pytest.mark.parametrize("view", [ProtectedEvents, RelayEvents], ids=["stream", "relay"])
 async def test_a_stream_closed_before_its_body_ran_still_frees_its_cap(users, view):
     """A client gone right after the headers: Django closes the response, whose body never started."""
@@ -430,3 +451,74 @@ async def test_a_topic_socket_sign_in_over_the_user_cap_closes_1008(users):
         await communicator.send_json_to({"op": "connect", "ref": "c", "token": token_for(users["ana"])})
         assert await closed_with(communicator) == (1008, "Too many connections")
     assert websocket_users.counts == {} and str(users["ana"].pk) not in revocations.closers
+
+
+# -- re-checks: the admission's permissions again, on an open connection ------------------------------
+
+
+async def test_a_recheck_after_is_staff_is_cleared_closes_an_admin_socket_4003_and_leaves_nothing(users):
+    staff = await User.objects.acreate(username="staffer", is_staff=True)
+    communicator = await open_socket(AdminsOnly, token_for(staff))
+    assert await communicator.receive_json_from() == {"user": "staffer"}
+    staff.is_staff = False
+    await staff.asave()  # post_save: a re-check, at once outside a transaction
+    assert await closed_with(communicator) == (4003, "Administrator access required")
+    assert websocket_users.counts == {} and str(staff.pk) not in revocations.closers
+
+
+async def test_a_recheck_that_still_allows_keeps_the_socket_with_the_reloaded_user(users):
+    staff = await User.objects.acreate(username="staffer", is_staff=True, first_name="before")
+    communicator = await open_socket(AdminsOnly, token_for(staff))
+    assert await communicator.receive_json_from() == {"user": "staffer"}
+    await User.objects.filter(pk=staff.pk).aupdate(first_name="after")  # no signal
+    closers = revocations.closers[str(staff.pk)]
+    views = [recheck.__self__._view for _, recheck in closers.values()]
+    await realtime.arecheck(staff)
+    await await_until(lambda: views[0].user.first_name == "after", message="the view's user reloaded")
+    assert await communicator.receive_nothing(0.2)
+    await communicator.disconnect()
+
+
+async def test_recheck_from_async_code_points_to_arecheck():
+    with pytest.raises(RuntimeError, match=r"await realtime\.arecheck"):
+        realtime.recheck(1)
+
+
+async def test_the_control_channel_keeps_one_listener_however_often_connections_come_and_go():
+    """Each process subscribes once: a revocation or re-check is handled once per connection."""
+    for _ in range(3):
+        unregister = revocations.register(99, lambda: None)
+        assert revocations.channel.subscriber_count == 1
+        unregister()
+    assert revocations.channel.subscriber_count == 0
+
+
+async def test_group_changes_from_either_side_and_user_saves_recheck_that_user():
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth.models import Group
+
+    ana, bob = await User.objects.acreate(username="ana2"), await User.objects.acreate(username="bob2")
+    group = await Group.objects.acreate(name="rechecked")
+    asked = []
+    forget = [revocations.register(user.pk, lambda: None, lambda fresh: asked.append(int(fresh.pk)))
+              for user in (ana, bob)]
+    try:
+        steps = [
+            (lambda: ana.groups.add(group), [ana.pk]),
+            (lambda: group.user_set.add(bob), [bob.pk]),
+            (lambda: group.user_set.remove(bob), [bob.pk]),
+            (lambda: group.user_set.add(bob), [bob.pk]),
+            (lambda: group.user_set.clear(), sorted([ana.pk, bob.pk])),
+            (lambda: ana.groups.add(group), [ana.pk]),
+            (lambda: ana.groups.clear(), [ana.pk]),
+            (lambda: setattr(ana, "is_staff", True) or ana.save(), [ana.pk]),
+            (lambda: ana.save(update_fields=["last_login"]), []),  # every login saves this: no re-check
+            (lambda: ana.save(update_fields=["is_staff"]), [ana.pk]),
+        ]
+        for number, (step, expected) in enumerate(steps):
+            asked.clear()
+            await sync_to_async(step)()  # returns once the re-check is published (and heard here)
+            assert sorted(asked) == expected, f"step {number}"
+    finally:
+        for unregister in forget:
+            unregister()

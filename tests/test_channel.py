@@ -7,7 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from realtime import Channel, Gap
+from realtime.pubsub import ids
 from realtime.pubsub.channel import group_name
+from realtime.pubsub.history import MemoryHistory
+from tests.history_ids import ids_of, seq
 
 GROUP_NAME_ALPHABET = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
@@ -128,12 +131,13 @@ async def test_history_replays_after_last_id_then_continues_live():
     channel = Channel("history-unit", history=10)
     for i in range(4):
         await channel.publish({"n": i})
-    subscription = channel.subscribe(last_id="2", with_ids=True)
+    id_ = await ids_of(channel)
+    subscription = channel.subscribe(last_id=id_(2), with_ids=True)
     async with subscription:
-        assert await anext(subscription) == ("3", {"n": 2})
+        assert await anext(subscription) == (id_(3), {"n": 2})
         await channel.publish({"n": 4})
-        assert await anext(subscription) == ("4", {"n": 3})
-        assert await anext(subscription) == ("5", {"n": 4})
+        assert await anext(subscription) == (id_(4), {"n": 3})
+        assert await anext(subscription) == (id_(5), {"n": 4})
         assert subscription.recovered
 
 
@@ -141,11 +145,61 @@ async def test_history_that_no_longer_reaches_back_is_reported():
     channel = Channel("history-short", history=2)
     for i in range(5):
         await channel.publish(i)
-    subscription = channel.subscribe(last_id="1", gaps=True)
+    subscription = channel.subscribe(last_id=(await ids_of(channel))(1), gaps=True)
     async with subscription:
         assert await anext(subscription) == Gap(None)
         assert not subscription.recovered
         assert [await anext(subscription) for _ in range(2)] == [3, 4]
+
+
+def test_a_resume_from_another_epoch_is_not_recovered_and_replays_everything():
+    """A restarted process's history has a new epoch: the old "3" is not its third message."""
+    before = MemoryHistory(10)
+    old = [before.append({"n": n}) for n in range(1, 4)]
+    after = MemoryHistory(10)  # the process restarted
+    fresh = [after.append({"n": n}) for n in range(1, 6)]
+    assert ids.parse(old[0])[0] != ids.parse(fresh[0])[0]
+    replay, recovered = after.after(old[-1])
+    assert (replay, recovered) == ([(i, {"n": n}) for n, i in enumerate(fresh, 1)], False)
+    assert after.after(fresh[2]) == ([(fresh[3], {"n": 4}), (fresh[4], {"n": 5})], True)
+
+
+@pytest.mark.parametrize("last_id", ["3", "abc", "", "-1", "1-", "99999999999999999999-1", "0-0-0"])
+def test_a_malformed_or_bare_id_is_not_recovered(last_id):
+    history = MemoryHistory(10)
+    history.append("x")
+    assert history.after(last_id) == ([(history.newest_id(), "x")], False)
+
+
+def test_an_id_from_the_future_is_not_recovered():
+    history = MemoryHistory(10)
+    first = history.append("x")
+    assert history.after(ids.make(ids.parse(first)[0], 2)) == ([(first, "x")], False)
+
+
+@pytest.mark.parametrize("start", ["0", "0-0"])
+def test_the_start_is_everything_recovered_only_while_nothing_was_trimmed(start):
+    history = MemoryHistory(3)
+    assert history.after(start) == ([], True)
+    made = [history.append(n) for n in range(3)]
+    assert history.after(start) == (list(zip(made, range(3), strict=True)), True)
+    made.append(history.append(3))  # the first one is trimmed away
+    assert history.after(start) == (list(zip(made[1:], range(1, 4), strict=True)), False)
+    assert history.after(made[0])[1] and not history.after(ids.make(history.epoch, 0))[1]
+
+
+def test_epochs_only_increase_within_a_process():
+    epochs = [ids.new_epoch() for _ in range(100)]
+    assert epochs == sorted(set(epochs))
+
+
+@pytest.mark.parametrize(("value", "parsed"), [
+    ("0", (0, 0)), ("0-0", (0, 0)), ("1732550000000-0", (1732550000000, 0)), ("17-3", (17, 3)),
+    ("18446744073709551615-1", (18446744073709551615, 1)), ("18446744073709551616-1", None),
+    ("3", None), ("1-2-3", None), (" 1-2", None), ("1-2\n", None), ("a-1", None), (3, None), (None, None),
+])
+def test_one_parser_reads_every_history_id(value, parsed):
+    assert ids.parse(value) == parsed
 
 
 # -- property: interleavings of publish, subscribe, unsubscribe and slow reads ----------------------
@@ -298,7 +352,8 @@ def test_the_sync_idioms_that_await_later_still_publish_and_log_nothing(caplog):
         warnings.simplefilter("error")  # async_to_sync warns about a callable that is not marked async
         assert async_to_sync(channel.publish)("a") == 0  # asgiref makes the coroutine here, awaits it in a loop
         assert asyncio.run(channel.publish("b")) == 0  # made before asyncio.run starts its loop
-        assert asyncio.run(channel.publish_with_id("c")) == (0, "3")
+        delivered, message_id = asyncio.run(channel.publish_with_id("c"))
+        assert (delivered, seq(message_id)) == (0, 3)
         assert channel.publish_sync("d") == 0
         channel.publish("closed on purpose").close()
     assert channel.published == 4 and never_awaited(caplog) == []
@@ -312,4 +367,5 @@ async def test_publish_is_still_a_coroutine_function_returning_a_plain_coroutine
     pending = channel.publish("a")
     assert inspect.iscoroutine(pending)  # no wrapper on the hot path
     assert await pending == 0
-    assert await channel.publish_with_id("b") == (0, "2")
+    delivered, message_id = await channel.publish_with_id("b")
+    assert (delivered, seq(message_id)) == (0, 2)

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from realtime import BrokerUnavailable, Channel
 from realtime.pubsub.channel import group_name
 from realtime.revocation import CONTROL_CHANNEL
+from tests.history_ids import seq
 from tests.servers import PYTHON, ROOT, Daphne, free_port, prepare_database, require, stop, wait_for_port, which
 from tests.sse_client import read_events, text_until
 from tests.waiting import (
@@ -517,7 +518,7 @@ async def test_memory_history_keeps_no_entry_for_a_refused_publish(own_redis, se
     with pytest.raises(BrokerUnavailable):
         await channel.publish({"n": 2})
     replay, recovered = await channel.replay_after("0")
-    assert (list(replay), recovered) == ([("1", {"n": 1})], True)
+    assert [(seq(i), m) for i, m in replay] == [(1, {"n": 1})] and recovered
 
 
 async def test_a_revocation_during_an_outage_still_closes_this_process_connections(own_redis):
@@ -532,3 +533,97 @@ async def test_a_revocation_during_an_outage_still_closes_this_process_connectio
         assert closed == ["ws", "ws"]
     finally:
         unregister()
+
+
+# -- resuming on Redis history: what a Redis that forgot cannot vouch for ------------------------------
+
+
+async def redis_history(name, size=10):
+    from realtime.pubsub.history import RedisHistory
+    from realtime.pubsub.redis import redis_url
+
+    return RedisHistory(redis_url(), name, size)
+
+
+async def test_redis_history_answers_recovered_false_after_a_restart_a_flush_or_for_a_future_id(own_redis):
+    from realtime.pubsub import ids
+
+    history = await redis_history("unit-forgets")
+    held = [await history.append({"n": n}) for n in range(3)]
+    assert await history.after(held[0]) == ([(held[1], {"n": 1}), (held[2], {"n": 2})], True)
+
+    await restart(own_redis)  # no persistence: the stream is gone
+    assert await history.after(held[-1]) == ([], False)
+    fresh = [await history.append({"n": n}) for n in range(5)]
+    replay, recovered = await history.after(held[-1])
+    assert (replay, recovered) == ([(i, {"n": n}) for n, i in enumerate(fresh)], False)
+
+    own_redis.client().flushdb()
+    assert await history.after(fresh[-1]) == ([], False)
+    again = await history.append({"n": 9})
+    assert await history.after(fresh[-1]) == ([(again, {"n": 9})], False)
+
+    newest = ids.parse(again)
+    for future in (ids.make(newest[0] + 60_000, 0), ids.make(newest[0], newest[1] + 1)):
+        assert await history.after(future) == ([(again, {"n": 9})], False), future
+    assert await history.after(again) == ([], True)
+
+
+async def test_the_start_means_the_same_on_redis_as_in_memory(own_redis):
+    """``"0"``: everything held, recovered while nothing was trimmed away (or nothing was ever published)."""
+    history = await redis_history("unit-start", size=3)
+    for start in ("0", "0-0"):
+        assert await history.after(start) == ([], True)
+    made = [await history.append(n) for n in range(3)]
+    for start in ("0", "0-0"):
+        assert await history.after(start) == (list(zip(made, range(3), strict=True)), True)
+    made.append(await history.append(3))  # MAXLEN 3: the first one is trimmed away
+    for start in ("0", "0-0"):
+        assert await history.after(start) == (list(zip(made[1:], range(1, 4), strict=True)), False)
+
+
+async def test_a_memory_id_is_never_a_position_in_a_redis_stream(own_redis):
+    """A deployment that moves from memory to Redis history: the old ids answer recovered false."""
+    from realtime.pubsub.history import MemoryHistory
+
+    history = await redis_history("unit-moved")
+    stored = await history.append("x")
+    memory = MemoryHistory(10)
+    old = memory.append("y")
+    assert await history.after(old) == ([(stored, "x")], False)
+    assert memory.after(stored) == ([(old, "y")], False)
+
+
+async def test_a_resume_misses_nothing_published_while_the_stream_reader_starts(own_redis, monkeypatch):
+    """The reader's first position and the replay can race: a message published between the replay and
+    the reader's first ``last_id`` would be in neither. The replay waits for the reader's position."""
+    channel = Channel("unit-reader-start", history=10)
+    _, resume_from = await channel.publish_with_id({"n": 0})
+    store = channel.transport().store
+    gate, replayed = asyncio.Event(), asyncio.Event()
+    last_id, after = store.last_id, store.after
+
+    async def slow_last_id():
+        await gate.wait()  # the reader's first command, held back
+        return await last_id()
+
+    async def observed_after(value):
+        try:
+            return await after(value)
+        finally:
+            replayed.set()
+
+    monkeypatch.setattr(store, "last_id", slow_last_id)
+    monkeypatch.setattr(store, "after", observed_after)
+    subscription = channel.subscribe(last_id=resume_from, with_ids=True)
+    following = asyncio.ensure_future(anext(subscription))
+    try:
+        # Without the wait, the replay is read at once (and holds nothing new); with it, it waits for the gate.
+        await asyncio.wait([asyncio.ensure_future(replayed.wait())], timeout=1)
+        await channel.publish({"n": 1})
+        gate.set()
+        message_id, message = await asyncio.wait_for(following, 10)
+        assert message == {"n": 1} and message_id != resume_from
+    finally:
+        following.cancel()
+        subscription.close()

@@ -181,10 +181,10 @@ async def test_a_seam_after_a_snapshot_drops_every_live_copy_up_to_the_snapshots
     drain = FakeDrain(FakeWriter())
     queue = DeliveryQueue(drain, 5, encode, held=True)
     for n in (4, 5, 6):
-        queue.offer(f"m{n}", str(n))
-    queue.release(skip=Seam(["6"], "5"))  # the snapshot holds up to 5, the replay sent 6
-    queue.offer("m7", "7")
-    assert [queue.take(), queue.take()] == [("7", "m7"), None]
+        queue.offer(f"m{n}", f"9-{n}")
+    queue.release(skip=Seam(["9-6"], "9-5"))  # the snapshot holds up to 9-5, the replay sent 9-6
+    queue.offer("m7", "9-7")
+    assert [queue.take(), queue.take()] == [("9-7", "m7"), None]
 
 
 async def test_a_transform_filters_and_one_that_raises_closes_the_queue_and_tells_the_drain():

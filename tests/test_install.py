@@ -238,7 +238,8 @@ def test_the_wheel_holds_the_app_alone_with_its_static_files_and_runtime_depende
     assert "realtime/management/commands/realtime_routes.py" in names and "realtime/py.typed" in names
     requires = re.findall(r"^Requires-Dist: (.+)$", metadata, re.M)
     runtime = {re.split(r"[<>=!; \[]", line, maxsplit=1)[0].lower() for line in requires if "extra ==" not in line}
-    assert runtime == {"django", "channels", "daphne", "djangorestframework", "djangorestframework-simplejwt"}
+    assert runtime == {"django", "channels", "daphne", "djangorestframework", "djangorestframework-simplejwt",
+                       "cryptography"}
 
     def extra(name: str) -> set[str]:
         return {re.split(r"[<>=!; ]", line, maxsplit=1)[0].lower() for line in requires

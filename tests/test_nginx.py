@@ -19,8 +19,11 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from realtime.pubsub import ids
+from realtime.sealed_ids import TOKEN_LENGTH
 from tests.isolation import redis_db
 from tests.servers import free_port
+from tests.sse_client import SSE
 from tests.stack import Nginx, Stack, require_stack
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,47 +38,6 @@ def stack(tmp_path_factory, output_dir):
         yield stack.start()
     finally:
         stack.stop()
-
-
-class SSE:
-    """An SSE stream read event by event, in the background, through httpx."""
-
-    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
-        self.url = url
-        self.headers = headers or {}
-        self.events: asyncio.Queue[dict] = asyncio.Queue()
-        self.response: httpx.Response | None = None
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(10, read=None))
-        self._task: asyncio.Task | None = None
-        self._opened = asyncio.Event()
-
-    async def __aenter__(self) -> SSE:
-        self._task = asyncio.create_task(self._read())
-        await asyncio.wait_for(self._opened.wait(), 10)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._client.aclose()
-
-    async def _read(self) -> None:
-        async with self._client.stream("GET", self.url, headers=self.headers) as response:
-            self.response = response
-            self._opened.set()
-            event: dict = {}
-            async for line in response.aiter_lines():
-                if line == "":
-                    if "data" in event:
-                        await self.events.put(event)
-                    event = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    event[name] = value[1:] if value.startswith(" ") else value
-
-    async def next(self, timeout: float = 10) -> dict:
-        event = await asyncio.wait_for(self.events.get(), timeout)
-        return {**event, "data": json.loads(event["data"])}
 
 
 def stream_url(base: str, user_id: int, token: str) -> str:
@@ -161,7 +123,8 @@ async def test_trade_placed_on_backend_a_reaches_the_stream_held_on_backend_b(st
         trade = await asyncio.to_thread(stack.order, "alice", "R_100", "buy", "3", stack.a.url)
         event = await on_b.next(timeout=5)
         assert event["data"] == trade
-        assert re.fullmatch(r"\d+-\d+", event["id"]), "ids come from the shared Redis Stream"
+        # Sealed (the stream is one user's): opaque, and no Redis stream id to read the others' trades from.
+        assert len(event["id"]) == TOKEN_LENGTH and ids.parse(event["id"]) is None
 
     # The same through nginx: two streams and a trade placed through nginx.
     async with SSE(stream_url(stack.url, alice, token)) as one, SSE(stream_url(stack.url, alice, token)) as two:

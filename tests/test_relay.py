@@ -17,6 +17,9 @@ import websockets
 from channels.testing import WebsocketCommunicator
 
 from realtime import Channel, SSEView, WebSocketView
+from realtime.pubsub import ids
+from realtime.sealed_ids import TOKEN_LENGTH
+from tests.history_ids import epoch, seq
 from tests.raw_ws import RawClient
 from tests.waiting import await_until, quiet_wire, wire_subscribers
 from tests.wire import report
@@ -189,11 +192,88 @@ async def test_an_sse_resume_is_counted_in_the_history_metrics_on_either_path(vi
     newest = await history_ticks.newest_id()
     held = len((await history_ticks.replay_after("not-an-id"))[0])  # what a reset replays after its event
     before = (stats.replays, stats.replayed, stats.resets)
-    three = str(int(newest) - 3)
+    three = ids.make(epoch(newest), seq(newest) - 3)
     assert [json.loads(f.split(b"data: ")[1])["n"] for f in await resume_stream(view, three, 3)] == [2, 3, 4]
     assert (await resume_stream(view, "not-an-id", 1))[0].startswith(b"event: reset\n")
     after = (stats.replays, stats.replayed, stats.resets)
     assert [now - then for now, then in zip(after, before, strict=True)] == [2, 3 + held, 1]
+
+
+def even(message):
+    return message if message["n"] % 2 == 0 else None
+
+
+def filtered_view(kind: str, channel: Channel) -> type:
+    """An SSE view of ``channel``: a relay with a filter of its own, follow() with a predicate, a relay
+    declared sealed without a filter, or the relay's filter declared public (``sealed_ids = False``)."""
+    if kind == "follow":
+        return type("EvenFollow", (SSEView,), {"ping_interval": 0, "stream": lambda self, request, **params: (
+            self.follow(channel, predicate=even))})
+    attributes = {"ping_interval": 0, "relay": channel}
+    if kind in ("relay", "public"):
+        attributes["relay_message"] = lambda self, message: even(message)
+    if kind != "relay":
+        attributes["sealed_ids"] = kind == "declared"
+    return type(f"{kind.title()}Events", (SSEView,), attributes)
+
+
+def frame_id(frame: bytes) -> str:
+    return frame.split(b"id: ")[1].split(b"\n")[0].decode()
+
+
+def frame_n(frame: bytes) -> int:
+    return json.loads(frame.split(b"data: ")[1])["n"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["relay", "follow", "declared"])
+async def test_a_filtered_sse_stream_sends_sealed_ids_and_resumes_from_them(kind):
+    channel = Channel(f"relay-sealed-{kind}", history=20)
+    view = filtered_view(kind, channel)
+    for n in range(6):
+        await channel.publish({"n": n})
+    shown = [0, 2, 4] if kind != "declared" else list(range(6))
+    reset, *everything = await resume_stream(view, "0", len(shown) + 1)  # only its own ids open: even "0"
+    assert reset.startswith(b"event: reset\n") and [frame_n(f) for f in everything] == shown
+    tokens = [frame_id(f) for f in everything]
+    assert all(ids.parse(t) is None and len(t) == TOKEN_LENGTH for t in tokens)
+    assert len(set(tokens)) == len(shown)
+    resumed = await resume_stream(view, tokens[0], len(shown) - 1)
+    assert [(frame_n(f), frame_id(f)) for f in resumed] == list(zip(shown[1:], tokens[1:], strict=True))
+    newest = await channel.newest_id()
+    plain = await resume_stream(view, ids.make(epoch(newest), seq(newest) - 1), 2)  # the plain id of "5"
+    assert plain[0].startswith(b"event: reset\n") and frame_n(plain[1]) == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("predicate", "missed"), [(None, 8), (even, None)], ids=["plain", "sealed"])
+async def test_a_reset_after_drops_counts_them_only_on_an_unfiltered_stream(predicate, missed):
+    """The drops of follow()'s queue include messages a predicate would have filtered out: not counted there."""
+    from django.test import AsyncRequestFactory
+
+    channel = Channel(f"relay-sealed-drops-{missed}", maxlen=2, history=20)
+    view = SSEView()
+    view.setup(AsyncRequestFactory().get("/events"))
+    view.last_event_id, view.user = None, None
+    events = view.follow(channel, predicate=predicate)
+    first = asyncio.ensure_future(anext(events))
+    await await_until(lambda: channel.subscriber_count == 1, message="follow()'s subscription")
+    for n in range(10):
+        await channel.publish({"n": n})
+    try:
+        assert (await first) == {"event": "reset", "data": {"missed": missed, "last_id": None}}
+    finally:
+        await events.aclose()
+
+
+@pytest.mark.django_db
+async def test_a_filter_declared_public_keeps_the_history_ids():
+    channel = Channel("relay-sealed-public", history=20)
+    for n in range(3):
+        await channel.publish({"n": n})
+    newest = await channel.newest_id()
+    frames = await resume_stream(filtered_view("public", channel), ids.make(epoch(newest), seq(newest) - 1), 1)
+    assert frame_n(frames[0]) == 2 and frame_id(frames[0]) == newest
 
 
 async def sse_frames(url: str, count: int, headers: dict | None = None) -> list[bytes]:

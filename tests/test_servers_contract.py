@@ -29,6 +29,7 @@ from realtime.servers import uvicorn as uvicorn_servers
 from realtime.servers.base import ServerAdapter
 from realtime.servers.daphne import DaphneAdapter, WriteGate
 from realtime.servers.uvicorn import UvicornAdapter
+from tests.raw_ws import RawClient, frame
 from tests.servers import BIN, ROOT, Daphne, free_port, wait_for_port
 
 ADAPTERS = {"daphne": DaphneAdapter, "uvicorn": UvicornAdapter}
@@ -51,7 +52,8 @@ def test_daphne_adapter_declares_the_names_it_patches():
     )
     assert {"handle_reply", "kill_all_applications"} <= set(tables["daphne.server.Server"])
     assert {"registerProducer", "dataBuffer"} <= set(tables["twisted.internet.abstract.FileDescriptor"])
-    assert {"application_queue", "remoteCloseCode"} <= set(daphne_servers.WEBSOCKET_ATTRIBUTES)
+    assert {"onMessage", "dataReceived"} <= set(tables["daphne.ws_protocol.WebSocketProtocol"])  # inbound bytes
+    assert {"application_queue", "remoteCloseCode", "data"} <= set(daphne_servers.WEBSOCKET_ATTRIBUTES)
     assert {"dataBuffer", "_tempDataLen"} <= set(daphne_servers.TRANSPORT_ATTRIBUTES)
     assert "connections" in daphne_servers.SERVER_ATTRIBUTES
 
@@ -92,6 +94,34 @@ async def test_a_daphne_streaming_response_has_every_attribute_the_adapter_reads
     assert (report["writer"], report["ready"]) == ("ResponseWriter", True), report
 
 
+def inbound_contract(port: int, name: str) -> tuple[dict, dict]:
+    """Drive the contract app's ``/<name>/inbound`` (tests/servers_contract_app.py) with raw frames."""
+    client = RawClient(port, f"/{name}/inbound")
+    try:
+        head = frame(0x1, b"a" * 2000)
+        client.send(head[:1000])  # half a message: still arriving
+        first = json.loads(client.read_frame()[1])
+        client.send(head[1000:] + frame(0x1, b"b" * (1 << 20)))
+        second = json.loads(client.read_frame()[1])
+        return first, second
+    finally:
+        client.close()
+
+
+def check_inbound(adapter: ServerAdapter, first: dict, second: dict, one_read: int) -> None:
+    assert not first["missing"], broken(adapter, ", ".join(first["missing"]))
+    assert first["attached"], broken(adapter, "the inbound patches (meter_inbound refused the connection)")
+    assert first["arriving"] and 0 < first["parsing"] <= 1000, broken(adapter, f"its parse buffers ({first})")
+    assert second["charged"] and second["paused"], broken(adapter, f"the charge of a queued message ({second})")
+    assert second["read_while_paused"] <= one_read, broken(adapter, f"pausing its reads ({second})")
+    assert second["resumed"] and second["second_charged"], broken(adapter, f"resuming its reads ({second})")
+
+
+async def test_daphne_charges_inbound_bytes_and_pauses_reading_where_the_meter_says(contract_daphne):
+    first, second = await asyncio.to_thread(inbound_contract, contract_daphne.port, "daphne")
+    check_inbound(DaphneAdapter(), first, second, 64 * 1024)
+
+
 # -- uvicorn, websockets, httptools ------------------------------------------------------------------
 
 
@@ -115,6 +145,25 @@ async def uvicorn_report(kind: str) -> dict:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+async def test_uvicorn_charges_inbound_bytes_and_pauses_reading_where_the_meter_says():
+    from tests.servers_contract_app import application
+
+    missing = UvicornAdapter().missing_methods()
+    assert not missing, broken(UvicornAdapter(), ", ".join(missing))
+    port = free_port()
+    config = uvicorn.Config(application, host="127.0.0.1", port=port, ws="websockets-sansio", lifespan="off",
+                            log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await asyncio.to_thread(wait_for_port, port)
+        first, second = await asyncio.to_thread(inbound_contract, port, "uvicorn")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+    check_inbound(UvicornAdapter(), first, second, 256 * 1024)
 
 
 @pytest.mark.parametrize(("kind", "writer"), [("websocket", "TransportWriter"), ("http", "ChunkWriter")])

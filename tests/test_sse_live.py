@@ -11,6 +11,8 @@ import pytest
 import websockets
 from httpx_sse import aconnect_sse
 
+from realtime.pubsub import ids
+from tests.history_ids import epoch, seq
 from tests.sse_client import read_events, text_until
 from tests.waiting import asettled, live_subscribers, quiet_subscribers
 
@@ -211,11 +213,16 @@ async def test_reconnect_with_last_event_id_resumes_exactly(live):
     await publish(live, "live-history", {"n": 3}, {"n": 4}, {"n": 5})  # missed while away
     resumed = await read_entries(live, 3, last_event_id=last_id)
     assert [json.loads(d)["n"] for _, _, d in resumed] == [3, 4, 5]
-    assert [int(i) for _, i, _ in resumed] == [int(last_id) + 1, int(last_id) + 2, int(last_id) + 3]
+    assert [i for _, i, _ in resumed] == [ids.make(epoch(last_id), seq(last_id) + n) for n in (1, 2, 3)]
 
 
 async def test_unrecoverable_or_malformed_last_event_id_gets_a_reset_event(live):
-    for bad in ("999999999", "not-an-id", "-1", "1" * 500):
+    await publish(live, "live-history", {"n": 0})
+    held = await read_entries(live, 1, last_event_id="0")  # the start: what history holds ...
+    if held[0][0] == "reset":
+        held = await read_entries(live, 2, last_event_id="0")  # ... after a reset once it was trimmed
+    from_the_future = ids.make(epoch(next(i for kind, i, _ in held if kind == "entry")), 10**9)
+    for bad in ("999999999", "not-an-id", "-1", "1" * 500, from_the_future, "1-1"):
         got = await read_entries(live, 1, last_event_id=bad)
         assert got[0][0] == "reset", bad
 

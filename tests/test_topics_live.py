@@ -9,8 +9,10 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from realtime.pubsub import ids
 from realtime.pubsub.channel import group_name
 from realtime.topics.presence import COMPANION
+from tests.history_ids import epoch, seq
 from tests.servers import Daphne, prepare_database, require, which
 from tests.test_channel_redis import RedisServer
 from tests.waiting import asettled, await_until, layer_group, quiet_wire, redis_subscriptions
@@ -282,8 +284,8 @@ async def test_direct_and_generic_deliver_the_same_frames_in_order_across_channe
     await script(wire, channels=names, count=300)
     by_direct, by_generic = await asyncio.gather(frames(direct, 300), frames(generic, 300))
     assert by_direct == by_generic
-    assert by_direct == [
-        {"op": "message", "channel": names[n % 3], "id": str(n // 3 + 1), "data": {"n": n}} for n in range(300)
+    assert [{**f, "id": seq(f["id"])} for f in by_direct] == [
+        {"op": "message", "channel": names[n % 3], "id": n // 3 + 1, "data": {"n": n}} for n in range(300)
     ]
     await direct.close()
     await generic.close()
@@ -304,14 +306,15 @@ async def test_resuming_meets_the_live_messages_without_a_duplicate_or_a_hole(wi
     name = "wt:seam"
     watcher = await subscribed(wire, DIRECT, [name])
     publishing = asyncio.create_task(script(wire, channels=[name], count=400, pause=0.003))
-    while (await receive(watcher))["data"]["n"] < 10:  # past id 10: the resume point below is in the history
+    while (seen := await receive(watcher))["data"]["n"] < 10:  # past id 10: the resume point below is in the history
         pass
+    resume_from = ids.make(epoch(seen["id"]), 10)
     await watcher.close()
     sockets, delivered = [], []
     for path in (DIRECT, GENERIC):
         ws = await opened(wire, path)
-        answer = await request(ws, {"op": "subscribe", "ref": "r", "channel": name, "last_id": "10"})
-        assert answer["data"]["recovered"] is True and int(answer["data"]["last_id"]) > 10, answer
+        answer = await request(ws, {"op": "subscribe", "ref": "r", "channel": name, "last_id": resume_from})
+        assert answer["data"]["recovered"] is True and seq(answer["data"]["last_id"]) > 10, answer
         sockets.append(ws)
     await publishing
     for ws in sockets:
@@ -319,7 +322,8 @@ async def test_resuming_meets_the_live_messages_without_a_duplicate_or_a_hole(wi
         await ws.close()
     by_direct, by_generic = delivered
     assert by_direct == by_generic
-    assert [(f["id"], f["data"]["n"]) for f in by_direct] == [(str(n + 1), n) for n in range(10, 400)]
+    assert [(f["id"], f["data"]["n"]) for f in by_direct] == [(ids.make(epoch(resume_from), n + 1), n)
+                                                               for n in range(10, 400)]
 
 
 async def test_presence_frames_keep_their_place_among_the_messages(wire):

@@ -309,6 +309,36 @@ def test_an_illegal_step_raises_naming_what_was_expected(before, step, message):
     assert str(raised.value) == message
 
 
+SERVER_UNSUBSCRIBE = [
+    # (what happened before, the event server_unsubscribe returns, room:1's state after)
+    ([], None, None),
+    ([SUB], None, "joining"),  # still joining: its subscribe checks the permissions now in force
+    ([SUB, "subscribed"], p.Unsubscribe, "leaving"),
+    ([SUB, "subscribed", UNSUB], None, "leaving"),  # the client's unsubscribe is already ending it
+    ([SUB, "subscribed", "close"], None, "leaving"),  # the connection is ending all of them
+]
+
+
+@pytest.mark.parametrize(("before", "expected", "after"), SERVER_UNSUBSCRIBE)
+def test_the_server_ends_only_a_joined_subscription(before, expected, after):
+    proto = machine()
+    for done in before:
+        if type(done) is dict:
+            read(proto, done)
+        elif done == "close":
+            proto.close()
+        else:
+            getattr(proto, done)("room:1")
+    event = proto.server_unsubscribe("room:1")
+    assert (type(event) if event is not None else None) is expected
+    assert states(proto).get("room:1") == after
+    if event is not None:
+        assert event == p.Unsubscribe(channel="room:1", route=p.Route(Room, {"id": 1}))
+        proto.unsubscribed("room:1")
+        assert "room:1" not in proto.subscriptions
+        assert type(read(proto, SUB)) is p.Subscribe  # the client may ask again (its permissions decide)
+
+
 # -- the server's own subscriptions, the cap, closing --------------------------------------------
 
 

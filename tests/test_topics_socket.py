@@ -10,6 +10,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from realtime.pubsub.channel import registry
 from realtime.topics.presence import COMPANION, memory_presence
+from tests.history_ids import ids_of, seq
 from tests.topicsapp.routing import Lobby, Sockets
 from tests.waiting import asettled
 
@@ -88,9 +89,10 @@ async def test_a_denied_channel_leaves_the_others_working(users):
     await Sockets.topics[1].publish("mine", pk=ana.pk)
     assert (await communicator.receive_json_from(timeout=5))["channel"] == f"owned:{ana.pk}"
     published = await request(communicator, {"op": "publish", "ref": "4", "channel": "open:a", "data": [1]})
-    assert published == {"op": "reply", "ref": "4", "ok": True, "data": {"id": "1"}}
+    message_id = published["data"]["id"]
+    assert published == {"op": "reply", "ref": "4", "ok": True, "data": {"id": message_id}} and seq(message_id) == 1
     assert await communicator.receive_json_from(timeout=5) == {
-        "op": "message", "channel": "open:a", "id": "1", "data": [1],
+        "op": "message", "channel": "open:a", "id": message_id, "data": [1],
     }
     await communicator.disconnect()
 
@@ -115,13 +117,14 @@ async def test_resume_replays_after_last_id_and_reports_what_history_cannot_reac
     name = "open:resume"
     for i in range(60):  # history = 50
         await Sockets.topics[0].publish({"n": i}, name)
+    id_ = await ids_of(Sockets.topics[0].channel(name))
     communicator, _ = await opened()
-    answer = await request(communicator, {"op": "subscribe", "ref": "1", "channel": name, "last_id": "55"})
-    assert answer["data"] == {"channel": name, "recovered": True, "last_id": "60"}
+    answer = await request(communicator, {"op": "subscribe", "ref": "1", "channel": name, "last_id": id_(55)})
+    assert answer["data"] == {"channel": name, "recovered": True, "last_id": id_(60)}
     replay = [await communicator.receive_json_from(timeout=5) for _ in range(5)]
     assert [m["data"]["n"] for m in replay] == [55, 56, 57, 58, 59]
     await request(communicator, {"op": "unsubscribe", "ref": "2", "channel": name})
-    answer = await request(communicator, {"op": "subscribe", "ref": "3", "channel": name, "last_id": "2"})
+    answer = await request(communicator, {"op": "subscribe", "ref": "3", "channel": name, "last_id": id_(2)})
     assert answer["data"]["recovered"] is False
     assert await communicator.receive_json_from(timeout=5) == {
         "op": "gap", "channel": name, "missed": None, "recovered": False,
@@ -135,13 +138,14 @@ async def test_resumes_are_counted_in_the_history_metrics_as_sse_resumes_are():
     name = "open:resume-metrics"
     for i in range(60):  # history = 50
         await Sockets.topics[0].publish({"n": i}, name)
+    id_ = await ids_of(Sockets.topics[0].channel(name))
     before = (stats.replays, stats.replayed, stats.resets)
     communicator, _ = await opened()
-    answer = await request(communicator, {"op": "subscribe", "ref": "1", "channel": name, "last_id": "57"})
+    answer = await request(communicator, {"op": "subscribe", "ref": "1", "channel": name, "last_id": id_(57)})
     assert answer["data"]["recovered"] is True
     assert [(await communicator.receive_json_from(timeout=5))["data"]["n"] for _ in range(3)] == [57, 58, 59]
     await request(communicator, {"op": "unsubscribe", "ref": "2", "channel": name})
-    answer = await request(communicator, {"op": "subscribe", "ref": "3", "channel": name, "last_id": "2"})
+    answer = await request(communicator, {"op": "subscribe", "ref": "3", "channel": name, "last_id": id_(2)})
     assert answer["data"]["recovered"] is False
     await request(communicator, {"op": "subscribe", "ref": "4", "channel": "open:fresh"})  # no last_id: no resume
     await communicator.disconnect()
@@ -354,8 +358,9 @@ async def test_a_publish_to_ready_subscribers_is_written_once_built_and_wakes_no
         assert scheduled == [] and len(asyncio.all_tasks()) == tasks
         assert all(not sink.items and not sink.outbox.ready_sinks for sink in sinks)
         frames = sinks[0].outbox.writer.frames
+        id_ = await ids_of(channel)
         assert [payload(f) for f in frames] == [
-            {"op": "message", "channel": "unit-direct", "id": str(i + 1), "data": {"i": i}} for i in range(5)
+            {"op": "message", "channel": "unit-direct", "id": id_(i + 1), "data": {"i": i}} for i in range(5)
         ]
         for sink in sinks:  # the same bytes object for every socket: one frame per publish
             assert all(a is b for a, b in zip(sink.outbox.writer.frames, frames, strict=True))
@@ -364,13 +369,13 @@ async def test_a_publish_to_ready_subscribers_is_written_once_built_and_wakes_no
         # A transport that pushes back: that one socket's message is queued, and its outbox woken.
         sinks[0].outbox.writer.paused = True
         await channel.publish({"i": 5})
-        assert scheduled == [sinks[0]] and [m for m, _ in sinks[0].items] == ["6"]
+        assert scheduled == [sinks[0]] and [m for m, _ in sinks[0].items] == [id_(6)]
         assert len(sinks[1].outbox.writer.frames) == 6
         # Its room back, it still queues while anything is queued (no overtaking), and drops count.
         sinks[0].outbox.writer.paused = False
         for i in range(6, 12):
             await channel.publish({"i": i})
-        assert [m for m, _ in sinks[0].items] == ["8", "9", "10", "11", "12"] and sinks[0].dropped == 2
+        assert [m for m, _ in sinks[0].items] == [id_(n) for n in range(8, 13)] and sinks[0].dropped == 2
         assert payload(sinks[1].outbox.writer.frames[-1])["data"] == {"i": 11}  # the others: direct
     finally:
         for sink in sinks:
@@ -427,16 +432,18 @@ async def test_the_direct_path_skips_replayed_ids_once_and_sends_presence_frames
     from realtime.topics.delivery import PRESENCE
 
     channel = Channel("unit-seam", history=10)
+    await channel.publish({"i": -1})  # before anyone subscribes: its id shows the channel's epoch
+    id_ = await ids_of(channel)
     sinks, scheduled = await ready_sinks(channel, 1, monkeypatch)
     sink = sinks[0]
     try:
-        sink.skip = {"1", "2"}  # the replay sent ids 1 and 2; their live copies arrive after
+        sink.skip = {id_(2), id_(3)}  # the replay sent 2 and 3; their live copies arrive after
         await channel.publish({"i": 0})
         await channel.publish({"i": 1})
         sink.offer({"op": "join", "channel": "unit-seam", "member": {"id": 1}}, PRESENCE)
         await channel.publish({"i": 2})
         frames = [payload(f) for f in sink.outbox.writer.frames]
-        assert [f.get("id", f["op"]) for f in frames] == ["join", "3"] and not sink.skip
+        assert [f.get("id", f["op"]) for f in frames] == ["join", id_(4)] and not sink.skip
         assert scheduled == []
     finally:
         channel.detach(sink)

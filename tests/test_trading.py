@@ -20,9 +20,13 @@ from websockets.exceptions import ConnectionClosed
 from project.trading import market
 from project.trading.channels import ticks, trades
 from project.trading.trades import InvalidOrder, validate_order
+from realtime.pubsub import ids
+from realtime.sealed_ids import TOKEN_LENGTH
 from realtime.testing import SSEClient, publish, token_for
+from tests.conftest import Live
 from tests.isolation import redis_db
-from tests.servers import redis_available, require
+from tests.servers import Daphne, prepare_database, redis_available, require, which
+from tests.sse_client import SSE
 from tests.waiting import asettled, live_subscribers, quiet_subscribers
 
 pytestmark = pytest.mark.timeout(60)
@@ -203,6 +207,90 @@ async def test_trade_events_are_the_owners_only_and_resume_after_last_event_id(l
 
         resumed = await asyncio.wait_for(events(2, last_event_id=seen[0]["id"]), 10)
         assert [json.loads(f["data"])["trade_id"] for f in resumed] == [placed[2]["trade_id"], placed[3]["trade_id"]]
+
+
+# -- per-user trade streams: ids that say nothing of anyone else's trades, on both history backends ---
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def trading(request, tmp_path_factory, output_dir):
+    """A daphne with the trades Channel's history in memory, or in a Redis Stream of a private Redis."""
+    from tests.test_channel_redis import RedisServer
+
+    extra, redis = {}, None
+    if request.param == "redis":
+        require(which("redis-server") is not None, "redis-server")
+        redis = RedisServer(tmp_path_factory.mktemp("trading-redis")).start()
+        extra["REDIS_URL"] = redis.url
+    env, users = prepare_database(tmp_path_factory.mktemp(f"trading-{request.param}"), extra)
+    server = Daphne(env, output_dir / f"daphne-trading-{request.param}.log").start()
+    try:
+        yield Live(server, users)
+    finally:
+        server.stop()
+        if redis is not None:
+            redis.stop()
+
+
+async def test_trade_ids_reveal_nothing_of_other_users_and_resume_exactly(trading):
+    alice, bob = trading.users["plain"], trading.users["owner2"]
+    tokens = {"alice": trading.token("plain"), "bob": trading.token("owner2")}
+
+    def stream(user_id, who, last_event_id=None):
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        return SSE(f"{trading.url}/api/trading/events/{user_id}?token={tokens[who]}", headers)
+
+    async def order(who, amount):
+        async with httpx.AsyncClient(base_url=trading.url, timeout=10) as client:
+            response = await client.post("/api/trading/orders", json={"symbol": "R_100", "side": "buy",
+                                         "amount": amount}, headers={"Authorization": f"Bearer {tokens[who]}"})
+        assert response.status_code == 201, response.text
+        return response.json()["trade_id"]
+
+    before = await quiet_subscribers(trading.server, trades.name)
+    async with stream(alice, "alice") as on_alice, stream(bob, "bob") as on_bob:
+        await live_subscribers(trading.server, trades.name, before + 2)
+        bob_first = await order("bob", "1")
+        first = await on_bob.next()
+        alice_trades = [await order("alice", str(n)) for n in (2, 3, 4)]
+        seen_by_alice = [await on_alice.next() for _ in alice_trades]
+        bob_second = await order("bob", "5")
+        second = await on_bob.next()
+        with pytest.raises(TimeoutError):
+            await on_bob.next(timeout=0.5)  # alice's trades sent bob nothing at all
+    assert [e["data"]["trade_id"] for e in (first, second)] == [bob_first, bob_second]
+    assert [e["data"]["trade_id"] for e in seen_by_alice] == alice_trades
+
+    # Opaque: the same length, no history id in them, nothing to subtract or compare across users.
+    every = [first["id"], second["id"], *(e["id"] for e in seen_by_alice)]
+    assert {len(i) for i in every} == {TOKEN_LENGTH} and len(set(every)) == 5
+    assert all(ids.parse(i) is None for i in every)
+
+    # Bob cannot use alice's id: it does not open on his stream (reset, then his own history).
+    async with stream(bob, "bob", seen_by_alice[0]["id"]) as resumed:
+        reset = await resumed.next()
+        assert reset["event"] == "reset" and reset["data"] == {"missed": None, "last_id": seen_by_alice[0]["id"]}
+        assert [(await resumed.next())["data"]["trade_id"] for _ in range(2)] == [bob_first, bob_second]
+    # Nor alice bob's.
+    async with stream(alice, "alice", first["id"]) as resumed:
+        assert (await resumed.next())["event"] == "reset"
+
+    # Bob away: alice trades, bob trades twice (from another client); his resume replays exactly those two.
+    await order("alice", "6")
+    missed = [await order("bob", "7")]
+    await order("alice", "8")
+    missed.append(await order("bob", "9"))
+    async with stream(bob, "bob", second["id"]) as resumed:
+        replay = [await resumed.next() for _ in missed]
+        assert [(e["event"], e["data"]["trade_id"]) for e in replay] == [("trade", t) for t in missed]
+        assert {e["data"]["user_id"] for e in replay} == {bob}
+        with pytest.raises(TimeoutError):
+            await resumed.next(timeout=0.5)  # nothing doubled, nothing of alice's
+    # A resume with the id of his first trade: his second, then the two he missed (the same ids as live).
+    async with stream(bob, "bob", first["id"]) as resumed:
+        again = [await resumed.next() for _ in range(3)]
+    assert [e["data"]["trade_id"] for e in again] == [bob_second, *missed]
+    assert again[0]["id"] == second["id"] and [e["id"] for e in again[1:]] == [e["id"] for e in replay]
 
 
 # -- the price lookup while Redis is away ---------------------------------------------------------

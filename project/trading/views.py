@@ -42,8 +42,10 @@ class TickStreamWS(WebSocketView):
 class TradeEventsSSE(SSEView):
     """One user's trade events (only their own): ``/api/trading/events/{userId}``.
 
-    Each event carries the trades Channel's id, so a client that reconnects with ``Last-Event-ID``
-    (or ``?lastEventId=``) gets exactly what it missed, then live events.
+    Each event carries an id, so a client that reconnects with ``Last-Event-ID`` (or ``?lastEventId=``)
+    gets exactly what it missed, then live events. The stream filters the trades Channel, so its ids
+    are sealed (``realtime.sealed_ids``): they say nothing of other users' trades, and open on this
+    user's stream only.
     """
 
     permission_classes = [IsAuthenticated & IsOwner]

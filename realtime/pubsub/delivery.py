@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Container, Iterable
 from typing import Any, Protocol
 
-from .history import id_order
+from . import ids
 
 #: The id of an entry outside the channel's own sequence (a presence frame folded into a topic
 #: subscription): never skipped, and it does not move the replay seam.
@@ -49,17 +49,20 @@ class Seam:
 
     __slots__ = ("ids", "through")
 
-    def __init__(self, ids: Iterable[str], through: str | None = None) -> None:
-        self.ids = set(ids)
-        self.through = id_order(through) if through is not None else None
+    def __init__(self, replayed: Iterable[str], through: str | None = None) -> None:
+        self.ids = set(replayed)
+        #: ``(epoch, n)`` of the snapshot's id (``realtime.pubsub.ids``), or None.
+        self.through = ids.parse(through) if through is not None else None
 
     def __contains__(self, message_id: object) -> bool:
         if message_id in self.ids:
             return True
-        if self.through is None:
+        through = self.through
+        if through is None:
             return False
-        order = id_order(message_id)  # type: ignore[arg-type]
-        return order is not None and order <= self.through
+        parsed = ids.parse(message_id)
+        # Ids of one history share its epoch; one of another epoch is no position in this one.
+        return parsed is not None and parsed[0] == through[0] and parsed[1] <= through[1]
 
 
 class Writer(Protocol):

@@ -1,75 +1,76 @@
 """Message history for Channels, so a client that reconnects with its last id misses nothing.
 
-- :class:`MemoryHistory`: one process; ids are ``"1"``, ``"2"``, ... per channel.
+- :class:`MemoryHistory`: one process; ids are ``"<epoch>-1"``, ``"<epoch>-2"``, ... per channel,
+  ``epoch`` being when the history began (:mod:`realtime.pubsub.ids`): a restarted process's
+  history has another epoch, so nobody resumes into it as if it were the old one.
 - :class:`RedisHistory`: a Redis Stream per channel (``XADD ... MAXLEN ~ N``), so every process
   hands out ids from one sequence. Ids are Redis stream ids (``"1732550000000-0"``).
 
-The Redis clients reconnect and retry a command once when its pooled connection turns out to be
-broken (redis-py's ``Retry`` on ``ConnectionError`` only: a timed-out ``XADD`` may have been applied,
-so it is not repeated), and every call is bounded by socket timeouts.
+Both read ids with :func:`realtime.pubsub.ids.parse`. The Redis clients reconnect and retry a
+command once when its pooled connection turns out to be broken (redis-py's ``Retry`` on
+``ConnectionError`` only: a timed-out ``XADD`` may have been applied, so it is not repeated), and
+every call is bounded by socket timeouts.
 
 ``after(last_id)`` returns what came after ``last_id`` and whether that is *everything* that
-came after it (``recovered``). A malformed or too-old id is "not recovered": the client must
-refetch its state instead of trusting the replay.
+came after it (``recovered``). A malformed id, one this history never handed out (another epoch,
+a Redis that restarted empty, an id from the future) or one older than what history still holds
+is "not recovered": the client must refetch its state instead of trusting the replay, which is
+then everything the history holds. ``"0"`` (:data:`~realtime.pubsub.ids.START`) asks for
+everything, recovered when nothing was ever trimmed away.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import deque
 from typing import Any
 
+from . import ids
 from .redis import READER_TIMEOUT, client_options
-
-_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 
 class MemoryHistory:
-    """The last ``size`` messages of a channel, in this process."""
+    """The last ``size`` messages of a channel, in this process, under one epoch."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, epoch: int | None = None) -> None:
         self.entries: deque[tuple[int, Any]] = deque(maxlen=size)
+        #: When this history began (``ids.new_epoch()``): the first part of each of its ids.
+        self.epoch = ids.new_epoch() if epoch is None else epoch
+        #: The number of the newest message (0: none yet).
         self.last = 0
+        #: The newest number trimmed away (0: the history still holds everything since it began).
+        self.trimmed = 0
 
     def append(self, message: Any) -> str:
+        entries = self.entries
+        if len(entries) == entries.maxlen:
+            self.trimmed = entries[0][0]
         self.last += 1
-        self.entries.append((self.last, message))
-        return str(self.last)
+        entries.append((self.last, message))
+        return ids.make(self.epoch, self.last)
 
     def discard(self, message_id: str) -> None:
         """Forget an entry whose publish failed (nobody received it, so nobody may resume after it)."""
-        wanted = int(message_id)
+        parsed = ids.parse(message_id)
+        if parsed is None or parsed[0] != self.epoch:
+            return
+        wanted = parsed[1]
         self.entries = deque((e for e in self.entries if e[0] != wanted), maxlen=self.entries.maxlen)
 
+    def newest_id(self) -> str | None:
+        """The id of the newest message, or None before the first."""
+        return ids.make(self.epoch, self.last) if self.last else None
+
     def after(self, last_id: str) -> tuple[list[tuple[str, Any]], bool]:
-        if not last_id.isdigit() or len(last_id) > 20:
-            return [(str(i), m) for i, m in self.entries], False
-        wanted = int(last_id)
-        if wanted > self.last:  # an id from before a restart, or invented: cannot vouch for it
-            return [(str(i), m) for i, m in self.entries], False
-        oldest = self.entries[0][0] if self.entries else self.last + 1
-        recovered = wanted + 1 >= oldest
-        return [(str(i), m) for i, m in self.entries if i > wanted], recovered
-
-
-_ORDERED_ID = re.compile(r"^\d{1,20}(?:-\d{1,20})?$")
-
-
-def id_order(message_id: str | None) -> tuple[int, ...] | None:
-    """A history id as a key that sorts as the history does, or None for an id no history hands out.
-
-    Memory ids (``"7"``, or ``"<epoch>-<n>"``) and Redis stream ids (``"<ms>-<seq>"``) alike; compare
-    only ids of one channel's history (one epoch), as only those share a sequence.
-    """
-    if type(message_id) is not str or not _ORDERED_ID.match(message_id):
-        return None
-    return tuple(int(part) for part in message_id.split("-"))
-
-
-def _parse_stream_id(value: str) -> tuple[int, int] | None:
-    match = _STREAM_ID.match(value)
-    return (int(match[1]), int(match[2])) if match else None
+        epoch = self.epoch
+        parsed = ids.parse(last_id)
+        if parsed == ids.START:
+            parsed = (epoch, 0)
+        if parsed is None or parsed[0] != epoch or parsed[1] > self.last:
+            # Malformed, of another epoch (a restart), or invented: this history cannot vouch for it.
+            return [(ids.make(epoch, i), m) for i, m in self.entries], False
+        wanted = parsed[1]
+        return [(ids.make(epoch, i), m) for i, m in self.entries if i > wanted], self.trimmed <= wanted
 
 
 class RedisHistory:
@@ -92,7 +93,7 @@ class RedisHistory:
     async def last_id(self) -> str:
         """The newest id in the stream ("0-0" when it is empty or absent)."""
         entries = await self.client.xrevrange(self.key, count=1)
-        return entries[0][0].decode() if entries else "0-0"
+        return entries[0][0].decode() if entries else ids.make(*ids.START)
 
     async def read_after(self, last_id: str, block_ms: int) -> list[tuple[str, Any]]:
         """Entries after ``last_id``, waiting up to ``block_ms`` (under ``READER_TIMEOUT``) for the next one."""
@@ -104,22 +105,36 @@ class RedisHistory:
         ]
 
     async def after(self, last_id: str) -> tuple[list[tuple[str, Any]], bool]:
-        parsed = _parse_stream_id(last_id)
-        entries = await self.client.xrange(self.key, min=f"({last_id}" if parsed else "-", max="+")
-        replay = [(i.decode(), json.loads(fields[b"m"])) for i, fields in entries]
-        if parsed is None:
-            return replay, False
+        parsed = ids.parse(last_id)
+        recovered = parsed is not None and await self._vouches_for(parsed)
+        low = "-" if not recovered or parsed == ids.START else f"({ids.make(*parsed)}"
+        entries = await self.client.xrange(self.key, min=low, max="+")
+        return [(i.decode(), json.loads(fields[b"m"])) for i, fields in entries], recovered
+
+    async def _vouches_for(self, last_id: tuple[int, int]) -> bool:
+        """Whether the stream holds every entry after ``last_id`` (needs Redis 7's ``XINFO STREAM`` fields)."""
+        from redis.exceptions import ResponseError
+
         try:
             info = await self.client.xinfo_stream(self.key)
-        except Exception:  # the client holds an id, so the stream existed: Redis lost it
-            return replay, False
-        last_generated = _parse_stream_id(_text(info.get("last-generated-id")) or "0-0") or (0, 0)
-        trimmed = _parse_stream_id(_text(info.get("max-deleted-entry-id")) or "0-0") or (0, 0)
-        # A stream created after last_id was handed out (Redis restarted without persistence)
-        # cannot vouch for what came between: its first ever entry is newer than last_id.
-        first = _parse_stream_id(_text(info.get("recorded-first-entry-id")) or "0-0") or (0, 0)
-        recovered = parsed <= last_generated and trimmed <= parsed and first <= parsed
-        return replay, recovered
+        except ResponseError:  # no stream: nothing was published, or Redis lost it (a restart, a FLUSHDB)
+            return last_id == ids.START  # from the start, nothing is everything; an id cannot be vouched for
+        if last_id == ids.START:  # nothing ever trimmed or deleted
+            added = info.get("entries-added")
+            return added is not None and int(added) == int(info.get("length", -1))
+        # A stream created after last_id was handed out (Redis restarted without persistence, or the
+        # key was flushed) cannot vouch for what came between: its first entry is newer than last_id.
+        # Trimming moves the first entry too (MAXLEN does not set max-deleted-entry-id; XDEL does).
+        return (
+            last_id <= _stream_id(info, "last-generated-id")
+            and _stream_id(info, "max-deleted-entry-id") <= last_id
+            and _stream_id(info, "recorded-first-entry-id") <= last_id
+        )
+
+
+def _stream_id(info: dict[Any, Any], field: str) -> tuple[int, int]:
+    """A stream id field of ``XINFO STREAM`` (``(0, 0)`` when absent)."""
+    return ids.parse(_text(info.get(field)) or "0") or ids.START
 
 
 def _text(value: Any) -> str | None:

@@ -11,8 +11,10 @@ import asyncio
 from typing import Any
 
 from ..encoding import SharedMessage
+from . import ids
 from .broker import BrokerUnavailable, broker_state, reach
 from .history import RedisHistory
+from .redis import COMMAND_TIMEOUT
 from .transport import Fanout, Replay
 
 
@@ -22,7 +24,8 @@ class StreamTransport:
     def __init__(self, channel: Fanout, url: str) -> None:
         self.channel = channel
         self.store = RedisHistory(url, channel.name, channel.history)
-        self.listen = self._listen
+        #: Set once the running reader knows where it reads from (its first ``last_id``).
+        self.positioned: asyncio.Future[None] | None = None
 
     async def publish(self, message: Any) -> tuple[int, str | None]:
         """Appends to the stream; returns the local subscribers that will receive it from the reader."""
@@ -33,15 +36,33 @@ class StreamTransport:
             raise
         return self.channel.subscriber_count, message_id
 
+    def listen(self) -> Any:
+        """The reader's coroutine; whoever resumes from now on waits until it has its position."""
+        self.positioned = asyncio.get_running_loop().create_future()
+        return self._listen(self.positioned)
+
     async def replay_after(self, last_id: str) -> Replay:
+        """The replay, read once the reader has its position: everything after that comes live, the rest
+        is in the replay (the seam drops what is in both), so a message published while the reader
+        starts cannot fall between the two."""
+        positioned = self.positioned
+        if positioned is not None and not positioned.done():
+            await asyncio.wait((positioned,), timeout=COMMAND_TIMEOUT)
         return await self.store.after(last_id)
 
     async def newest_id(self) -> str | None:
         newest = await self.store.last_id()
-        return None if newest == "0-0" else newest
+        return None if ids.parse(newest) == ids.START else newest
 
-    async def _listen(self) -> None:
+    async def _listen(self, positioned: asyncio.Future[None]) -> None:
         """This process's single reader of the channel's stream; Redis away: keep the position, retry."""
+        try:
+            await self._read(positioned)
+        finally:
+            if not positioned.done():
+                positioned.set_result(None)
+
+    async def _read(self, positioned: asyncio.Future[None]) -> None:
         store, channel = self.store, self.channel
         last: str | None = None
         delay = 0.1
@@ -49,6 +70,7 @@ class StreamTransport:
             try:
                 if last is None:
                     last = await store.last_id()
+                    positioned.set_result(None)
                 for entry_id, message in await store.read_after(last, block_ms=5000):
                     last = entry_id
                     if type(message) is dict:

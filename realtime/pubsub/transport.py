@@ -69,5 +69,4 @@ class LocalTransport:
         return self.history.after(last_id)
 
     async def newest_id(self) -> str | None:
-        last = self.history.last if self.history is not None else 0
-        return str(last) if last else None
+        return self.history.newest_id() if self.history is not None else None

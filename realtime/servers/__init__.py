@@ -5,15 +5,20 @@
 ready-made frames for the connection behind a server's ASGI ``send``, or None: then every message
 takes the ASGI send. None it is on a server no adapter knows, on a version its adapter was not
 tested on (one warning at start-up), and everywhere with ``REALTIME["DIRECT_WRITES"] = False``.
+``meter_inbound(send, meter)`` has the server count the client's unread bytes and stop reading past
+their bounds (:mod:`realtime.inbound`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..conf import setting
 from . import daphne, uvicorn
 from .base import ServerAdapter, Writer
+
+if TYPE_CHECKING:
+    from ..inbound import InboundMeter
 
 #: Every adapter, asked in turn; each recognises only its own server's ``send``.
 ADAPTERS: tuple[ServerAdapter, ...] = (daphne.adapter, uvicorn.adapter)
@@ -61,3 +66,11 @@ def response_writer(send: Any) -> Writer | None:
 def abort(send: Any) -> bool:
     """Drop the connection behind ``send`` shortly, whatever it still buffers; False if no adapter can."""
     return any(adapter.abort(send) for adapter in ADAPTERS)
+
+
+def meter_inbound(send: Any, meter: InboundMeter) -> bool:
+    """Have the server behind ``send`` charge ``meter`` and pause reading past its bounds; False if no adapter can.
+
+    Not a speed trick: it is on whatever ``DIRECT_WRITES`` says (the adapters check the names they rely on).
+    """
+    return any(adapter.features.inbound_pushback and adapter.meter_inbound(send, meter) for adapter in ADAPTERS)

@@ -11,7 +11,10 @@ package, as each database has a backend in ``django.db.backends``:
 - ``install()``: patches the server, once, where it needs patching;
 - ``websocket_writer(send)`` / ``response_writer(send)``: a :class:`Writer` of ready-made bytes to
   the connection behind a server's ASGI ``send``, or None when ``send`` is not this server's;
-- ``abort(send)``: drop the TCP connection soon, whatever it still buffers.
+- ``abort(send)``: drop the TCP connection soon, whatever it still buffers;
+- ``meter_inbound(send, meter)``: have the server count, in the connection's
+  :class:`realtime.inbound.InboundMeter`, the bytes it holds of the client's messages (its queue for
+  the application, its parse buffers), and let the meter stop and restart reading the socket.
 
 Direct writes bypass the server's own send, so they trust its private state: on a version outside
 ``tested_versions`` (:meth:`ServerAdapter.trusted`) they are refused, with one warning on the
@@ -29,10 +32,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..closecodes import CloseCode
 from ..pubsub.delivery import Writer as Writer  # what the delivery engine writes through
+
+if TYPE_CHECKING:
+    from ..inbound import InboundMeter
 
 logger = logging.getLogger("realtime.servers")
 
@@ -79,6 +85,8 @@ class Features:
     abort: bool = False
     #: On SIGTERM every WebSocket is closed with 1001 before the applications are cancelled.
     graceful_shutdown: bool = False
+    #: ``meter_inbound``: the inbound bytes the server holds are counted, and reading the socket is paused past them.
+    inbound_pushback: bool = False
 
 
 class ServerAdapter(ABC):
@@ -158,4 +166,13 @@ class ServerAdapter(ABC):
 
     def abort(self, send: Any) -> bool:
         """Drop the connection behind ``send`` in ABORT_GRACE_SECONDS; False when not this server's."""
+        return False
+
+    def meter_inbound(self, send: Any, meter: InboundMeter) -> bool:
+        """Charge ``meter`` with what the server holds of the client's messages on the WebSocket behind
+        ``send``, and give it the control of reading that socket; False when not this server's, or it cannot.
+
+        Called before ``websocket.accept``. The connection gives each message back (``meter.taken()``)
+        as it hands it to the view.
+        """
         return False

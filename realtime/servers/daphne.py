@@ -14,8 +14,12 @@ Patches, applied once by :meth:`DaphneAdapter.install` when daphne is the runnin
   paused by its transport over ``bufferSize``, and daphne's ``send`` waits while it is paused, as
   uvicorn's does. What to do with a client that stays paused is :mod:`realtime.flow`'s policy.
 - **Per-connection limits.** autobahn's message and frame limits are ``MAX_MESSAGE_SIZE`` and
-  ``failByDrop`` is off, so 1009, 1007 and 1002 get a close frame, not a TCP reset; past
-  ``MAX_PENDING_MESSAGES`` unread inbound messages the socket is no longer read until half are.
+  ``failByDrop`` is off, so 1009, 1007 and 1002 get a close frame, not a TCP reset.
+- **Inbound bytes.** daphne queues each message for the application as it arrives, without bound:
+  each one queued, and autobahn's parse buffers after each read, are charged to the connection's
+  :class:`realtime.inbound.InboundMeter`, which stops reading the socket (``pauseProducing``) past
+  ``MAX_INBOUND_BYTES`` (:func:`_patch_inbound`, :class:`MeteredReading`); past
+  ``MAX_PENDING_MESSAGES`` queued messages the socket is no longer read until half are.
 - **Empty payloads.** ``send_text("")`` and ``send_bytes(b"")`` are sent (daphne drops them).
 - **Departures.** A send that races the client's close raises ``ClientDisconnected`` with the
   client's close code, instead of autobahn's ``Disconnected``; a message with ``ABORT_KEY`` drops
@@ -64,8 +68,10 @@ DRAIN_SECONDS = 5.0
 CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "daphne.ws_protocol.WebSocketProtocol": (
         "handle_reply", "onConnect", "onMessage", "onCloseFrame", "sendCloseFrame", "sendMessage",
-        "dropConnection", "STATE_CONNECTING", "STATE_OPEN", "STATE_CLOSED", "CONFIG_ATTRS",
+        "dropConnection", "dataReceived", "STATE_CONNECTING", "STATE_OPEN", "STATE_CLOSED", "CONFIG_ATTRS",
     ),
+    # parse_buffers reads the lists these fill (message_data, frame_data) on live sockets.
+    "autobahn.websocket.protocol.WebSocketProtocol": ("onMessageBegin", "onMessageFrameBegin", "onMessageFrameData"),
     "daphne.server.Server": ("handle_reply", "kill_all_applications"),
     "daphne.http_protocol.WebRequest": ("handle_reply", "registerProducer", "unregisterProducer"),
     "daphne.access.AccessLogGenerator": ("__call__",),
@@ -80,7 +86,7 @@ CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 #: autobahn's per-protocol options set before each handshake (``WebSocketProtocol.CONFIG_ATTRS``).
 OPTIONS = ("maxMessagePayloadSize", "maxFramePayloadSize", "failByDrop")
 #: What is read on live objects: checked on a real daphne by :meth:`DaphneAdapter.missing`.
-WEBSOCKET_ATTRIBUTES = ("state", "transport", "application_queue", "remoteCloseCode", "_realtime_gate")
+WEBSOCKET_ATTRIBUTES = ("state", "transport", "application_queue", "remoteCloseCode", "_realtime_gate", "data")
 REQUEST_ATTRIBUTES = ("finished", "channel", "_realtime_gate")
 TRANSPORT_ATTRIBUTES = ("write", "dataBuffer", "_tempDataLen", "bufferSize", "abortConnection")
 SERVER_ATTRIBUTES = ("connections",)
@@ -194,7 +200,7 @@ class DaphneAdapter(ServerAdapter):
     modules = ("daphne.ws_protocol",)
     features = Features(
         websocket_writes=True, response_writes=True, close_code_on_disconnect=True, any_close_code=True,
-        backpressure=True, abort=True, graceful_shutdown=True,
+        backpressure=True, abort=True, graceful_shutdown=True, inbound_pushback=True,
     )
     tested_versions = {"daphne": ("4.2.3",), "twisted": ("26.10.0",), "autobahn": ("26.11.1",)}
 
@@ -211,6 +217,14 @@ class DaphneAdapter(ServerAdapter):
         if not isinstance(gate, WriteGate) or not hasattr(request, "finished"):
             return None
         return ResponseWriter(request, gate)
+
+    def meter_inbound(self, send: Any, meter: Any) -> bool:
+        protocol = _connection(send)
+        if not getattr(type(protocol), "_realtime_inbound", False):
+            return False  # not a daphne WebSocket, or daphne left unpatched
+        protocol._realtime_meter = meter
+        meter.attach(MeteredReading(protocol))
+        return True
 
     def missing_attributes(self) -> list[str]:
         """The names of :data:`CLASS_ATTRIBUTES` and :data:`OPTIONS` the installed packages lack."""
@@ -269,6 +283,7 @@ class DaphneAdapter(ServerAdapter):
             )
             return True
         _patch_websocket(WebSocketProtocol)
+        _patch_inbound(WebSocketProtocol)
         _patch_send(Server)
         _patch_http(WebRequest)
         _patch_shutdown(Server, WebSocketProtocol)
@@ -289,7 +304,6 @@ def _patch_websocket(protocol_class: type) -> None:
     from autobahn.util import encode_truncate
 
     original_connect = protocol_class.onConnect
-    original_message = protocol_class.onMessage
     original_reply = protocol_class.handle_reply
     original_close_frame = protocol_class.onCloseFrame
 
@@ -300,17 +314,6 @@ def _patch_websocket(protocol_class: type) -> None:
         self.maxFramePayloadSize = limit
         self.failByDrop = False
         return original_connect(self, request)
-
-    def onMessage(self: Any, payload: bytes, isBinary: bool) -> None:
-        original_message(self, payload, isBinary)
-        queue = getattr(self, "application_queue", None)
-        limit = setting("MAX_PENDING_MESSAGES")
-        if queue is None or not limit or getattr(self, "_realtime_reading_paused", False):
-            return
-        if queue.qsize() >= limit:
-            self._realtime_reading_paused = True
-            self.transport.pauseProducing()
-            _resume_when_read(self, queue, max(1, limit // 2))
 
     def handle_reply(self: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -347,8 +350,90 @@ def _patch_websocket(protocol_class: type) -> None:
 
     protocol_class.onConnect = onConnect
     protocol_class.onCloseFrame = onCloseFrame
-    protocol_class.onMessage = onMessage
     protocol_class.handle_reply = handle_reply
+
+
+# -- inbound: what daphne holds of a client's messages (realtime.inbound), and reading paused ------
+
+#: Why a daphne WebSocket is not read (bits of ``_realtime_read_holds``): too many messages queued
+#: for the application (``MAX_PENDING_MESSAGES``), or its InboundMeter (bytes). Read again when none is left.
+PENDING, METERED = 1, 2
+
+
+def _stop_reading(protocol: Any, reason: int) -> None:
+    holds = protocol._realtime_read_holds
+    protocol._realtime_read_holds = holds | reason
+    if not holds and protocol.state != protocol.STATE_CLOSED:
+        protocol.transport.pauseProducing()
+
+
+def _start_reading(protocol: Any, reason: int) -> None:
+    holds = protocol._realtime_read_holds
+    if not holds & reason:
+        return
+    protocol._realtime_read_holds = holds & ~reason
+    if holds == reason and protocol.state != protocol.STATE_CLOSED:
+        protocol.transport.resumeProducing()
+
+
+class MeteredReading:
+    """Stops and restarts reading one daphne WebSocket for its InboundMeter (``realtime.inbound.ReadControl``)."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def pause(self) -> None:
+        _stop_reading(self.protocol, METERED)
+
+    def resume(self) -> None:
+        _start_reading(self.protocol, METERED)
+
+
+def parse_buffers(protocol: Any) -> int:
+    """Bytes autobahn holds for a WebSocket before daphne queues them: read and not parsed, and the
+    message still arriving (its frames so far, and the frame being read)."""
+    size = len(protocol.data)
+    for chunks in (getattr(protocol, "message_data", None), getattr(protocol, "frame_data", None)):
+        if chunks:
+            size += sum(map(len, chunks))
+    return size
+
+
+def _patch_inbound(protocol_class: type) -> None:
+    """daphne queues every message for the application as it arrives, in a queue without bound. Charge
+    the connection's InboundMeter with each message queued and, after each read, with autobahn's
+    parse buffers; and stop reading past ``MAX_PENDING_MESSAGES`` queued until half are read."""
+    original_message = protocol_class.onMessage
+    original_data = protocol_class.dataReceived
+    protocol_class._realtime_meter = None
+    protocol_class._realtime_read_holds = 0
+
+    def onMessage(self: Any, payload: bytes, isBinary: bool) -> None:
+        queue = getattr(self, "application_queue", None)
+        before = queue.qsize() if queue is not None else 0
+        original_message(self, payload, isBinary)
+        if queue is None:
+            return
+        queued = queue.qsize()
+        meter = self._realtime_meter
+        if meter is not None and queued > before:
+            meter.charge(len(payload))
+        limit = setting("MAX_PENDING_MESSAGES")
+        if limit and queued >= limit and not self._realtime_read_holds & PENDING:
+            _stop_reading(self, PENDING)
+            _resume_when_read(self, queue, max(1, limit // 2))
+
+    def dataReceived(self: Any, data: bytes) -> None:
+        original_data(self, data)
+        meter = self._realtime_meter
+        if meter is not None:
+            meter.parsed(parse_buffers(self))
+
+    protocol_class.onMessage = onMessage
+    protocol_class.dataReceived = dataReceived
+    protocol_class._realtime_inbound = True
 
 
 def _resume_when_read(protocol: Any, queue: asyncio.Queue[Any], low: int) -> None:
@@ -358,8 +443,7 @@ def _resume_when_read(protocol: Any, queue: asyncio.Queue[Any], low: int) -> Non
         if protocol.state == protocol.STATE_CLOSED:
             return
         if queue.qsize() <= low:
-            protocol._realtime_reading_paused = False
-            protocol.transport.resumeProducing()
+            _start_reading(protocol, PENDING)
         else:
             reactor.callLater(POLL_SECONDS, check)
 

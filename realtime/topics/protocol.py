@@ -94,6 +94,7 @@ SUBSCRIPTION_TRANSITIONS: dict[tuple[SubscriptionState | None, str], Subscriptio
     (JOINING, "subscribed"): JOINED,
     (JOINING, "join_failed"): None,
     (JOINED, "unsubscribe"): LEAVING,
+    (JOINED, "server_unsubscribe"): LEAVING,
     (JOINING, "close"): LEAVING,
     (JOINED, "close"): LEAVING,
     (LEAVING, "close"): LEAVING,
@@ -232,6 +233,17 @@ class ServerProtocol:
             return None
         self._start("server_subscribe", channel, route, None, None)
         return Subscribe(channel=channel, route=route)
+
+    def server_unsubscribe(self, channel: str) -> Unsubscribe | None:
+        """The server ends a joined subscription (a re-check found its topic now refuses), or None
+        when there is nothing to end: the connection is closing, or the channel is not joined (a
+        subscribe still joining, or a client's unsubscribe already leaving). The driver ends it,
+        reports ``unsubscribed`` and tells the client with the ``unsubscribed`` frame."""
+        subscription = self.subscriptions.get(channel)
+        if self.state is CLOSING or subscription is None or subscription.state is not JOINED:
+            return None
+        self._step(channel, "server_unsubscribe")
+        return Unsubscribe(channel=channel, route=subscription.route)
 
     def close(self) -> list[Unsubscribe]:
         """The connection ends: every subscription is leaving; the driver ends each and reports ``unsubscribed``."""

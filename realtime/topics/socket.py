@@ -55,7 +55,7 @@ logger = logging.getLogger("realtime.topics")
 
 #: Times a snapshot is asked for when the history no longer reaches the id it is current to.
 SNAPSHOT_ATTEMPTS = 3
-#: The history id before the first message: replay everything.
+#: The history id before the first message (``realtime.pubsub.ids.START``): replay everything.
 START = "0"
 
 
@@ -97,6 +97,9 @@ class TopicSocket(WebSocketView):
         #: Channel name → the runtime handles of that subscription, from its join to its end.
         self.handles: dict[str, Handles] = {}
         self._silence: asyncio.TimerHandle | None = None
+        #: Held while a request is carried out, while the subscriptions are re-checked, and while the
+        #: closing connection leaves them: each sees the subscriptions in a settled state.
+        self.serial = asyncio.Lock()
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -138,17 +141,19 @@ class TopicSocket(WebSocketView):
                 ref = data.get("ref") if type(data) is dict else None
                 await ws.send_json(p.error(ref, "rate_limited", throttle.message))
                 raise WebSocketException(CloseCode.POLICY_VIOLATION, throttle.message)
-        for event in self.protocol.receive_frame(data):
-            try:
-                await self._carry_out(ws, event)
-            except Failed as failure:
-                await ws.send_json(p.error(event.ref, failure.code, failure.detail))
+        async with self.serial:
+            for event in self.protocol.receive_frame(data):
+                try:
+                    await self._carry_out(ws, event)
+                except Failed as failure:
+                    await ws.send_json(p.error(event.ref, failure.code, failure.detail))
 
     async def on_disconnect(self, ws: WebSocket, code: int) -> None:
         if self._silence is not None:
             self._silence.cancel()
-        for request in self.protocol.close():
-            await self._do_unsubscribe(ws, request)
+        async with self.serial:
+            for request in self.protocol.close():
+                await self._do_unsubscribe(ws, request)
 
     async def _carry_out(self, ws: WebSocket, event: p.Event) -> None:
         """Do what one event of the machine asks; a Failed becomes the request's error reply."""
@@ -263,6 +268,55 @@ class TopicSocket(WebSocketView):
             logger.exception("%s.%s raised", type(topic).__name__, name)
             raise Failed("internal_error", "The topic failed; the error is logged on the server") from None
 
+    # -- permissions re-checked on the open connection (realtime.recheck) --------------------------
+
+    async def on_recheck(self, ws: WebSocket) -> None:
+        """The socket's own permissions still hold: each channel the client subscribed to is checked
+        against its topic's permissions again, with the reloaded user; one that now refuses ends with
+        ``unsubscribed`` (``forbidden`` and the permission's message), the others go on.
+
+        Channels the server joined (``auto_subscribe``) are the server's choice and are not re-checked.
+        """
+        if getattr(self, "protocol", None) is None:
+            return  # not open yet: the subscribe requests will see the new permissions
+        async with self.serial:
+            for name in self.rechecked_channels():
+                denied = await self._topic_denial(ws, name)
+                if denied is not None:
+                    await self.end_subscription(ws, name, "forbidden", denied)
+
+    def rechecked_channels(self) -> list[str]:
+        """The joined channels a re-check looks at: those the client subscribed to."""
+        joined = p.SubscriptionState.JOINED
+        return [name for name, s in self.protocol.subscriptions.items() if s.state is joined and s.ref is not None]
+
+    async def _topic_denial(self, ws: WebSocket, name: str) -> str | None:
+        """The message of the topic permission that now refuses channel ``name``, or None (a failing one is logged)."""
+        joined = self.handles.get(name)
+        if joined is None:
+            return None
+        topic = joined.topic
+        topic.user = self.user
+        try:
+            denied = await first_denial(get_permissions(topic.permission_classes), ws, topic)
+        except Exception:
+            logger.exception("Re-checking %r failed; the subscription goes on", name)
+            return None
+        return None if denied is None else str(getattr(denied, "message", "Permission denied"))
+
+    async def end_subscription(self, ws: WebSocket, name: str, code: str, detail: str) -> bool:
+        """End one joined subscription from the server's side and tell the client with ``unsubscribed``
+        (``on_unsubscribe`` runs, presence is left); False when it was not joined. Hold ``serial``."""
+        if self.protocol.server_unsubscribe(name) is None:
+            return False
+        await self._leave(name)
+        self.protocol.unsubscribed(name)
+        try:
+            await ws.send_json(p.unsubscribed(name, code, detail))
+        except WebSocketDisconnect:
+            pass
+        return True
+
     # -- joining and leaving ----------------------------------------------------------------------
 
     async def _auto_subscribe(self, ws: WebSocket) -> list[str]:
@@ -363,10 +417,6 @@ class TopicSocket(WebSocketView):
                 logger.error("%s.snapshot returned %r, not a Snapshot(data, last_id)", type(topic).__name__, snapshot)
                 raise Failed("internal_error", "The topic failed; the error is logged on the server")
             replay, recovered = await channel.replay_after(snapshot.last_id or START)
-            if snapshot.last_id is None and not recovered:
-                # Before any message: everything held is after it, and nothing was trimmed while
-                # the stream holds fewer than it keeps (Redis cannot vouch for "0" by itself).
-                recovered = len(replay) < channel.history
             if recovered:
                 return snapshot, replay, True
         logger.warning("%s.snapshot: history no longer reaches its id %r", type(topic).__name__, snapshot.last_id)

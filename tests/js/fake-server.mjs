@@ -90,6 +90,13 @@ export class FakeServer {
     return id;
   }
 
+  /** Ends `channel` on every connection with an `unsubscribed` frame, as a permission re-check does. */
+  unsubscribe(channel, reason) {
+    for (const conn of this.connections) {
+      if (conn.channels.delete(channel)) conn.send({ op: "unsubscribed", channel, reason });
+    }
+  }
+
   frames(op) {
     return this.received.filter((entry) => entry.frame.op === op);
   }

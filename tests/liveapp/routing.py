@@ -22,8 +22,10 @@ from realtime import (
     sse_response,
 )
 from realtime.memory import open_connections
+from realtime.ops.stats import stats as ops_stats
 from realtime.permissions import Permission
 from realtime.pubsub.channel import registry
+from realtime.security import inbound_addresses
 
 # --- the specification's examples ---------------------------------------------------------------
 
@@ -267,6 +269,12 @@ class Forever(SSEView):
         await asyncio.Event().wait()
 
 
+class EditorEvents(Forever):
+    """Forever, for members of the ``editor`` group."""
+
+    permission_classes = [HasRole("editor")]
+
+
 class UsesTheORM(SSEView):
     """Queries the database before and while it streams, then stays open: holds no thread of its own."""
 
@@ -359,6 +367,12 @@ class Stats(WebSocketView):
                 "finalized": finalized["count"],
                 "threads": threading.active_count(),
                 "open_connections": open_connections.count,  # this probe's own included
+                # Inbound bytes held unread, per client address, and connections waiting for theirs.
+                "inbound_bytes": {str(key): held for key, held in inbound_addresses.totals.items()},
+                "inbound_waiting": inbound_addresses.waiting,
+                # WebSockets the server closed, by close code.
+                "server_closed": {code: count for (protocol, code, by), count in ops_stats.closed.items()
+                                  if protocol == "websocket" and by == "server"},
             }
         )
 
@@ -403,6 +417,7 @@ router.register_sse("/sse/owner/{userId}", OwnerEvents)
 router.register_sse("/sse/hello", hello_events)
 router.register_sse("/sse/quiet", Quiet)
 router.register_sse("/sse/forever", Forever)
+router.register_sse("/sse/editor-forever", EditorEvents)
 router.register_sse("/sse/silent", Silent)
 router.register_sse("/sse/orm", UsesTheORM)
 router.register_sse("/sse/fails", Fails)

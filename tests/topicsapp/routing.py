@@ -3,6 +3,7 @@
 import asyncio
 
 from realtime import (
+    HasRole,
     IsAuthenticated,
     IsOwner,
     Refused,
@@ -130,10 +131,29 @@ class Burst(WebSocketView):
             await asyncio.sleep(0)  # one publish per turn of the loop: subscribes come in between
 
 
+class Editors(Topic):
+    """``editors:<name>``: members of the ``editor`` group only (re-checked when the user's groups change)."""
+
+    pattern = "editors:{name:slug}"
+    permission_classes = [HasRole("editor")]
+
+
+class Documents(Topic):
+    """``doc:<id>``: the owner of that Document only (IsOwner through ``get_object``)."""
+
+    pattern = "doc:{id:int}"
+    permission_classes = [IsAuthenticated, IsOwner]
+
+    async def get_object(self):
+        from tests.topicsapp.models import Document
+
+        return await Document.objects.filter(pk=self.params["id"]).afirst()
+
+
 class Sockets(TopicSocket):
     """No rate limit, so one client may send 10,000 requests."""
 
-    topics = [Open, Owned, Lobby, Picky, Tally, Snapshots, Personal]
+    topics = [Open, Owned, Lobby, Picky, Editors, Documents, Tally, Snapshots, Personal]
     throttle_classes = []
 
     def auto_subscribe(self, user):

@@ -51,6 +51,18 @@ class Fanout(Recorded):
             yield {"gap": item.missed} if isinstance(item, Gap) else item
 
 
+class ResumableFanout(Recorded):
+    """The channel after ``?last_id=``, as a project's own resuming WebSocketView relays it: one
+    ``{"gap": null}`` first when history cannot vouch for that id, then ``{"id", "m"}`` frames."""
+
+    keepalive = 0
+
+    async def stream(self, ws, **params):
+        last_id = ws.query_params.get("last_id")
+        async for item in fanout.subscribe(last_id=last_id, gaps=True, with_ids=True):
+            yield {"gap": item.missed} if isinstance(item, Gap) else {"id": item[0], "m": item[1]}
+
+
 class Relay(Recorded):
     """The same relay by the direct delivery path; a drop becomes {"gap": missed}."""
 
@@ -223,6 +235,7 @@ router.register_websocket("/empty", Empty)
 router.register_websocket("/bytes-beat", BytesBeat)
 router.register_websocket("/fanout", Fanout)
 router.register_websocket("/relay", Relay)
+router.register_websocket("/resumable-fanout", ResumableFanout)
 router.register_websocket("/even-relay", EvenRelay)
 router.register_websocket("/faulty-relay", FaultyRelay)
 router.register_sse("/fanout-events", FanoutEvents)

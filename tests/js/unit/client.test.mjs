@@ -128,6 +128,38 @@ describe("against the fake server", () => {
     }
   });
 
+  test("a channel the server ends (unsubscribed) calls onError with the reason, is forgotten, the others go on", async () => {
+    const rt = client(server, { token: fakeToken(11) });
+    const errors = [];
+    const kept = [];
+    try {
+      const ended = rt.subscribe("ends:editors", { onError: (error) => errors.push(error) });
+      const other = rt.subscribe("ends:open", { onMessage: (data) => kept.push(data) });
+      await Promise.all([ended.ready, other.ready]);
+      server.unsubscribe("ends:editors", { code: "forbidden", detail: "Role 'editor' required" });
+      await until(() => errors.length === 1, "onError of the ended channel");
+      assert.ok(errors[0] instanceof RealtimeError);
+      assert.equal(errors[0].code, "forbidden");
+      assert.equal(errors[0].detail, "Role 'editor' required");
+      assert.equal(ended.state, "closed");
+      assert.ok(!rt.subscriptions.has("ends:editors"));
+      server.publish("ends:open", "still here");
+      await until(() => kept.length === 1, "a message on the other channel");
+      // After a reconnect only the other channel is subscribed again.
+      server.goDown();
+      await until(() => rt.state !== "open", "the client noticing the drop");
+      const before = server.frames("subscribe").length;
+      server.up();
+      await until(() => server.frames("subscribe").length > before, "the resubscribe");
+      await other.ready;
+      await rt.ping();
+      const again = server.frames("subscribe").slice(before).map((entry) => entry.frame.channel);
+      assert.deepEqual(again, ["ends:open"]);
+    } finally {
+      rt.close();
+    }
+  });
+
   test("after the server drops the socket: reconnect, resubscribe with last_id, each message once", async () => {
     const states = [];
     const rt = client(server, { token: fakeToken(3), onStateChange: (state) => states.push(state) });
