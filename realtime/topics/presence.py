@@ -201,7 +201,8 @@ class RedisPresence:
             listed = process_channels(process)
             for raw in await self.client.smembers(listed):
                 name = raw.decode() if isinstance(raw, bytes) else raw
-                gone = await self._reap(keys=channel_keys(name, process), args=[])
+                counts, infos, held = channel_keys(name, process)
+                gone = await self._reap(keys=[held, counts, infos], args=[])
                 for i in range(0, len(gone), 2):
                     await announce("leave", name, member(json.loads(gone[i]), json.loads(gone[i + 1]), 0))
             await self.client.delete(listed)
