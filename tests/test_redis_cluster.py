@@ -1,0 +1,168 @@
+"""Two daphne processes over a Redis Cluster of our own (3 masters, 3 replicas): REDIS_URL is
+``redis+cluster://...``, the channel layer is realtime.pubsub.sharded.RedisClusterChannelLayer.
+
+Publishes cross processes, presence is one member per user across both, history resumes, and after
+SIGKILL of a master (its replica promoted within ``cluster-node-timeout``) every publish reaches every
+subscriber in every process and a resume is complete or says ``reset``. Never the shared Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from realtime.pubsub.channel import group_name
+from realtime.pubsub.history import key as history_key
+from tests.redis_cluster import RedisCluster
+from tests.servers import Daphne, prepare_database
+from tests.sse_client import read_events
+from tests.test_channel_redis import entries, follow, primed_followers, publish_via, receive, subscribed
+from tests.test_topics_live import member_socket, opened, request, until
+from tests.waiting import await_until
+
+
+async def resume_until(server, last_id, last_n, timeout=10.0):
+    """Events of the resumable stream after ``last_id`` until the entry ``{"n": last_n}``."""
+    import httpx
+    from httpx_sse import aconnect_sse
+
+    out = []
+    async with httpx.AsyncClient(timeout=10) as client, aconnect_sse(
+        client, "GET", f"{server.url}/api/t/sse/resumable", headers={"Last-Event-ID": last_id}
+    ) as source:
+        async with asyncio.timeout(timeout):
+            async for event in source.aiter_sse():
+                out.append((event.event, json.loads(event.data), event.id))
+                if event.event == "entry" and out[-1][1].get("n") == last_n:
+                    return out
+    return out
+
+
+def key_slot(key: str) -> int:
+    from redis.crc import key_slot as slot
+
+    return slot(key.encode())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    redis = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(cluster, tmp_path_factory, output_dir):
+    tmp = tmp_path_factory.mktemp("cluster-daphne")
+    env, users = prepare_database(tmp, {"REDIS_URL": cluster.url})
+    env = {**env, "DJANGO_SETTINGS_MODULE": "tests.topics_settings", "TEST_PRESENCE_TIMEOUT": "3"}
+    daphnes = [Daphne(env, output_dir / f"daphne-cluster-{name}.log").start() for name in "ab"]
+    yield daphnes, users
+    for server in daphnes:
+        server.stop()
+
+
+async def test_a_publish_in_one_process_reaches_subscribers_in_the_other_over_sharded_pubsub(servers, cluster):
+    (a, b), _ = servers
+    on_a, on_b = await subscribed("C1", a, b, via=a)
+    await publish_via(a, "live-ticks", {"symbol": "C1", "price": 1})
+    assert await receive(on_a) == {"symbol": "C1", "price": 1}
+    assert await receive(on_b) == {"symbol": "C1", "price": 1}
+    # one sharded subscription per process for the group, on the master of its slot, whatever the sockets
+    extra = [await __import__("websockets").connect(f"{b.ws_url}/api/t/channel-ticks/C1") for _ in range(5)]
+    channel = f"asgi:g:{{{group_name('live-ticks')}}}"
+    master = cluster.master_of(key_slot(channel))
+    numsub = cluster.cli(master, "pubsub", "shardnumsub", channel).split()
+    assert numsub == [channel, "2"]
+    for ws in (on_a, on_b, *extra):
+        await ws.close()
+
+
+async def test_presence_is_one_member_per_user_across_the_two_processes(servers):
+    (a, b), users = servers
+    channel = "lobby:cluster"
+    watchers = [await opened(server) for server in (a, b)]
+    for watcher in watchers:
+        assert (await request(watcher, {"op": "subscribe", "ref": "w", "channel": channel}))["ok"]
+    await asyncio.sleep(1)  # each process's presence bridge subscribes to the companion group
+    tab_a = await member_socket(a, "plain", channel)
+    tab_b = await member_socket(b, "plain", channel)
+    for watcher in watchers:
+        join = await until(watcher, "join")
+        assert join["member"]["id"] == users["plain"]
+    for watcher in watchers:
+        answer = await request(watcher, {"op": "presence", "ref": "p", "channel": channel})
+        assert answer["data"]["members"] == [{"id": users["plain"], "info": {"name": "plain"}, "connections": 2}]
+    await tab_a.close()
+    await tab_b.close()
+    for watcher in watchers:
+        leave = await until(watcher, "leave", timeout=10)
+        assert leave["member"]["id"] == users["plain"]
+        await watcher.close()
+
+
+async def test_history_resume_across_the_two_processes(servers, cluster):
+    (a, b), _ = servers
+    followed: list = []
+    follower = asyncio.create_task(follow(a, "/api/t/sse/resumable", followed))
+    try:
+        await primed_followers([followed], b)
+        await publish_via(b, "live-history", {"n": 1}, {"n": 2})
+        seen = (await await_until(lambda: len(entries(followed)) >= 2 and entries(followed), 8))[:2]
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    await publish_via(a, "live-history", {"n": 3}, {"n": 4})
+    resumed = await read_events(b.url, 2, last_event_id=seen[-1][1])
+    assert [(e, json.loads(d)["n"]) for e, _, d in resumed] == [("entry", 3), ("entry", 4)]
+    # the stream lives on the master of its hash tag's slot
+    assert cluster.cli(cluster.master_of(key_slot(history_key("live-history"))), "exists",
+                       history_key("live-history")).strip() == "1"
+
+
+async def test_after_a_master_is_killed_every_publish_reaches_every_subscriber_and_resumes_are_honest(
+        servers, cluster):
+    (a, b), _ = servers
+    channel = f"asgi:g:{{{group_name('live-ticks')}}}"
+    on_a, on_b = await subscribed("F1", a, b, via=a)
+    followed: list = []
+    follower = asyncio.create_task(follow(b, "/api/t/sse/resumable", followed))
+    try:
+        await primed_followers([followed], a)
+        last_seen = entries(followed)[-1][1] if entries(followed) else followed[-1][1]
+        victim = cluster.master_of(key_slot(channel))
+        cluster.kill(victim)
+        await asyncio.to_thread(cluster.wait_failover, victim, 30)
+        # the layer in each process resubscribes on the promoted replica: probes until both hear again
+        on_a.close_timeout = on_b.close_timeout = 1
+        await on_a.close()
+        await on_b.close()
+        on_a, on_b = await subscribed("F2", a, b, via=b)
+        for n in range(20):
+            await publish_via(a if n % 2 else b, "live-ticks", {"symbol": "F2", "n": n})
+        for ws in (on_a, on_b):
+            got = [(await receive(ws, 10))["n"] for _ in range(20)]
+            assert sorted(got) == list(range(20))
+        # history after the failover: every message since the id, or a reset first (never a silent hole)
+        after: list = []
+        follower.cancel()
+        follower = asyncio.create_task(follow(b, "/api/t/sse/resumable", after))
+        await primed_followers([after], a, b)
+        await publish_via(a, "live-history", {"n": 100}, {"n": 101})
+        live = await await_until(lambda: [d for _, _, d in entries(after)] or None, 10)
+        assert live == [{"n": 100}, {"n": 101}] or len(live) < 2
+        resumed = await resume_until(a, last_seen, 101)
+        if resumed[0][0] != "reset":  # recovered: everything since last_seen, so every probe and both entries
+            from realtime.pubsub.redis import sync_client
+
+            stored = sync_client(cluster.url).xrange(history_key("live-history"), min=f"({last_seen}", max="+")
+            assert [i for _, _, i in resumed] == [i.decode() for i, _ in stored]
+        assert resumed[-1][:2] == ("entry", {"n": 101})
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        await on_a.close()
+        await on_b.close()
+    assert "resubscribing" in a.log() or "resubscribing" in b.log()
