@@ -56,12 +56,14 @@ class Group:
         self.connection: Any = None
         self.client_id: int | None = None
         self.blocked = False
+        self.waking: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
-        """Make the reader restart its ``XREAD`` with the current streams."""
+        """Make the reader restart its ``XREAD`` with the current streams (one ``CLIENT UNBLOCK`` in
+        flight at most: a thousand channels subscribing at once cost one reread, not a thousand)."""
         self.changed.set()
-        if self.blocked and self.client_id is not None:
-            asyncio.get_running_loop().create_task(self.owner.unblock(self))
+        if self.blocked and self.client_id is not None and (self.waking is None or self.waking.done()):
+            self.waking = asyncio.get_running_loop().create_task(self.owner.unblock(self))
 
     async def run(self) -> None:
         delay = 0.1
