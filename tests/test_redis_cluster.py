@@ -15,6 +15,7 @@ import pytest
 
 from realtime.pubsub.channel import group_name
 from realtime.pubsub.history import key as history_key
+from realtime.topics.presence import COMPANION
 from tests.redis_cluster import RedisCluster
 from tests.servers import Daphne, prepare_database
 from tests.sse_client import read_events
@@ -64,6 +65,53 @@ def servers(cluster, tmp_path_factory, output_dir):
         server.stop()
 
 
+def shard_subscribers(cluster, shard_channel):
+    master = cluster.master_of(key_slot(shard_channel))
+    return int(cluster.cli(master, "pubsub", "shardnumsub", shard_channel).split()[1])
+
+
+async def test_the_layer_keeps_one_subscription_per_group_and_process_and_counts_what_it_drops(cluster, caplog):
+    from realtime.pubsub.sharded import RedisClusterChannelLayer, figures
+
+    sender, receiver = RedisClusterChannelLayer(hosts=[cluster.url]), RedisClusterChannelLayer(
+        hosts=[cluster.url], capacity=2)
+    try:
+        members = [await receiver.new_channel() for _ in range(3)]
+        for name in members:
+            await receiver.group_add("room", name)
+        shard = "asgi:g:{room}"
+        assert await asyncio.to_thread(shard_subscribers, cluster, shard) == 1
+        await sender.group_send("room", {"type": "chat", "n": 1})
+        for name in members:
+            assert await asyncio.wait_for(receiver.receive(name), 5) == {"type": "chat", "n": 1}
+        # a send to a channel of another process goes through that process's inbox
+        await sender.send(members[0], {"type": "direct"})
+        assert await asyncio.wait_for(receiver.receive(members[0]), 5) == {"type": "direct"}
+        # past capacity (2) a member's message is dropped: counted, logged, in the ops figures
+        before = figures()["undelivered"]
+        for n in range(3):
+            await sender.group_send("room", {"type": "chat", "n": n})
+        await await_until(lambda: receiver.undelivered == 3, 5, message="one dropped message per member")
+        assert figures()["undelivered"] == before + 3
+        assert "could not deliver" in caplog.text
+        for name in members:
+            await receiver.group_discard("room", name)
+        await await_until(lambda: shard_subscribers(cluster, shard) == 0, 5, message="unsubscribed with the last")
+        # a receive whose consumer is gone takes its queue with it
+        gone = await receiver.new_channel()
+        waiting = asyncio.create_task(receiver.receive(gone))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert gone not in receiver.queues
+        with pytest.raises(NotImplementedError):
+            await sender.send("worker-channel", {"type": "job"})
+    finally:
+        await sender.flush()
+        await receiver.flush()
+    assert receiver.queues == {} and receiver.groups == {}
+
+
 async def test_a_publish_in_one_process_reaches_subscribers_in_the_other_over_sharded_pubsub(servers, cluster):
     (a, b), _ = servers
     on_a, on_b = await subscribed("C1", a, b, via=a)
@@ -80,13 +128,16 @@ async def test_a_publish_in_one_process_reaches_subscribers_in_the_other_over_sh
         await ws.close()
 
 
-async def test_presence_is_one_member_per_user_across_the_two_processes(servers):
+async def test_presence_is_one_member_per_user_across_the_two_processes(servers, cluster):
     (a, b), users = servers
     channel = "lobby:cluster"
     watchers = [await opened(server) for server in (a, b)]
     for watcher in watchers:
         assert (await request(watcher, {"op": "subscribe", "ref": "w", "channel": channel}))["ok"]
-    await asyncio.sleep(1)  # each process's presence bridge subscribes to the companion group
+    companion = f"asgi:g:{{{group_name(COMPANION + channel)}}}"  # each process's presence bridge subscribes to it
+    master = cluster.master_of(key_slot(companion))
+    await await_until(lambda: cluster.cli(master, "pubsub", "shardnumsub", companion).split() == [companion, "2"],
+                      10, message="both processes subscribed to the presence companion")
     tab_a = await member_socket(a, "plain", channel)
     tab_b = await member_socket(b, "plain", channel)
     for watcher in watchers:

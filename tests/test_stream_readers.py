@@ -52,7 +52,7 @@ async def watching(url: str, count: int, ports: list[int]) -> int:
     got: list[str] = []
     watches = [(s.key, readers.watch(s.key, "0-0", lambda i, m: got.append(m["n"]))) for s in stores]
     try:
-        await asyncio.sleep(0.2)  # the readers are blocked on their XREAD
+        await await_until(lambda: all(g.blocked for g in readers.groups.values()), 10, message="readers blocked")
         await stores[0].append({"n": "first"})
         await stores[-1].append({"n": "last"})
         await await_until(lambda: sorted(got) == ["first", "last"], 20, message="both entries delivered")
@@ -60,7 +60,7 @@ async def watching(url: str, count: int, ports: list[int]) -> int:
     finally:
         for key, watch in watches:
             readers.unwatch(key, watch)
-        await asyncio.sleep(0.1)
+        await await_until(lambda: not readers.groups, 10, message="every reader gone with its streams")
         await readers.client.aclose()
 
 

@@ -178,7 +178,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
     # -- the channel layer API ------------------------------------------------------------------------
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
-        assert self.valid_channel_name(channel)
+        self.require_valid_channel_name(channel)
         if "!" not in channel:
             raise NotImplementedError("RedisClusterChannelLayer only sends to process-local channels (new_channel)")
         await self._ensure()
@@ -196,7 +196,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         await self._publish(self._inbox(process), {"c": channel, "m": message})
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        assert self.valid_group_name(group)
+        self.require_valid_group_name(group)
         await self._ensure()
         await self._publish(self._group_channel(group), {"g": group, "m": message})
 
@@ -209,7 +209,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             raise
 
     async def receive(self, channel: str) -> dict[str, Any]:
-        assert self.valid_channel_name(channel)
+        self.require_valid_channel_name(channel)
         await self._ensure()
         queue = self.queues.get(channel)
         if queue is None:
@@ -222,7 +222,8 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             raise
 
     async def group_add(self, group: str, channel: str) -> None:
-        assert self.valid_group_name(group) and self.valid_channel_name(channel)
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
         await self._ensure()
         members = self.groups[group]
         first = not members
@@ -237,7 +238,8 @@ class RedisClusterChannelLayer(BaseChannelLayer):
                 raise
 
     async def group_discard(self, group: str, channel: str) -> None:
-        assert self.valid_group_name(group) and self.valid_channel_name(channel)
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
         members = self.groups.get(group)
         if members is None:
             return
