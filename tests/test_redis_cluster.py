@@ -21,7 +21,7 @@ from tests.servers import Daphne, prepare_database
 from tests.sse_client import read_events
 from tests.test_channel_redis import entries, follow, primed_followers, publish_via, receive, subscribed
 from tests.test_topics_live import member_socket, opened, request, until
-from tests.waiting import await_until
+from tests.waiting import await_until, settled
 
 
 async def resume_until(server, last_id, last_n, timeout=10.0):
@@ -39,6 +39,13 @@ async def resume_until(server, last_id, last_n, timeout=10.0):
                 if event.event == "entry" and out[-1][1].get("n") == last_n:
                     return out
     return out
+
+
+def settled_value(probe, timeout=20.0):
+    """``probe()``'s first truthy value, polling for up to ``timeout`` seconds."""
+    value = settled(probe, bool, timeout=timeout)
+    assert value, f"not settled after {timeout}s"
+    return value
 
 
 def key_slot(key: str) -> int:
@@ -152,6 +159,34 @@ async def test_presence_is_one_member_per_user_across_the_two_processes(servers,
         leave = await until(watcher, "leave", timeout=10)
         assert leave["member"]["id"] == users["plain"]
         await watcher.close()
+
+
+async def test_the_ops_snapshots_and_the_login_throttle_cache_use_the_cluster(servers, cluster):
+    import subprocess
+
+    from realtime.pubsub.cache import RealtimeRedisCache
+    from tests.servers import PYTHON, ROOT
+
+    (a, b), _ = servers
+    env = {**a.env}
+    for server in (a, b):  # each process publishes its snapshot once it has served realtime
+        await (await opened(server)).close()
+
+    def both_processes():
+        out = subprocess.run([PYTHON, "manage.py", "realtime_status", "--json"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        return data if data["shared"] and len(data["processes"]) == 2 else None
+
+    status = await asyncio.to_thread(settled_value, both_processes)
+    assert all("layer" in p["broker"] and p["broker"]["layer"]["undelivered"] == 0 for p in status["processes"])
+    cache = RealtimeRedisCache(cluster.url, {})
+    for n in range(20):  # keys in many slots, all through one cluster client
+        cache.set(f"throttle-{n}", [n], 30)
+    assert [cache.get(f"throttle-{n}") for n in range(20)] == [[n] for n in range(20)]
+    cache.delete("throttle-0")
+    assert cache.get("throttle-0") is None
 
 
 async def test_history_resume_across_the_two_processes(servers, cluster):
