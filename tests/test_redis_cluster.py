@@ -100,6 +100,9 @@ async def test_the_layer_keeps_one_subscription_per_group_and_process_and_counts
             await sender.group_send("room", {"type": "chat", "n": n})
         await await_until(lambda: receiver.undelivered == 3, 5, message="one dropped message per member")
         assert figures()["undelivered"] == before + 3
+        from realtime.ops.prometheus import exposition
+
+        assert f"realtime_layer_undelivered_total {float(before + 3)}" in exposition().decode()
         assert "could not deliver" in caplog.text
         for name in members:
             await receiver.group_discard("room", name)
