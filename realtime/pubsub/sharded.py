@@ -28,6 +28,7 @@ import contextlib
 import logging
 import random
 import string
+import weakref
 from collections import defaultdict
 from typing import Any
 
@@ -38,8 +39,8 @@ from .redis import async_client, redis_url
 
 logger = logging.getLogger("realtime.layer")
 
-#: Every live layer of this process, for the ops snapshot (``figures()``).
-layers: list[RedisClusterChannelLayer] = []
+#: Every live layer of this process, for the ops snapshot (``figures()``); weak, so none is kept alive.
+layers: weakref.WeakSet[RedisClusterChannelLayer] = weakref.WeakSet()
 
 
 class RedisClusterChannelLayer(BaseChannelLayer):
@@ -65,7 +66,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         self._listener: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
-        layers.append(self)
+        layers.add(self)
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -140,8 +141,10 @@ class RedisClusterChannelLayer(BaseChannelLayer):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 try:
-                    await self._client.nodes_manager.initialize()
-                    await self._subscribe_all()
+                    assert self._lock is not None
+                    async with self._lock:  # a group_add meanwhile waits, then subscribes on the new one
+                        await self._client.nodes_manager.initialize()
+                        await self._subscribe_all()
                     self.resubscribes += 1
                 except Exception as again:
                     logger.warning("Resubscribing failed: %s", again)
@@ -230,7 +233,10 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         members.add(channel)
         if first:
             try:
-                await self._pubsub.ssubscribe(self._group_channel(group))
+                assert self._lock is not None
+                async with self._lock:  # not during a resubscription (which includes this group if it ran)
+                    if self._pubsub is not None:
+                        await self._pubsub.ssubscribe(self._group_channel(group))
             except Exception:
                 members.discard(channel)
                 if not members:
@@ -276,8 +282,9 @@ class RedisClusterChannelLayer(BaseChannelLayer):
 
 def figures() -> dict[str, Any]:
     """The ops snapshot's ``broker.layer``: what every cluster layer of this process could not deliver."""
+    alive = list(layers)
     return {
-        "undelivered": sum(layer.undelivered for layer in layers),
-        "resubscribes": sum(layer.resubscribes for layer in layers),
-        "groups": sum(len(layer.groups) for layer in layers),
+        "undelivered": sum(layer.undelivered for layer in alive),
+        "resubscribes": sum(layer.resubscribes for layer in alive),
+        "groups": sum(len(layer.groups) for layer in alive),
     }
