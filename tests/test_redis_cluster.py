@@ -192,6 +192,32 @@ async def test_the_ops_snapshots_and_the_login_throttle_cache_use_the_cluster(se
     assert cache.get("throttle-0") is None
 
 
+async def test_a_killed_process_is_reaped_by_the_slot_local_script(servers, cluster, tmp_path):
+    import signal
+
+    (a, _), users = servers
+    channel = "lobby:cluster-killed"
+    doomed = Daphne(a.env, tmp_path / "daphne-cluster-doomed.log").start()
+    try:
+        watcher = await opened(a)
+        assert (await request(watcher, {"op": "subscribe", "ref": "w", "channel": channel}))["ok"]
+        companion = f"asgi:g:{{{group_name(COMPANION + channel)}}}"
+        await await_until(lambda: shard_subscribers(cluster, companion) == 1, 10, message="a's presence bridge")
+        victim = await member_socket(doomed, "editor", channel)
+        survivor = await member_socket(a, "staff", channel)  # a has members: it heartbeats, and reaps
+        assert {(await until(watcher, "join"))["member"]["id"] for _ in range(2)} == {users["editor"], users["staff"]}
+        doomed.stop(signal.SIGKILL)
+        leave = await until(watcher, "leave", timeout=20)  # PRESENCE_TIMEOUT is 3 s here
+        assert leave["member"] == {"id": users["editor"], "info": {"name": "editor"}, "connections": 0}
+        answer = await request(watcher, {"op": "presence", "ref": "p", "channel": channel})
+        assert [m["id"] for m in answer["data"]["members"]] == [users["staff"]]
+        await victim.close()
+        await survivor.close()
+        await watcher.close()
+    finally:
+        doomed.stop(signal.SIGKILL)
+
+
 async def test_history_resume_across_the_two_processes(servers, cluster):
     (a, b), _ = servers
     followed: list = []
