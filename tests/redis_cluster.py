@@ -50,6 +50,10 @@ class RedisCluster:
     def start(self) -> RedisCluster:
         cli = which("redis-cli")
         require(cli is not None, "redis-cli")
+        version = subprocess.run([which("redis-server") or "redis-server", "--version"], capture_output=True,
+                                 text=True, timeout=10).stdout
+        major = int(version.split("v=", 1)[1].split(".", 1)[0]) if "v=" in version else 0
+        require(major >= 7, f"redis-server 7 or newer for sharded pub/sub (found {version.strip()!r})")
         for port in self.ports:
             self.start_node(port)
         result = subprocess.run(

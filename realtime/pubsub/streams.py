@@ -1,6 +1,7 @@
 """History in a Redis Stream: the one source of order and ids for every process.
 
-Delivery, local included, comes from each process's stream reader (:meth:`StreamTransport.listen`),
+Delivery, local included, comes from each process's stream readers (:mod:`realtime.pubsub.readers`:
+one blocking ``XREAD`` for every stream of the process; :meth:`StreamTransport.listen` registers one),
 so every subscriber everywhere sees the ids in the same increasing order: two processes publishing
 at once cannot interleave differently on different subscribers, which would break resuming.
 """
