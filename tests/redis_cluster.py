@@ -62,7 +62,19 @@ class RedisCluster:
         )
         assert result.returncode == 0, f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}"
         self.wait_ok()
+        self.wait_replicas_synced()
         return self
+
+    def wait_replicas_synced(self, timeout: float = 30.0) -> None:
+        """Until three nodes are replicas in sync with their master: a replica that never synced refuses to
+        take over (its data would be too old), so a master killed before that would not fail over."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            synced = sum("master_link_status:up" in self.cli(p, "info", "replication") for p in self.alive())
+            if synced >= len(self.ports) // 2:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the replicas are not in sync after {timeout}s")
 
     def cli(self, port: int, *args: str) -> str:
         return subprocess.run([which("redis-cli"), "-p", str(port), *args], capture_output=True, text=True,
@@ -94,6 +106,17 @@ class RedisCluster:
     def master_of(self, slot: int) -> int:
         return next(port for port, ranges in self.masters().items() if any(a <= slot <= b for a, b in ranges))
 
+    def wait_replicated(self, port: int, timeout: float = 10.0) -> None:
+        """Until master ``port``'s replica has acknowledged everything written to it (its offset is the master's)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = dict(line.split(":", 1) for line in self.cli(port, "info", "replication").split() if ":" in line)
+            replica = info.get("slave0", "")
+            if f"offset={info.get('master_repl_offset')}," in replica + ",":
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"the replica of {port} is behind after {timeout}s")
+
     def kill(self, port: int) -> None:
         """SIGKILL one node (a crash: no goodbye to the cluster)."""
         self.processes[port].send_signal(signal.SIGKILL)
@@ -108,7 +131,8 @@ class RedisCluster:
                 self.wait_ok(max(1.0, deadline - time.monotonic()))
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"no replica took over from {killed} after {timeout}s")
+        raise TimeoutError(f"no replica took over from {killed} after {timeout}s:\n"
+                           + self.cli(self.alive()[0], "cluster", "nodes"))
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -77,3 +77,27 @@ async def test_a_cluster_reads_10000_streams_on_at_most_one_reader_per_tag_bucke
     print(f"3+3 cluster: {few} connections for 10 channels with history, {many} for 10,000")
     assert many <= 16 + 2 * 3  # one reader per tag bucket (16), the command pools of the 3 masters
     assert few <= many
+
+
+async def test_a_stream_whose_master_is_killed_is_read_on_from_its_promoted_replica(cluster):
+    from redis.crc import key_slot
+
+    readers = StreamReaders(cluster.url)
+    store = RedisHistory(cluster.url, "readers-failover", 100)  # the publisher: another client, as another process
+    got: list = []
+    watch = readers.watch(store.key, "0-0", lambda i, m: got.append(m["n"]))
+    try:
+        await store.append({"n": 1})
+        await await_until(lambda: got == [1], 10, message="the first entry")
+        victim = cluster.master_of(key_slot(store.key.encode()))
+        await asyncio.to_thread(cluster.wait_replicated, victim)  # replication is asynchronous
+        cluster.kill(victim)
+        await asyncio.to_thread(cluster.wait_failover, victim, 30)
+        for n in (2, 3):
+            await store.append({"n": n})
+        await await_until(lambda: got[-2:] == [2, 3], 20, message="entries after the failover")
+        assert got in ([1, 2, 3], [1, 1, 2, 3])  # position kept: nothing skipped, at most a reread
+    finally:
+        readers.unwatch(store.key, watch)
+        await readers.client.aclose()
+        await store.client.aclose()

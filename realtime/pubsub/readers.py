@@ -77,6 +77,7 @@ class Group:
                 except Exception as error:  # the node is away, or no longer owns the slot: reconnect
                     broker_state.failed("history", error)
                     await self._drop_connection()
+                    self.owner.stale = True
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         finally:
@@ -120,6 +121,8 @@ class StreamReaders:
         self.cluster = is_cluster(url)
         self.client = async_client(url)
         self.groups: dict[str, Group] = {}
+        #: Whether a reader failed since the slot map was last read (a cluster's master may have moved).
+        self.stale = False
 
     def group_of(self, key: str) -> str:
         """One group on one Redis; on a cluster, the stream's hash tag (one slot per group)."""
@@ -157,7 +160,10 @@ class StreamReaders:
         if not self.cluster:
             return aioredis.Redis.from_url(self.url, single_connection_client=True,
                                            **client_options(READER_TIMEOUT))
-        await self.client.initialize()  # no-op once set up; a reset map (after an error) is refreshed
+        await self.client.initialize()  # the first time: the slot map
+        if self.stale:  # a reader failed: the slot's master may be another node now (a failover, a move)
+            self.stale = False
+            await self.client.nodes_manager.initialize()
         node = self.client.get_node_from_key(key)
         return aioredis.Redis(host=node.host, port=node.port, single_connection_client=True,
                               **client_options(READER_TIMEOUT))
