@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from realtime.pubsub.history import key as history_key
 from tests.isolation import redis_db
 from tests.servers import PYTHON, ROOT, postgres_database, prepare_database, redis_available, require, stop
 from tests.waiting import wait_until
@@ -43,7 +44,7 @@ def env(request, tmp_path_factory):
 def streams(env):
     """The channels' streams, emptied, and the outbox table, emptied."""
     client = redis.Redis.from_url(REDIS)
-    client.delete(*(f"realtime:history:{name}" for name in CHANNELS))
+    client.delete(*(history_key(name) for name in CHANNELS))
     manage(env, "outbox_rows", "--clear")
     yield client
     client.close()
@@ -64,7 +65,7 @@ def rows(env: dict[str, str]) -> list[dict]:
 
 def delivered(client: redis.Redis, name: str = CHANNELS[0]) -> list[tuple[str, dict]]:
     """What the channel's subscribers were given, in order: (stream id, message)."""
-    return [(i.decode(), json.loads(f[b"m"])) for i, f in client.xrange(f"realtime:history:{name}")]
+    return [(i.decode(), json.loads(f[b"m"])) for i, f in client.xrange(history_key(name))]
 
 
 def worker(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
@@ -149,7 +150,7 @@ def test_a_worker_killed_between_publish_and_mark_is_followed_by_one_more_delive
     assert all(r["processed"] for r in rows(env))
 
 
-def test_two_workers_publish_each_row_once_in_order_per_channel(env, streams, tmp_path):
+def test_two_workers_publish_each_row_once_in_order_per_channel(env, streams, tmp_path, request):
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     workers = [worker(env, log, "--batch", "5", "--rate", "400") for log in logs]
     try:
@@ -168,7 +169,10 @@ def test_two_workers_publish_each_row_once_in_order_per_channel(env, streams, tm
         assert len(ids) == 100
     shares = [int(log.read_text().rsplit("Published ", 1)[1].split()[0]) for log in logs]
     assert sum(shares) == 400
-    assert all(share > 0 for share in shares), f"one worker did everything: {shares}"
+    if request.node.callspec.params["env"] == "postgres":
+        # SKIP LOCKED lets both work at once. SQLite serialises them on its write lock, which promises
+        # no fairness: one worker may take every batch (CI saw [400, 0]), and that is still correct.
+        assert all(share > 0 for share in shares), f"one worker did everything: {shares}"
     assert all(r["processed"] for r in rows(env))
 
 
@@ -182,13 +186,13 @@ def test_the_worker_refuses_to_mark_rows_when_nothing_reaches_other_processes(en
 
 
 def test_the_demos_trade_is_saved_with_its_outbox_row_and_published_by_the_worker(env, streams):
-    streams.delete("realtime:history:trades")
+    streams.delete(history_key("trades"))
     trade = json.loads(manage(env, "place_trade", "plain", "R_100", "buy", "10").stdout)
     saved = manage(env, "shell", "-c", "from project.trading.models import Trade; "
                    f"print(Trade.objects.filter(trade_id={trade['trade_id']!r}).count())").stdout
     assert saved.split()[-1] == "1"
-    assert streams.xlen("realtime:history:trades") == 0  # a row, not yet a publish
+    assert streams.xlen(history_key("trades")) == 0  # a row, not yet a publish
     [row] = [r for r in rows(env) if r["channel"] == "trades"]
     assert "Published 1 message(s)" in manage(env, "realtime_outbox", "--once").stdout
-    [(_, published)] = [(i, json.loads(f[b"m"])) for i, f in streams.xrange("realtime:history:trades")]
+    [(_, published)] = [(i, json.loads(f[b"m"])) for i, f in streams.xrange(history_key("trades"))]
     assert published == {**trade, "outbox_id": row["id"]}

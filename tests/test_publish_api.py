@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from realtime.idempotency import fingerprint, record_key
+from realtime.pubsub.history import key as history_key
 from tests.docs_blocks import marked
 from tests.isolation import redis_db
 from tests.servers import PYTHON, ROOT, Daphne, free_port, prepare_database, redis_available, require
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.timeout(120)
 
 REDIS = f"redis://127.0.0.1:6379/{redis_db()}"
 CHANNEL = "live-commit-0"
-STREAM = f"realtime:history:{CHANNEL}"
+STREAM = history_key(CHANNEL)
 ROOT_PASSWORD = "root-pass-123456"
 
 
@@ -115,7 +116,7 @@ def test_a_batch_publishes_in_order_and_answers_each_id(servers, stream):
 def test_a_topics_channel_is_published_as_its_subscribers_read_it_with_the_topics_history(servers, stream):
     a, _, _, env = servers
     _, key = new_key(env, "open:*")  # tests/topicsapp: Open, pattern "open:{name}", history = 50
-    topic_stream = "realtime:history:open:from-http"
+    topic_stream = history_key("open:from-http")
     stream.delete(topic_stream)
     response = post(a, "publish", {"channel": "open:from-http", "data": {"hi": 1}}, key)
     assert response.status_code == 200, response.text

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from realtime import outbox
+from realtime.pubsub.history import key as history_key
 from realtime.routing import AutoRouter
 
 
@@ -36,7 +37,7 @@ class Command(BaseCommand):
 
         targets = commit_channels[:channels]
         client = redis.Redis.from_url(settings.REDIS_URL)
-        lengths = lambda: sum(client.xlen(f"realtime:history:{c.name}") for c in targets)  # noqa: E731
+        lengths = lambda: sum(client.xlen(history_key(c.name)) for c in targets)  # noqa: E731
         rows: list[int] = []
 
         def send(n: int) -> None:
