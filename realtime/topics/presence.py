@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..conf import setting
@@ -32,6 +33,17 @@ logger = logging.getLogger("realtime.presence")
 PREFIX = "realtime:presence:"
 #: The companion channel of ``name`` carries its join and leave frames (no history, never resumed).
 COMPANION = "\x00presence:"
+
+
+#: Presence channels that are not announced to subscribers: a reaped member of one of these names is
+#: handed to its listener instead, as ``await listener(member_id)`` (``realtime.events`` counts users'
+#: and channels' processes in such channels and hears there of those a dead process held).
+reap_listeners: dict[str, Callable[[Any], Awaitable[None]]] = {}
+
+
+def counts_key(name: str) -> str:
+    """The Redis hash of ``name``'s members and their connections, all processes together (JSON ids as fields)."""
+    return PREFIX + "c:" + name
 
 
 def companion(name: str) -> Channel:
@@ -151,7 +163,7 @@ class RedisPresence:
 
     async def join(self, name: str, user_id: Any, info: Any) -> dict[str, Any] | None:
         uid = json.dumps(user_id)
-        keys = [PREFIX + "c:" + name, PREFIX + "i:" + name, self.proc, self.alive]
+        keys = [counts_key(name), PREFIX + "i:" + name, self.proc, self.alive]
         field = json.dumps([name, uid])
         self.local += 1  # before the await: the caller's leave() balances it even if this fails
         if self._heartbeat is None or self._heartbeat.done():
@@ -165,7 +177,7 @@ class RedisPresence:
         if self.local <= 0 and self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
-        keys = [PREFIX + "c:" + name, PREFIX + "i:" + name, self.proc]
+        keys = [counts_key(name), PREFIX + "i:" + name, self.proc]
         total, info = await self._leave(keys=keys, args=[uid, json.dumps([name, uid])])
         if int(total) != 0:
             return None
@@ -189,7 +201,11 @@ class RedisPresence:
             gone = await self._reap(keys=[self.alive], args=[process, PREFIX])
             for i in range(0, len(gone), 2):
                 name, uid = json.loads(gone[i])
-                await announce("leave", name, member(json.loads(uid), json.loads(gone[i + 1]), 0))
+                listener = reap_listeners.get(name)
+                if listener is not None:
+                    await listener(json.loads(uid))
+                else:
+                    await announce("leave", name, member(json.loads(uid), json.loads(gone[i + 1]), 0))
 
     async def _beat(self) -> None:
         """While this process has members: say it is alive, and reap the processes that are not."""
