@@ -29,7 +29,7 @@ CLAIM_AFTER = 2
 STORM = int(os.environ.get("TEST_LIFECYCLE_STORM", "200"))
 #: Of them, users who do not come back: they, and only they, go offline.
 LEAVERS = 10
-NAMED = ("lc-two", "lc-room-a", "lc-room-b", "lc-killed", "lc-survivor", "lc-fails", "lc-solo")
+NAMED = ("lc-two", "lc-room-a", "lc-room-b", "lc-killed", "lc-survivor", "lc-fails", "lc-solo", "lc-hangs")
 
 USERS = """
 from django.contrib.auth.models import User
@@ -81,6 +81,7 @@ def cluster(lifecycle_redis, tmp_path_factory, output_dir):
            "TEST_LIFECYCLE_LOG": str(log)}
     users = make_users(env)
     env["TEST_LIFECYCLE_FAILING_USER"] = str(users["lc-fails"][0])
+    env["TEST_LIFECYCLE_HANGING_USER"] = str(users["lc-hangs"][0])
     servers = [Daphne(env, output_dir / f"daphne-lifecycle-{name}.log").start() for name in "ab"]
     yield servers, env, users, log, output_dir
     for server in servers:
@@ -204,6 +205,31 @@ async def test_a_storm_of_reconnects_inside_the_window_sends_no_offline_for_thos
     print(f"storm of {STORM} reconnects took {storm_took:.2f} s; handled by processes "
           f"{sorted({e['pid'] for e in events})}")
     await asyncio.gather(*(ws.close() for ws in second if ws is not None))
+
+
+async def test_an_event_held_by_a_killed_process_is_claimed_and_handled_by_another(cluster):
+    """Runs last of the cluster's tests: it may kill a or b (whichever took the entry)."""
+    (a, b), env, users, log, output_dir = cluster
+    pk, token = users["lc-hangs"]
+    third = Daphne(env, output_dir / "daphne-lifecycle-third.log").start()
+    servers = {server.process.pid: server for server in (a, b, third)}
+    try:  # a process consumes from its first tracked connection on: one each on a and b
+        keep = [await connected(server, users[name][1]) for server, name in ((a, "lc-room-a"), (b, "lc-room-b"))]
+        ws = await connected(third, token)
+        first = (await await_until(lambda: of(log, pk, "user_online"), message="the hanging receiver's run"))[0]
+        # its receiver hangs, but a live consumer keeps its entry: not claimed after CLAIM_AFTER
+        runs = await asettled(lambda: of(log, pk), lambda seen: len(seen) > 1, timeout=CLAIM_AFTER * 3)
+        assert len(runs) == 1
+        servers[first["pid"]].stop(signal.SIGKILL)  # the consumer dies with the entry pending
+        await await_until(lambda: len(of(log, pk)) > 1, timeout=CLAIM_AFTER + 20, message="the claimed run")
+        runs = await asettled(lambda: of(log, pk), lambda seen: len(seen) > 2, timeout=CLAIM_AFTER * 3)
+        assert [(e["event"], e["id"]) for e in runs] == [("user_online", first["id"])] * 2  # the same entry
+        assert runs[1]["pid"] != first["pid"] and runs[1]["pid"] in servers
+        await ws.close()
+        for held in keep:
+            await held.close()
+    finally:
+        third.stop(signal.SIGKILL)
 
 
 # -- one process, no Redis ----------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 Both kinds of receiver are here: async ones for the user events, sync ones (run in a thread by
 Django's ``asend``) for the channel events. A user named ``lc-fails`` makes ``user_online`` raise
-after it has written its line: the entry must still be acknowledged and never run again.
+after it has written its line: the entry must still be acknowledged and never run again. The user
+``TEST_LIFECYCLE_HANGING_USER`` makes the first ``user_online`` run of an entry hang (a process that
+never finishes it); a run of the same entry claimed by another process finishes.
 """
 
+import asyncio
 import json
 import os
+from pathlib import Path
 
 from django.apps import AppConfig
 
@@ -28,7 +32,10 @@ class EventsAppConfig(AppConfig):
         from realtime.events import channel_occupied, channel_vacated, user_offline, user_online
 
         async def online(sender, user_id, event_id, at, **kwargs):
+            again = event_id in Path(os.environ.get("TEST_LIFECYCLE_LOG", os.devnull)).read_text()
             record("user_online", user_id, event_id)
+            if user_id == int(os.environ.get("TEST_LIFECYCLE_HANGING_USER", "-1")) and not again:
+                await asyncio.Event().wait()  # until the process is killed
             if user_id == int(os.environ.get("TEST_LIFECYCLE_FAILING_USER", "-1")):
                 raise RuntimeError("a receiver that fails")
 
