@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from realtime.revocation import CONTROL_CHANNEL
 from tests.servers import Daphne, prepare_database, require, which
 from tests.test_channel_redis import RedisServer
 from tests.test_recheck_live import shell
@@ -109,6 +110,7 @@ async def test_a_user_on_two_processes_goes_online_once_and_offline_once(cluster
     seen = await no_more(log, pk, 2)
     assert [e["event"] for e in seen] == ["user_online", "user_offline"]
     assert len({e["id"] for e in seen}) == 2
+    assert of(log, CONTROL_CHANNEL) == []  # realtime's own channels are not the application's to hear of
 
 
 async def test_a_channel_subscribed_on_two_processes_is_occupied_once_and_vacated_once(cluster):

@@ -4,7 +4,8 @@ and first and last subscriber of a channel, told by the places that already coun
 - a user: ``realtime.security``'s per-process counters of WebSockets and SSE streams
   (``ConnectionCounter.observers``), which the admission fills;
 - a channel: ``realtime.pubsub.channel``'s ``occupancy_observers``, told by ``Channel.attach`` and
-  ``detach`` (internal channels, whose names start with ``"\\x00"``, are left out).
+  ``detach`` (realtime's own channels are left out: the revocation control channel, and those whose
+  names start with ``"\\x00"``, such as presence's companions).
 
 Each transition is queued and handled in order by one task per event loop, off the connection's
 turn: presence (``realtime.topics.presence``) counts the processes that hold the key, in Redis with
@@ -25,6 +26,7 @@ from typing import Any
 
 from ..pubsub.channel import occupancy_observers
 from ..pubsub.redis import redis_url
+from ..revocation import CONTROL_CHANNEL
 from ..security import sse_users, websocket_users
 from ..topics.presence import memory_presence, presence_store, reap_listeners
 from .memory import MemoryEvents
@@ -113,7 +115,7 @@ def _user(key: object, present: bool) -> None:
 
 
 def _channel(name: str, occupied: bool) -> None:
-    if not name.startswith("\x00"):
+    if not name.startswith("\x00") and name != CONTROL_CHANNEL:
         _observe(CHANNELS, name, occupied)
 
 
