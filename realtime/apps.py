@@ -16,5 +16,8 @@ class RealtimeConfig(AppConfig):
         from .pubsub.broker import quiet_channels_redis
 
         signals.connect()
+        from .events.tracker import install as track_lifecycle
+
+        track_lifecycle()
         quiet_channels_redis()
         register_checks()

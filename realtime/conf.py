@@ -33,6 +33,8 @@ REALTIME = {
     "PUBLISH_API_MAX_BODY": 1048576,  # bytes of one HTTP publish request; over it: 413
     "PUBLISH_API_MAX_BATCH": 100,     # messages in one batch publish; over it: 413
     "IDEMPOTENCY_TTL": 86400,         # seconds an Idempotency-Key's answer is kept (Redis; no REDIS_URL: in process)
+    "LIFECYCLE_GRACE": 5,             # seconds a user/channel gone may come back before user_offline/channel_vacated
+    "LIFECYCLE_CLAIM_AFTER": 30,      # seconds a lifecycle event may stay unacked before another process takes it
 }
 ```
 """
@@ -73,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISH_API_MAX_BODY": 1024 * 1024,
     "PUBLISH_API_MAX_BATCH": 100,
     "IDEMPOTENCY_TTL": 86400,
+    "LIFECYCLE_GRACE": 5,
+    "LIFECYCLE_CLAIM_AFTER": 30,
 }
 
 

@@ -20,14 +20,17 @@ Where we differ from Channels' ``OriginValidator``: its patterns match any schem
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import setting
+
+logger = logging.getLogger("realtime.security")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -128,22 +131,39 @@ def origin_allowed(headers: Mapping[str, str], scheme: str | None = None, *, amb
 
 
 class ConnectionCounter:
-    """Open connections per key (a user id, a client address) in this process."""
+    """Open connections per key (a user id, a client address) in this process.
+
+    ``observers`` are told when a key gets its first connection in this process and when it loses
+    its last, as ``observer(key, True)`` / ``observer(key, False)``: the lifecycle events
+    (``realtime.events``) learn a user's first and last connection here, not by counting again.
+    """
 
     def __init__(self) -> None:
         self.counts: Counter[object] = Counter()
+        self.observers: list[Callable[[object, bool], None]] = []
 
     def acquire(self, key: object, limit: int | None) -> bool:
         """Count one more connection for ``key``; False (and nothing counted) when over ``limit``."""
         if limit is not None and self.counts[key] >= limit:
             return False
         self.counts[key] += 1
+        if self.observers and self.counts[key] == 1:
+            self._tell(key, True)
         return True
 
     def release(self, key: object) -> None:
         self.counts[key] -= 1
         if self.counts[key] <= 0:
             del self.counts[key]
+            if self.observers:
+                self._tell(key, False)
+
+    def _tell(self, key: object, present: bool) -> None:
+        for observer in list(self.observers):
+            try:
+                observer(key, present)
+            except Exception:  # an observer's failure never refuses or leaks a connection
+                logger.exception("A connection observer failed")
 
 
 websocket_users = ConnectionCounter()

@@ -57,7 +57,10 @@ logger = logging.getLogger("realtime.channel")
 
 _GROUP_SAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
-__all__ = ["PROCESS_ID", "BrokerUnavailable", "Channel", "Gap", "group_name", "publish_observers", "registry"]
+__all__ = [
+    "PROCESS_ID", "BrokerUnavailable", "Channel", "Gap", "group_name", "occupancy_observers", "publish_observers",
+    "registry",
+]
 
 
 def group_name(name: str) -> str:
@@ -79,6 +82,11 @@ registry: dict[str, Channel] = {}
 #: publish), as ``observer(channel, message, delivered, message_id)``; ``realtime.testing.capture``
 #: records publishes here. Empty outside tests: a publish then pays one truth test.
 publish_observers: list[Callable[[Channel, Any, int, str | None], None]] = []
+
+#: Called when a named channel gets its first subscriber in this process (``observer(name, True)``)
+#: and when it loses its last (``observer(name, False)``): the lifecycle events (``realtime.events``)
+#: learn a channel's occupancy here. Empty unless a lifecycle receiver is connected.
+occupancy_observers: list[Callable[[str, bool], None]] = []
 
 
 class Channel:
@@ -243,7 +251,10 @@ class Channel:
         if self._loop is not loop:
             self._loop = loop
             self._listener = None  # a listener belongs to one loop
+        first = not self._subscribers
         self._subscribers[subscriber] = None
+        if first and occupancy_observers and self.name is not None:
+            self._tell_occupancy(True)
         adopt(self, subscriber)
         if self._listener is None:
             listen = self.transport().listen
@@ -254,9 +265,18 @@ class Channel:
         """Stop offering to ``subscriber``; idempotent. The last one gone ends the listener."""
         if self._subscribers.pop(subscriber, 0) is None:  # it was subscribed: keep what it dropped
             self.dropped_gone += getattr(subscriber, "dropped", 0)
+            if not self._subscribers and occupancy_observers and self.name is not None:
+                self._tell_occupancy(False)
         if not self._subscribers and self._listener is not None:
             self._listener.cancel()
             self._listener = None
+
+    def _tell_occupancy(self, occupied: bool) -> None:
+        for observer in list(occupancy_observers):
+            try:
+                observer(self.name, occupied)  # type: ignore[arg-type]  # named: checked by the caller
+            except Exception:  # an observer's failure never refuses a subscriber
+                logger.exception("An occupancy observer of %r failed", self.name)
 
     def is_attached(self, subscriber: Hashable) -> bool:
         """True while ``subscriber`` is offered this channel's messages."""

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..conf import setting
@@ -36,6 +37,14 @@ logger = logging.getLogger("realtime.presence")
 PREFIX = "realtime:presence:"
 #: The companion channel of ``name`` carries its join and leave frames (no history, never resumed).
 COMPANION = "\x00presence:"
+
+
+#: Presence channels that are not announced to subscribers: a reaped member of one of these names is
+#: handed to its listener instead, as ``await listener(member_id)`` (``realtime.events`` counts users'
+#: and channels' processes in such channels and hears there of those a dead process held).
+reap_listeners: dict[str, Callable[[Any], Awaitable[None]]] = {}
+
+
 
 
 def companion(name: str) -> Channel:
@@ -135,6 +144,11 @@ def channel_keys(name: str, process: str) -> list[str]:
     return [f"{base}c:{name}", f"{base}i:{name}", f"{base}p:{process}:{name}"]
 
 
+def counts_key(name: str) -> str:
+    """The Redis hash of ``name``'s members and their connections, all processes together (JSON ids as fields)."""
+    return channel_keys(name, PROCESS_ID)[0]
+
+
 def process_channels(process: str) -> str:
     """The set of channels where ``process`` has members (what a reaper walks)."""
     return f"{PREFIX}{{proc:{process}}}:channels"
@@ -181,8 +195,8 @@ class RedisPresence:
 
     async def members(self, name: str) -> list[dict[str, Any]]:
         await self.reap()
-        counts_key, infos_key, _ = channel_keys(name, PROCESS_ID)
-        counts = await self.client.hgetall(counts_key)
+        counts_hash, infos_key, _ = channel_keys(name, PROCESS_ID)
+        counts = await self.client.hgetall(counts_hash)
         infos = await self.client.hgetall(infos_key)
         found = []
         for uid, count in sorted(counts.items()):
@@ -203,8 +217,12 @@ class RedisPresence:
                 name = raw.decode() if isinstance(raw, bytes) else raw
                 counts, infos, held = channel_keys(name, process)
                 gone = await self._reap(keys=[held, counts, infos], args=[])
+                listener = reap_listeners.get(name)
                 for i in range(0, len(gone), 2):
-                    await announce("leave", name, member(json.loads(gone[i]), json.loads(gone[i + 1]), 0))
+                    if listener is not None:
+                        await listener(json.loads(gone[i]))
+                    else:
+                        await announce("leave", name, member(json.loads(gone[i]), json.loads(gone[i + 1]), 0))
             await self.client.delete(listed)
 
     async def _beat(self) -> None:
