@@ -93,5 +93,5 @@ class Limited(Sockets):
 
 
 router = Router(prefix="/t14")
-router.register_websocket("/ws", Sockets)
-router.register_websocket("/limited", Limited)
+router.register_topics("/ws", Sockets)
+router.register_topics("/limited", Limited)

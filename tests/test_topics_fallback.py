@@ -1,0 +1,145 @@
+"""The fallback binding of protocol v1 (SSE down, POST up) on a real daphne: a session bound to the
+user who opened it, forged and foreign POSTs refused, and no session outliving its stream."""
+
+import json
+
+import httpx
+import pytest
+
+from tests.sse_client import SSE
+from tests.waiting import await_until
+
+pytestmark = pytest.mark.timeout(120)
+FALLBACK = "/api/t14/ws/fallback"
+LIMITED = "/api/t14/limited/fallback"
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def opened(live, path=FALLBACK, token=None):
+    """An open fallback stream and its session id (the stream's first event)."""
+    stream = SSE(f"{live.url}{path}", bearer(token) if token else {})
+    await stream.__aenter__()
+    assert stream.response.status_code == 200
+    first = await stream.next()
+    assert first["event"] == "session" and first["data"]["v"] == 1
+    return stream, first["data"]["session"]
+
+
+async def post(live, session, frames, token=None, path=FALLBACK):
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.post(
+            f"{live.url}{path}", params={"session": session}, content=json.dumps(frames),
+            headers=bearer(token) if token else {},
+        )
+
+
+async def frame(stream, op="reply"):
+    """The next frame of ``op`` down the stream, skipping others."""
+    while True:
+        event = await stream.next()
+        if event.get("event", "message") == "message" and event["data"]["op"] == op:
+            return event["data"]
+
+
+async def test_a_session_speaks_v1_bound_to_its_user(live):
+    token = live.token("plain")
+    stream, session = await opened(live, token=token)
+    try:
+        answer = await post(live, session, [{"op": "connect", "ref": "c", "token": token}], token)
+        assert answer.status_code == 202
+        connected = await frame(stream)
+        assert connected["ref"] == "c" and connected["ok"] and connected["data"]["user"] == live.users["plain"]
+        answer = await post(live, session, [
+            {"op": "subscribe", "ref": "s", "channel": "lobby:fb"},
+            {"op": "publish", "ref": "p", "channel": "lobby:fb", "data": "hi"},
+            {"op": "presence", "ref": "m", "channel": "lobby:fb"},
+        ], token)
+        assert answer.status_code == 202
+        assert (await frame(stream))["ref"] == "s"
+        seen = {}
+        # The message follows its reply; the presence reply may come before it.
+        while not {"p", "message", "m"} <= seen.keys():
+            event = (await stream.next())["data"]
+            seen.setdefault(event.get("ref") or event["op"], event)
+        published, message, members = seen["p"], seen["message"], seen["m"]
+        assert published["ok"] and message["id"] == published["data"]["id"]
+        assert message["data"] == {"from": "plain", "said": "hi"}
+        assert [m["id"] for m in members["data"]["members"]] == [live.users["plain"]]
+        # Another user's token, no token, a refused token: the session is not theirs.
+        other = await post(live, session, [{"op": "ping", "ref": "x"}], live.token("staff"))
+        assert other.status_code == 403 and other.json()["code"] == "session_mismatch"
+        anonymous = await post(live, session, [{"op": "ping", "ref": "x"}])
+        assert anonymous.status_code == 403 and anonymous.json()["code"] == "session_mismatch"
+        refused = await post(live, session, [{"op": "ping", "ref": "x"}], "x.y.z")
+        assert refused.status_code == 401
+        # None of them reached the socket: the next reply is the owner's.
+        assert (await post(live, session, [{"op": "ping", "ref": "mine"}], token)).status_code == 202
+        assert (await frame(stream))["ref"] == "mine"
+    finally:
+        await stream.__aexit__(None, None, None)
+
+
+async def test_a_forged_or_malformed_post_is_refused(live):
+    stream, session = await opened(live)
+    try:
+        forged_id = session[:-2] + ("AA" if not session.endswith("AA") else "BB")
+        forged = await post(live, forged_id, [{"op": "ping", "ref": "1"}])
+        assert forged.status_code == 404 and forged.json()["code"] == "unknown_session"
+        assert (await post(live, "", [{"op": "ping", "ref": "1"}])).status_code == 404
+        for body in ({"op": "ping", "ref": "1"}, [], [{"op": "ping", "ref": str(i)} for i in range(33)]):
+            assert (await post(live, session, body)).status_code == 400
+        async with httpx.AsyncClient(timeout=10) as client:
+            big = await client.post(f"{live.url}{FALLBACK}", params={"session": session},
+                                    content=json.dumps([{"op": "ping", "ref": "1", "pad": "x" * 1_100_000}]))
+        assert big.status_code == 413 and big.json()["code"] == "message_too_big"
+        # The protocol's own refusals come down the stream, as on a WebSocket.
+        assert (await post(live, session, [{"op": "teleport", "ref": "t"}])).status_code == 202
+        refusal = await frame(stream)
+        assert refusal["ref"] == "t" and refusal["error"]["code"] == "unknown_op"
+    finally:
+        await stream.__aexit__(None, None, None)
+
+
+async def test_no_session_outlives_its_stream(live):
+    token = live.token("subscriber")
+    watcher_token = live.token("plain")
+    watcher, watching = await opened(live, token=watcher_token)
+    stream, session = await opened(live, token=token)
+    try:
+        await post(live, watching, [{"op": "subscribe", "ref": "w", "channel": "lobby:gone"}], watcher_token)
+        assert (await frame(watcher))["ok"]
+        await post(live, session, [{"op": "subscribe", "ref": "s", "channel": "lobby:gone"}], token)
+        assert (await frame(stream))["ok"]
+        while (await frame(watcher, "join"))["member"]["id"] != live.users["subscriber"]:
+            pass  # the watcher's own join first
+        await stream.__aexit__(None, None, None)  # the client goes away
+        left = await frame(watcher, "leave")
+        assert left["member"]["id"] == live.users["subscriber"]
+
+        async def gone():
+            answer = await post(live, session, [{"op": "ping", "ref": "1"}], token)
+            return answer.status_code == 404 and answer.json()["code"] == "unknown_session"
+
+        await await_until(gone, message="the session ended with its stream")
+    finally:
+        await watcher.__aexit__(None, None, None)
+
+
+async def test_the_rate_limit_is_the_sockets_and_closes_the_session(live):
+    stream, session = await opened(live, LIMITED)
+    try:
+        answers = [await post(live, session, [{"op": "ping", "ref": str(i)}], path=LIMITED) for i in range(12)]
+        assert 429 in [a.status_code for a in answers]
+        codes = []
+        while True:
+            event = await stream.next()
+            if event.get("event") == "close":
+                break
+            codes.append(event["data"].get("error", {}).get("code"))
+        assert "rate_limited" in codes and event["data"]["code"] == 1008
+        assert (await post(live, session, [{"op": "ping", "ref": "z"}], path=LIMITED)).status_code == 404
+    finally:
+        await stream.__aexit__(None, None, None)
