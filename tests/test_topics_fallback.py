@@ -5,9 +5,10 @@ import json
 
 import httpx
 import pytest
+import websockets
 
 from tests.sse_client import SSE
-from tests.waiting import await_until
+from tests.waiting import asettled, await_until
 
 pytestmark = pytest.mark.timeout(120)
 FALLBACK = "/api/t14/ws/fallback"
@@ -34,6 +35,11 @@ async def post(live, session, frames, token=None, path=FALLBACK):
             f"{live.url}{path}", params={"session": session}, content=json.dumps(frames),
             headers=bearer(token) if token else {},
         )
+
+
+async def stats(live):
+    async with websockets.connect(f"{live.ws}/api/t/stats") as ws:
+        return json.loads(await ws.recv())
 
 
 async def frame(stream, op="reply"):
@@ -104,6 +110,7 @@ async def test_a_forged_or_malformed_post_is_refused(live):
 
 
 async def test_no_session_outlives_its_stream(live):
+    base = await asettled(lambda: stats(live), lambda now: now["fallback_sessions"] == 0, 10, 0.1)
     token = live.token("subscriber")
     watcher_token = live.token("plain")
     watcher, watching = await opened(live, token=watcher_token)
@@ -126,6 +133,11 @@ async def test_no_session_outlives_its_stream(live):
         await await_until(gone, message="the session ended with its stream")
     finally:
         await watcher.__aexit__(None, None, None)
+    after = await asettled(lambda: stats(live), lambda now: now["fallback_sessions"] == 0, 10, 0.1)
+    assert after["fallback_sessions"] == 0
+    assert after["open_connections"] <= base["open_connections"]
+    done = await asettled(lambda: stats(live), lambda now: now["tasks"] <= base["tasks"], 10, 0.1)
+    assert done["tasks"] <= base["tasks"]
 
 
 async def test_the_rate_limit_is_the_sockets_and_closes_the_session(live):
