@@ -101,6 +101,12 @@ async def test_a_forged_or_malformed_post_is_refused(live):
             big = await client.post(f"{live.url}{FALLBACK}", params={"session": session},
                                     content=json.dumps([{"op": "ping", "ref": "1", "pad": "x" * 1_100_000}]))
         assert big.status_code == 413 and big.json()["code"] == "message_too_big"
+        async with httpx.AsyncClient(timeout=10) as client:
+            foreign = await client.post(f"{live.url}{FALLBACK}", params={"session": session},
+                                        content=b'[{"op": "ping", "ref": "1"}]', headers={"Origin": "https://evil.example"})
+            assert foreign.status_code == 403 and foreign.json()["code"] == "origin_not_allowed"
+            opened_elsewhere = await client.get(f"{live.url}{FALLBACK}", headers={"Origin": "https://evil.example"})
+            assert opened_elsewhere.status_code == 403
         # The protocol's own refusals come down the stream, as on a WebSocket.
         assert (await post(live, session, [{"op": "teleport", "ref": "t"}])).status_code == 202
         refusal = await frame(stream)

@@ -17,6 +17,8 @@ presence, refresh and the rate limits are the socket's own. See docs/protocol.md
   ``?token=``) must be the session user's: 404 ``unknown_session``, 403 ``session_mismatch``
   (another user's session, or a token on an anonymous one), 401 for a refused token, 413 over the
   socket's message size, 400 for a body that is not an array of at most ``MAX_BATCH`` frames.
+- A GET or POST whose ``Origin`` the WebSocket's origin check would refuse is answered 403
+  ``origin_not_allowed`` (a same-origin GET sends no Origin).
 
 Sessions live in the process that holds their stream: behind several processes, POSTs must reach
 that process (route by the ``session`` parameter, or run the fallback on one process).
@@ -39,6 +41,7 @@ from ..closecodes import CloseCode, WebSocketException
 from ..conf import setting
 from ..connection import WebSocket, WebSocketDisconnect, WebSocketState, parse_headers, parse_query
 from ..encoding import loads
+from ..security import origin_allowed
 from ..sse import sse_error, sse_response
 
 logger = logging.getLogger("realtime.topics.fallback")
@@ -100,6 +103,8 @@ def fallback_view(socket_class: type) -> Any:
 
     @csrf_exempt  # a POST carries the session id and the token, never rides on a cookie
     async def view(request: HttpRequest, **params: Any) -> HttpResponse:
+        if not _origin_ok(request):
+            return _problem(403, "origin_not_allowed", "Origin not allowed")
         if request.method == "GET":
             return await _open(socket_class, request, params)
         if request.method == "POST":
@@ -113,6 +118,12 @@ def fallback_view(socket_class: type) -> Any:
     view.__qualname__ = view.__name__
     view.__module__ = socket_class.__module__
     return view
+
+
+def _origin_ok(request: HttpRequest) -> bool:
+    """The WebSocket's Origin rule, for a request that sends an Origin (a same-origin GET sends none)."""
+    headers = parse_headers(request.scope)
+    return "origin" not in headers or origin_allowed(headers, request.scope.get("scheme"))
 
 
 async def _open(socket_class: type, request: HttpRequest, params: dict[str, Any]) -> HttpResponse:
