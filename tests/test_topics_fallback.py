@@ -32,8 +32,8 @@ async def opened(live, path=FALLBACK, token=None):
 async def post(live, session, frames, token=None, path=FALLBACK):
     async with httpx.AsyncClient(timeout=10) as client:
         return await client.post(
-            f"{live.url}{path}", params={"session": session}, content=json.dumps(frames),
-            headers=bearer(token) if token else {},
+            f"{live.url}{path}", content=json.dumps(frames),
+            headers={"X-Realtime-Session": session, **(bearer(token) if token else {})},
         )
 
 
@@ -98,12 +98,12 @@ async def test_a_forged_or_malformed_post_is_refused(live):
         for body in ({"op": "ping", "ref": "1"}, [], [{"op": "ping", "ref": str(i)} for i in range(33)]):
             assert (await post(live, session, body)).status_code == 400
         async with httpx.AsyncClient(timeout=10) as client:
-            big = await client.post(f"{live.url}{FALLBACK}", params={"session": session},
+            big = await client.post(f"{live.url}{FALLBACK}", headers={"X-Realtime-Session": session},
                                     content=json.dumps([{"op": "ping", "ref": "1", "pad": "x" * 1_100_000}]))
         assert big.status_code == 413 and big.json()["code"] == "message_too_big"
         async with httpx.AsyncClient(timeout=10) as client:
-            foreign = await client.post(f"{live.url}{FALLBACK}", params={"session": session},
-                                        content=b'[{"op": "ping", "ref": "1"}]', headers={"Origin": "https://evil.example"})
+            foreign = await client.post(f"{live.url}{FALLBACK}", content=b'[{"op": "ping", "ref": "1"}]',
+                                        headers={"X-Realtime-Session": session, "Origin": "https://evil.example"})
             assert foreign.status_code == 403 and foreign.json()["code"] == "origin_not_allowed"
             opened_elsewhere = await client.get(f"{live.url}{FALLBACK}", headers={"Origin": "https://evil.example"})
             assert opened_elsewhere.status_code == 403

@@ -12,7 +12,7 @@ presence, refresh and the rate limits are the socket's own. See docs/protocol.md
   frame (``data:`` is the frame's JSON); ``event: close`` ``{"code", "reason"}`` when the socket
   closes (the stream ends after it). The id is 32 random bytes (``secrets``), bound to the stream:
   when the stream ends the session ends with it (the socket's subscriptions and presence are left).
-- ``POST <path>?session=<id>``: a JSON array of frames, answered ``202`` once they are carried out;
+- ``POST <path>`` with ``X-Realtime-Session: <id>``: a JSON array of frames, answered ``202`` once they are carried out;
   their replies come down the stream, in order. The POST's token (``Authorization: Bearer``, or
   ``?token=``) must be the session user's: 404 ``unknown_session``, 403 ``session_mismatch``
   (another user's session, or a token on an anonymous one), 401 for a refused token, 413 over the
@@ -21,7 +21,7 @@ presence, refresh and the rate limits are the socket's own. See docs/protocol.md
   ``origin_not_allowed`` (a same-origin GET sends no Origin).
 
 Sessions live in the process that holds their stream: behind several processes, POSTs must reach
-that process (route by the ``session`` parameter, or run the fallback on one process).
+that process (the shipped nginx.conf hashes the fallback's requests by client address).
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ from ..sse import sse_error, sse_response
 
 logger = logging.getLogger("realtime.topics.fallback")
 
+#: The request header a POST names its session in (a header, so the id is in no access log).
+SESSION_HEADER = "X-Realtime-Session"
 #: Frames one POST may carry.
 MAX_BATCH = 32
 #: Frames queued for a stream that does not read before the socket's sends wait.
@@ -168,7 +170,7 @@ def _problem(status: int, code: str, detail: str) -> HttpResponse:
 
 
 async def _post(request: HttpRequest) -> HttpResponse:
-    session = sessions.get(request.GET.get("session") or "")
+    session = sessions.get(request.headers.get(SESSION_HEADER) or "")
     if session is None:
         return _problem(404, "unknown_session", "No open session has this id (its stream has ended?): open a new one")
     socket = session.socket

@@ -108,7 +108,7 @@ export class FallbackSocket {
    * @param {string} url the fallback URL (see `fallbackUrl`)
    * @param {{token?: (string|null), fetch?: typeof fetch}} [options]
    */
-  constructor(url, { token = null, fetch: fetcher = globalThis.fetch } = {}) {
+  constructor(url, { token = null, fetch: fetcher = (...args) => globalThis.fetch(...args) } = {}) {
     this.url = url;
     this.token = token;
     this.readyState = 0;
@@ -127,8 +127,9 @@ export class FallbackSocket {
 
   async _open() {
     let response;
+    const fetcher = this._fetch; // called unbound: a browser's fetch refuses another `this`
     try {
-      response = await this._fetch(this.url, {
+      response = await fetcher(this.url, {
         headers: this._headers({ Accept: "text/event-stream" }),
         signal: this._abort.signal,
       });
@@ -185,13 +186,12 @@ export class FallbackSocket {
     try {
       while (this._outgoing.length && this.readyState === 1) {
         const batch = this._outgoing.splice(0, 32);
-        const url = new URL(this.url);
-        url.searchParams.set("session", this.session);
         let response;
+        const fetcher = this._fetch;
         try {
-          response = await this._fetch(url.href, {
+          response = await fetcher(this.url, {
             method: "POST",
-            headers: this._headers({ "Content-Type": "application/json" }),
+            headers: this._headers({ "Content-Type": "application/json", "X-Realtime-Session": this.session }),
             body: `[${batch.join(",")}]`,
           });
         } catch (error) {
