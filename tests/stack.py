@@ -91,7 +91,8 @@ class Nginx:
             secret = "location ^~ /@secret/ {"  # WebSockets with ?token= (listen()) go there
             assert text.count(secret) == 1, "nginx.conf's @secret block moved: update refuse_upgrades"
             text = text.replace(block, block + "\n            return 403;")
-            text = text.replace(secret, secret + "\n            if ($http_upgrade) {\n                return 403;\n            }")
+            refuse = "\n            if ($http_upgrade) {\n                return 403;\n            }"
+            text = text.replace(secret, secret + refuse)
             Path(conf).write_text(text)
         with open(self.run_dir / "stderr.log", "wb") as stderr:
             self.process = subprocess.Popen(
