@@ -17,4 +17,4 @@ def test_node_client_falls_back_to_sse_and_post_when_the_upgrade_is_refused(live
     env = {"RT_SERVER": live.url, "RT_PASSWORD": PASSWORD}
     output = run_node_tests("fallback/", env=env, timeout=240, log=output_dir / "node-fallback.log")
     assert re.search(r"^\S+ fail 0$", output, re.M), output
-    assert int(re.search(r"^\S+ pass (\d+)$", output, re.M).group(1)) == 3, output
+    assert int(re.search(r"^\S+ pass (\d+)$", output, re.M).group(1)) == 4, output

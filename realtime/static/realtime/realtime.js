@@ -162,6 +162,10 @@ export class FallbackSocket {
           } else if (event.event === "close") {
             const { code, reason } = JSON.parse(event.data);
             return this._ended({ code, reason });
+          } else if (event.event === "error") {
+            // The stream failed on the server (internal_error): as a WebSocket's 1011, reconnect.
+            const { code, detail } = JSON.parse(event.data);
+            return this._ended({ code: 1011, reason: `${code}: ${detail}` });
           } else if (event.event === "message" && this.readyState === 1 && this.onmessage) {
             this.onmessage({ type: "message", data: event.data });
           }

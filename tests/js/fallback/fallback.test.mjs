@@ -142,3 +142,41 @@ test("the token is refreshed in-band over the fallback, without a reconnection",
   assert.equal(reconnects(), before, "no reconnection for the refresh");
   assert.ok(rt.isOpen);
 });
+
+test("a WebSocket that does not open within openTimeout gives way to the fallback", async () => {
+  // An upgrade that hangs (a proxy that holds it): the socket never opens nor closes by itself.
+  class HangingSocket {
+    constructor() {
+      this.readyState = 0;
+      HangingSocket.made += 1;
+    }
+
+    send() {
+      throw new Error("not open");
+    }
+
+    close(code = 1000, reason = "") {
+      this.readyState = 3;
+      setTimeout(() => this.onclose?.({ code: 1006, reason }), 0);
+    }
+  }
+  HangingSocket.made = 0;
+  const rt = new Realtime(`${SERVER.replace(/^http/, "ws")}/api/t14/ws`, {
+    WebSocket: HangingSocket,
+    getToken: () => token("plain"),
+    openTimeout: 300,
+  });
+  clients.push(rt);
+  const started = Date.now();
+  await until(() => rt.isOpen, "open over the fallback");
+  assert.ok(Date.now() - started >= 300, "the WebSocket had its openTimeout");
+  assert.equal(HangingSocket.made, 1);
+  assert.equal(rt.transport, "fallback");
+  const channel = `open:hang-${RUN}`;
+  const got = [];
+  rt.subscribe(channel, { onMessage: (data) => got.push(data) });
+  await until(() => rt.subscriptions.get(channel).state === "joined", "joined");
+  await rt.publish(channel, { n: 1 });
+  await until(() => got.length === 1, "its own message");
+  assert.deepEqual(got, [{ n: 1 }]);
+});
