@@ -1,6 +1,7 @@
 """The fallback binding of protocol v1 (SSE down, POST up) on a real daphne: a session bound to the
 user who opened it, forged and foreign POSTs refused, and no session outliving its stream."""
 
+import asyncio
 import json
 
 import httpx
@@ -161,3 +162,30 @@ async def test_the_rate_limit_is_the_sockets_and_closes_the_session(live):
         assert (await post(live, session, [{"op": "ping", "ref": "z"}], path=LIMITED)).status_code == 404
     finally:
         await stream.__aexit__(None, None, None)
+
+
+async def test_streams_count_under_the_websockets_per_user_cap(live):
+    token = live.token("owner2")
+    streams = []
+    try:
+        for _ in range(50):  # REALTIME["MAX_CONNECTIONS_PER_USER"]
+            streams.append((await opened(live, token=token))[0])
+        async with httpx.AsyncClient(timeout=10) as client:
+            over = await client.get(f"{live.url}{FALLBACK}", headers=bearer(token))
+            assert over.status_code == 429 and "too_many_streams" in over.text
+        async with websockets.connect(f"{live.ws}/api/t14/ws?token={token}", subprotocols=["realtime.v1"]) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd.code == 1008  # the same cap: fallback streams and sockets together
+        await streams.pop().__aexit__(None, None, None)
+
+        async def room_again():
+            async with httpx.AsyncClient(timeout=10) as client, client.stream(
+                "GET", f"{live.url}{FALLBACK}", headers=bearer(token)
+            ) as response:
+                return response.status_code == 200
+
+        await await_until(room_again, message="a place under the cap once a stream closed")
+    finally:
+        for stream in streams:
+            await stream.__aexit__(None, None, None)

@@ -41,6 +41,7 @@ from ..closecodes import CloseCode, WebSocketException
 from ..conf import setting
 from ..connection import WebSocket, WebSocketDisconnect, WebSocketState, parse_headers, parse_query
 from ..encoding import loads
+from ..ops.connections import sse_user
 from ..security import origin_allowed
 from ..sse import sse_error, sse_response
 
@@ -136,6 +137,7 @@ async def _open(socket_class: type, request: HttpRequest, params: dict[str, Any]
     admitted = await socket.admission(session.ws)
     if type(admitted) is Denied:
         return sse_error(admitted.http_status, admitted.error_code, admitted.detail, admitted.headers)
+    sse_user(socket.user)  # the ops log names the stream's user, as an SSEView's
     await session.ws.accept()
     sessions[session.id] = session
     try:
