@@ -146,8 +146,12 @@ async def _open(socket_class: type, request: HttpRequest, params: dict[str, Any]
         await session.end()
         raise
 
+    loop = asyncio.get_running_loop()
+
     def release() -> None:
-        session.end()
+        # Django closes a response in a worker thread (sync_to_async(response.close)): end it in the loop.
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is exiting
+            loop.call_soon_threadsafe(session.end)
 
     return sse_response(_events(session), headers=getattr(socket_class, "fallback_headers", None), release=release)
 
