@@ -189,3 +189,36 @@ async def test_streams_count_under_the_websockets_per_user_cap(live):
     finally:
         for stream in streams:
             await stream.__aexit__(None, None, None)
+
+
+async def test_an_expired_token_closes_the_session_unless_refreshed(live):
+    from datetime import timedelta
+
+    from tests.test_websocket_live import forged
+
+    short = forged(live.users["plain"], lifetime=timedelta(seconds=2))
+    stream, session = await opened(live, token=short)
+    try:
+        while True:
+            event = await stream.next(timeout=8)
+            if event.get("event") == "close":
+                break
+        assert event["data"]["code"] == 4003 and event["data"]["reason"].startswith("token_expired: ")
+        assert (await post(live, session, [{"op": "ping", "ref": "1"}], live.token("plain"))).status_code == 404
+    finally:
+        await stream.__aexit__(None, None, None)
+    # A refresh over POST renews it, as on a WebSocket.
+    short = forged(live.users["plain"], lifetime=timedelta(seconds=2))
+    stream, session = await opened(live, token=short)
+    try:
+        fresh = live.token("plain")
+        assert (await post(live, session, [{"op": "refresh", "ref": "r", "token": fresh}], short)).status_code == 202
+        assert (await frame(stream))["ok"]
+        with pytest.raises(TimeoutError):
+            while True:  # past the short token's expiry: nothing closes it
+                event = await stream.next(timeout=3)
+                assert event.get("event") != "close", event
+        assert (await post(live, session, [{"op": "ping", "ref": "p"}], fresh)).status_code == 202
+        assert (await frame(stream))["ref"] == "p"
+    finally:
+        await stream.__aexit__(None, None, None)
