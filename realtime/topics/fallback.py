@@ -80,9 +80,9 @@ class Session:
             await self.queue.put(text)
         elif kind == "websocket.close":
             self.close_frame = {"code": message.get("code", CloseCode.NORMAL), "reason": message.get("reason") or ""}
-            with contextlib.suppress(asyncio.QueueFull):
+            try:
                 self.queue.put_nowait(_CLOSED)
-            if self.queue.full():  # a stream that does not read: the close must still reach it
+            except asyncio.QueueFull:  # a stream that does not read: the close must still reach it
                 self.queue.get_nowait()
                 self.queue.put_nowait(_CLOSED)
 
@@ -92,7 +92,11 @@ class Session:
             sessions.pop(self.id, None)
             code = self.ws.close_code or CloseCode.GOING_AWAY
             self.ws.close_code = code
-            self.ws.client_state = WebSocketState.DISCONNECTED
+            self.ws.client_state = WebSocketState.DISCONNECTED  # every later send raises WebSocketDisconnect
+            # A send waiting for room in the queue of a stream that stopped reading (a POST's reply,
+            # holding the socket's lock) is let through, or the socket could never leave its channels.
+            while not self.queue.empty():
+                self.queue.get_nowait()
             self.ended = asyncio.get_running_loop().create_task(self.socket.finish(self.ws, code))
         return self.ended
 
