@@ -88,7 +88,10 @@ if os.environ.get("POSTGRES_DB"):  # PostgreSQL instead (the tests use it to cou
 
 # One switch moves every Channel from one process to many.
 REDIS_URL = os.environ.get("REDIS_URL") or None
-if REDIS_URL:
+if REDIS_URL and REDIS_URL.split("://")[0].endswith("+cluster"):  # a Redis Cluster: sharded pub/sub
+    CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.pubsub.sharded.RedisClusterChannelLayer",
+                                  "CONFIG": {"hosts": [REDIS_URL]}}}
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
@@ -105,8 +108,8 @@ REALTIME = {"METRICS_PORT": int(os.environ["REALTIME_METRICS_PORT"])} if os.envi
 
 # Login throttles (realtime.login, on /api/auth/token/) count in Django's cache: the default
 # LocMemCache is per process, so each daphne counts on its own; with REDIS_URL they share Redis.
-if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+if REDIS_URL:  # realtime's cache backend reaches a Redis Cluster as well (redis+cluster://)
+    CACHES = {"default": {"BACKEND": "realtime.pubsub.cache.RealtimeRedisCache", "LOCATION": REDIS_URL}}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -46,6 +46,7 @@ from .lifecycle import shutting_down
 from .permissions import first_denial, get_permissions, is_authenticated
 from .revocation import FreshUser, clean_context, revocations
 from .security import ConnectionCounter, sse_users, websocket_addresses, websocket_users
+from .sessions import SessionCredentials
 
 logger = logging.getLogger("realtime.admission")
 
@@ -116,14 +117,16 @@ class Admitted:
     """
 
     __slots__ = (
-        "_again", "_caps", "_end", "_exp", "_expiry", "_loop", "_recheck", "_request", "_unregister", "_user_pk",
-        "_view", "denied",
+        "_again", "_caps", "_end", "_exp", "_expiry", "_loop", "_recheck", "_request", "_session", "_unregister",
+        "_user_pk", "_view", "denied",
     )
 
     def __init__(self, user: Any = None, token: Any = None, view: Any = None, request: Any = None) -> None:
         self._caps: tuple[tuple[ConnectionCounter, object], ...] = ()
         self._user_pk = getattr(user, "pk", None) if user is not None else None
         self._exp: Any = token.get("exp") if token is not None else None
+        #: A session's revocation key (``realtime.sessions``): its logout closes the connection too.
+        self._session: str | None = token.get("session") if isinstance(token, SessionCredentials) else None
         #: Set by hold(): called on the connection's loop with REVOKED, EXPIRED or DENIED.
         self._end: Callable[[str], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,7 +205,16 @@ class Admitted:
     def _register(self) -> None:
         if self._loop is not None and self._unregister is None and self._user_pk is not None:
             recheck = self._rechecked if self._view is not None else None
-            self._unregister = revocations.register(self._user_pk, self._revoked, recheck)
+            unregister = revocations.register(self._user_pk, self._revoked, recheck)
+            if self._session is not None:  # the session's logout closes it too (no re-check: those are per user)
+                unregister_session = revocations.register(self._session, self._revoked)
+
+                def unregister_both(user: Callable[[], None] = unregister) -> None:
+                    user()
+                    unregister_session()
+
+                unregister = unregister_both
+            self._unregister = unregister
 
     def _revoked(self) -> None:
         """Called by realtime.revocation, from any thread."""

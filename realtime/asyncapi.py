@@ -113,9 +113,18 @@ def _security_schemes() -> dict[str, Any]:
         **SECURITY_SCHEMES,
         "session": {
             "type": "httpApiKey", "name": settings.SESSION_COOKIE_NAME, "in": "cookie",
-            "description": "A Django session of a logged-in user (SSE endpoints only).",
+            "description": "A Django session of a logged-in user (SSE endpoints, and WebSocket views with "
+                           "SessionAuthenticator: from an Origin trusted by name only).",
         },
     }
+
+
+def _reads_sessions(view: Any) -> bool:
+    """A WebSocket view whose authenticator takes the session cookie (``realtime.sessions``)."""
+    from .sessions import SessionAuthenticator
+
+    authenticator = getattr(view, "authenticator_class", None)
+    return isinstance(authenticator, type) and issubclass(authenticator, SessionAuthenticator)
 
 
 def _describe(route: Route, channel_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -142,7 +151,7 @@ def _describe(route: Route, channel_id: str) -> tuple[dict[str, Any], dict[str, 
     if route.tags:
         channel["tags"] = [{"name": tag} for tag in route.tags]
     security = [{"$ref": f"#/components/securitySchemes/{name}"} for name in ("bearer", "queryToken")]
-    if route.kind == "sse":
+    if route.kind == "sse" or _reads_sessions(view):
         security.append({"$ref": "#/components/securitySchemes/session"})
     operations = {}
     for action, messages in (("send", sent), ("receive", received)):

@@ -55,6 +55,11 @@ class TokenAuthenticator:
 
     header_name = "authorization"
 
+    def ambient_credentials(self, headers: Mapping[str, str]) -> bool:
+        """Whether the request carries credentials a browser attaches by itself (a cookie this
+        authenticator reads): its WebSocket handshake then needs a trusted Origin. Tokens are not."""
+        return False
+
     def get_raw_token(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         """The token from ``Authorization: Bearer <token>`` first, then ``?token=``; None if absent.
 

@@ -11,6 +11,8 @@ mistakes that otherwise show only when a client arrives, or never.
 ``realtime.E010``       error    ``REDIS_URL`` is set, but the channel layer is this process's memory
 ``realtime.E011``       error    the channel layer crosses processes, but ``REDIS_URL`` is not set
 ``realtime.W010``       warning  only the ``REDIS_URL`` *environment variable* is set
+``realtime.E012``       error    ``REDIS_URL`` names a Redis Cluster, but the layer is not the cluster
+                                 layer (or the other way round)
 ======================  =======  ===================================================================
 
 daphne runs no system checks: :class:`realtime.CoreApp` logs the ``E01x``/``W010`` findings when it
@@ -31,6 +33,10 @@ logger = logging.getLogger("realtime.checks")
 
 TAG = "realtime"
 IN_MEMORY = "channels.layers.InMemoryChannelLayer"
+CLUSTER_LAYER_PATH = "realtime.pubsub.sharded.RedisClusterChannelLayer"
+CLUSTER_LAYER = (
+    f'CHANNEL_LAYERS = {{"default": {{"BACKEND": "{CLUSTER_LAYER_PATH}", "CONFIG": {{"hosts": [REDIS_URL]}}}}}}'
+)
 REDIS_LAYER = (
     'CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", '
     '"CONFIG": {"hosts": [REDIS_URL]}}}'
@@ -144,7 +150,7 @@ def application_kind(application: Any) -> str | None:
 
 def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``settings.REDIS_URL`` and a cross-process channel layer go together, or neither is set."""
-    from .pubsub.redis import redis_url
+    from .pubsub.redis import is_cluster, redis_url
 
     url = redis_url()
     alias = "default"
@@ -169,6 +175,15 @@ def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             hint=f"Set REDIS_URL = {value} in settings, the layer's Redis (realtime reads the Django "
                  "setting, not the environment).",
             id="realtime.E011",
+        )]
+    if url and crossing and is_cluster(url) != (backend == CLUSTER_LAYER_PATH):
+        return [checks.Error(
+            f"settings.REDIS_URL names {'a Redis Cluster' if is_cluster(url) else 'one Redis server'}, "
+            f"but {layer}: " + ("channels_redis cannot reach a cluster, so publishes reach no other process."
+                                if is_cluster(url) else "the cluster layer needs a redis+cluster:// URL."),
+            hint=(f"Use {CLUSTER_LAYER}." if is_cluster(url) else
+                  f'Set REDIS_URL = "redis+cluster://host:port" (the cluster), or use {REDIS_LAYER}.'),
+            id="realtime.E012",
         )]
     if not url and not crossing and os.environ.get("REDIS_URL"):
         return [checks.Warning(

@@ -105,20 +105,26 @@ def allowed_origins() -> list[str]:
     return [*settings.CSRF_TRUSTED_ORIGINS, *configured]
 
 
-def origin_allowed(headers: Mapping[str, str], scheme: str | None = None) -> bool:
-    """Whether a WebSocket handshake's Origin may connect (``scheme``: the ASGI scope's, ws or wss)."""
+def origin_allowed(headers: Mapping[str, str], scheme: str | None = None, *, ambient: bool = False) -> bool:
+    """Whether a WebSocket handshake's Origin may connect (``scheme``: the ASGI scope's, ws or wss).
+
+    ``ambient``: the handshake carries credentials the browser attached by itself (a session cookie).
+    Its Origin must then be there and be trusted by name: the connection's own, or an entry of
+    ``CSRF_TRUSTED_ORIGINS``/``ALLOWED_ORIGINS``; neither ``"*"`` nor ``ALLOW_MISSING_ORIGIN`` counts,
+    as CORS never lets ``*`` carry credentials (a cross-site page could otherwise act as the user).
+    """
     origin = headers.get("origin")
     if origin is None:
-        return bool(setting("ALLOW_MISSING_ORIGIN"))
+        return not ambient and bool(setting("ALLOW_MISSING_ORIGIN"))
     entries = allowed_origins()
-    if "*" in entries:
+    if "*" in entries and not ambient:
         return True
     parsed = parse_origin(origin)
     if parsed is None:  # "null" (sandboxed frames, file:), or garbage
         return False
     if parsed == own_origin(headers, scheme):
         return True
-    return any(_matches(parsed, entry) for entry in entries)
+    return any(entry != "*" and _matches(parsed, entry) for entry in entries)
 
 
 class ConnectionCounter:

@@ -4,6 +4,8 @@
 - Any other save of an existing user re-checks its connections (``is_staff``, ``is_superuser`` or a
   field a custom permission reads may have changed), but for a save whose ``update_fields`` names
   none of the user's permission fields, such as the ``last_login`` of every login.
+- Logging a session out (``user_logged_out``) closes the sockets and SSE streams that session
+  authenticated (``realtime.sessions``).
 - Adding, removing or clearing a user's groups or user permissions (``m2m_changed``, from either
   side: ``user.groups.remove(g)`` or ``group.user_set.remove(u)``) re-checks that user's connections.
 
@@ -74,10 +76,14 @@ def recheck_on_commit(user_pks: Any, reason: str) -> None:
 
 def connect() -> None:
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.signals import user_logged_out
     from django.db.models.signals import m2m_changed, post_save
+
+    from .sessions import session_logged_out
 
     user = get_user_model()
     post_save.connect(user_saved, sender=user, dispatch_uid="realtime.user_saved")
+    user_logged_out.connect(session_logged_out, dispatch_uid="realtime.session_logged_out")
     for name in ("groups", "user_permissions"):
         field = getattr(user, name, None)
         if field is not None and hasattr(field, "through"):

@@ -28,6 +28,7 @@ from .ops.stats import stats
 from .permissions import is_authenticated
 from .pubsub.subscription import Gap
 from .sealed_ids import IdSeal
+from .sessions import SessionCredentials, revocation_key
 from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, encode_event, encode_item
 from .threads import release_request_thread, shared_thread_context
 
@@ -350,6 +351,9 @@ class SSEView(View):
         if auser is not None:
             user = await auser()
             if is_authenticated(user):
+                key = getattr(getattr(request, "session", None), "session_key", None)
+                if key:  # the session's logout ends the stream, as its sockets are closed
+                    self.auth_token = SessionCredentials(session=revocation_key(key))
                 return user
         return None
 

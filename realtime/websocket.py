@@ -55,14 +55,29 @@ HEARTBEATS: dict[str, dict[str, Any]] = {
 }
 
 
-def _origin_allowed(scope: dict[str, Any]) -> bool:
-    """The handshake's Origin check, in a function so that the parsed headers are not kept in the
-    connection's frame for its whole life."""
+def _origin_refusal(scope: dict[str, Any], authenticator: Any) -> str | None:
+    """The handshake's Origin check: None, or the reason of its 1008. In a function so that the
+    parsed headers are not kept in the connection's frame for its whole life.
+
+    A session cookie on a view that authenticates with it (``SessionAuthenticator``) needs an Origin
+    trusted by name (``realtime.security.origin_allowed``): browsers send cookies on cross-site
+    upgrades, and WebSockets have no same-origin policy, so this check is their CSRF protection.
+    """
     headers = parse_headers(scope)
-    if origin_allowed(headers, scope.get("scheme")):
-        return True
+    check = getattr(authenticator, "ambient_credentials", None)  # an authenticator of one's own may lack it
+    ambient = bool(check(headers)) if check is not None else False
+    if origin_allowed(headers, scope.get("scheme"), ambient=ambient):
+        return None
+    if ambient:
+        logger.info("Refused a WebSocket with a session cookie from origin %r", headers.get("origin"))
+        return ORIGIN_REFUSED_WITH_COOKIE
     logger.info("Refused a WebSocket from origin %r", headers.get("origin"))
-    return False
+    return ORIGIN_REFUSED
+
+
+#: The reasons of the Origin check's 1008.
+ORIGIN_REFUSED = "Origin not allowed"
+ORIGIN_REFUSED_WITH_COOKIE = "Origin not allowed with a session cookie"
 
 
 async def _authenticate_ws(ws: WebSocket, view: Any = None) -> Any:
@@ -231,8 +246,9 @@ class WebSocketView(AsyncConsumer):
         # read has a reader task beside it for as long as it runs.
         reader: asyncio.Task[Any] | None = None
         try:
-            if not _origin_allowed(scope):
-                await self._refuse(ws, CloseCode.POLICY_VIOLATION, "Origin not allowed")
+            refusal = _origin_refusal(scope, self.authenticator_class())
+            if refusal is not None:
+                await self._refuse(ws, CloseCode.POLICY_VIOLATION, refusal)
             else:
                 if not self.handler_reads:
                     reader = self._spawn(self._read_beside(ws, asyncio.current_task()))

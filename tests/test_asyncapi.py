@@ -204,3 +204,17 @@ def test_the_howtos_message_examples_snippet_does_what_it_says():
     assert messages["serverMessage"]["examples"] == [{"payload": {"echo": {"hello": "world"}}}]
     section = (DOCS / "howto/asyncapi.md").read_text()
     assert "path(\"api/asyncapi.json\", realtime.asyncapi.asyncapi_view)" in section
+
+
+def test_a_websocket_view_with_session_authentication_lists_the_session_scheme():
+    from realtime import IsAuthenticated, Router, SessionAuthenticator, WebSocketView
+
+    class Dashboard(WebSocketView):
+        authenticator_class = SessionAuthenticator
+        permission_classes = [IsAuthenticated]
+
+    sessions = Router(prefix="/s")
+    sessions.register_websocket("/dash", Dashboard)
+    operations = build_document([sessions])["operations"]
+    schemes = {tuple(s["$ref"].rsplit("/", 1)[1] for s in operation["security"]) for operation in operations.values()}
+    assert schemes == {("bearer", "queryToken", "session")}

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime import BrokerUnavailable, Channel
 from realtime.pubsub.channel import group_name
+from realtime.pubsub.history import key as history_key
 from realtime.revocation import CONTROL_CHANNEL
 from tests.history_ids import seq
 from tests.servers import PYTHON, ROOT, Daphne, free_port, prepare_database, require, stop, wait_for_port, which
@@ -415,7 +416,7 @@ async def test_outage_is_reported_to_publishers_and_the_first_publish_after_it_r
         assert [(e, d) for e, _, d in after] == [("entry", {"n": 1})]
         new_id = after[0][1]
         assert STREAM_ID.match(new_id) and tuple(map(int, new_id.split("-"))) > tuple(map(int, warm_id.split("-")))
-        stored = redis_server.client().xrange("realtime:history:live-history")
+        stored = redis_server.client().xrange(history_key("live-history"))
         assert [entry_id.decode() for entry_id, _ in stored] == [new_id]  # in the history, once
 
         placed = await place_order(a, token)
@@ -474,7 +475,7 @@ async def test_first_publish_after_a_restart_goes_out_on_a_reconnected_connectio
     finally:
         await observer.aclose()
     await history.publish({"n": 1})
-    stored = await aioredis.Redis.from_url(own_redis.url).xrange("realtime:history:unit-restart-history")
+    stored = await aioredis.Redis.from_url(own_redis.url).xrange(history_key("unit-restart-history"))
     assert [json.loads(fields[b"m"]) for _, fields in stored] == [{"n": 1}]
     assert live.broker_errors == history.broker_errors == 0
 

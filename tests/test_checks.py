@@ -137,6 +137,17 @@ def test_a_cross_process_layer_without_redis_url_is_an_error_giving_the_layers_u
     assert hint.startswith("Set REDIS_URL = 'redis://127.0.0.1:6379/3' in settings")
 
 
+def test_a_cluster_url_and_a_layer_of_one_server_disagree_either_way(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    [(check_id, message, hint)] = found(REDIS_URL="redis+cluster://127.0.0.1:7000", CHANNEL_LAYERS=REDIS_LAYER)
+    assert check_id == "realtime.E012" and "channels_redis cannot reach a cluster" in message
+    assert "realtime.pubsub.sharded.RedisClusterChannelLayer" in hint
+    cluster_layer = {"default": {"BACKEND": "realtime.pubsub.sharded.RedisClusterChannelLayer"}}
+    [(check_id, message, _)] = found(REDIS_URL="redis://127.0.0.1:6379/3", CHANNEL_LAYERS=cluster_layer)
+    assert check_id == "realtime.E012" and "needs a redis+cluster:// URL" in message
+    assert found(REDIS_URL="redis+cluster://127.0.0.1:7000", CHANNEL_LAYERS=cluster_layer) == []
+
+
 def test_the_redis_url_environment_variable_alone_is_a_warning_saying_it_is_a_setting(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
     [(check_id, message, hint)] = found(REDIS_URL=None, CHANNEL_LAYERS=IN_MEMORY)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.server import serve
 
-from realtime.client import ChannelState, Gap, Message, Realtime
+from realtime.client import ChannelState, Gap, Message, Realtime, Snapshot
 from tests.waiting import await_until
 
 TABLE = json.loads((Path(__file__).parent / "clients" / "recovery.json").read_text())
@@ -22,9 +22,11 @@ CHANNEL = "room:recovery"
 END = "__end_of_case__"
 
 
-def as_table(event: Message | Gap) -> dict:
+def as_table(event: Message | Gap | Snapshot) -> dict:
     if isinstance(event, Message):
         return {"message": event.data}
+    if isinstance(event, Snapshot):
+        return {"snapshot": event.data}
     return {"gap": {"missed": event.missed, "recovered": event.recovered}}
 
 

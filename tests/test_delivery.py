@@ -11,7 +11,7 @@ import pytest
 from realtime import Channel
 from realtime.encoding import SharedMessage
 from realtime.frames import BINARY, TEXT, frame, json_frame, text_frame
-from realtime.pubsub.delivery import UNORDERED, DeliveryQueue, Listener, Reader
+from realtime.pubsub.delivery import UNORDERED, DeliveryQueue, Listener, Reader, Seam
 
 
 class FakeWriter:
@@ -166,6 +166,25 @@ async def test_a_held_queue_neither_writes_nor_wakes_until_released_and_skips_re
     assert queue.skip is None  # past the seam
     queue.offer("m1 again", "1")  # ids are not remembered for ever: the seam was passed
     assert payload(writer.frames[-1])["m"] == "m1 again"
+
+
+async def test_a_new_message_before_the_drain_takes_the_queue_does_not_let_a_replayed_copy_through():
+    drain = FakeDrain(FakeWriter())
+    queue = DeliveryQueue(drain, 5, encode, held=True)
+    queue.offer("m1", "1")  # its live copy, queued while the replay sent it
+    queue.release(skip={"1"})
+    queue.offer("m2", "2")  # arrives before the drain's turn
+    assert [queue.take(), queue.take()] == [("2", "m2"), None]
+
+
+async def test_a_seam_after_a_snapshot_drops_every_live_copy_up_to_the_snapshots_id():
+    drain = FakeDrain(FakeWriter())
+    queue = DeliveryQueue(drain, 5, encode, held=True)
+    for n in (4, 5, 6):
+        queue.offer(f"m{n}", f"9-{n}")
+    queue.release(skip=Seam(["9-6"], "9-5"))  # the snapshot holds up to 9-5, the replay sent 9-6
+    queue.offer("m7", "9-7")
+    assert [queue.take(), queue.take()] == [("9-7", "m7"), None]
 
 
 async def test_a_transform_filters_and_one_that_raises_closes_the_queue_and_tells_the_drain():

@@ -248,8 +248,10 @@ async def test_client_leaving_runs_finally_within_a_second_and_leaves_nothing(li
         for start in range(0, 999, 37):
             await asyncio.gather(*(open_and_close() for _ in range(min(37, 999 - start))))
     # the server finishes closing the last streams
-    after = await asettled(lambda: stats(live), lambda now: now["tasks"] == before["tasks"], 5, 0.2)
+    # No task outlives its stream. An earlier test's task may still have been ending when `before` was
+    # read (CI saw 2 there and 1 after), so fewer is as good as equal; one more is a leak.
+    after = await asettled(lambda: stats(live), lambda now: now["tasks"] <= before["tasks"], 5, 0.2)
     assert after["finalized"] == before["finalized"] + 1000
     assert after["history"] == 0
-    assert after["tasks"] == before["tasks"]
+    assert after["tasks"] <= before["tasks"]
     assert after["open_connections"] == before["open_connections"]

@@ -1,4 +1,4 @@
-"""What a subscription yields (``Message``, ``Gap``, ``Join``, ``Leave``) and the client's one error."""
+"""What a subscription yields (``Snapshot``, ``Message``, ``Gap``, ``Join``, ``Leave``) and the client's one error."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The topic's state when the channel was joined, current to history id ``last_id`` (None: before
+    any message); the messages that follow are exactly those after it. Replace your state with ``data``."""
+
+    channel: str
+    data: Any
+    last_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Join:
     """A user's first connection to the channel (``member``: ``{"id", "info", "connections"}``)."""
 
@@ -53,4 +63,4 @@ class Leave:
     member: dict[str, Any]
 
 
-Event = Message | Gap | Join | Leave
+Event = Snapshot | Message | Gap | Join | Leave

@@ -9,7 +9,9 @@ The same rules as ``realtime.js``, tested from the same table (tests/clients/rec
 - a failed recovery (a reply with ``recovered: false``) is one :class:`Gap`: the ``gap`` frame the
   server sends right after such a reply is the same gap, not a second one;
 - after ``recovered: false`` the ids delivered before are forgotten: a restarted in-memory history
-  hands out the same ones again, and the new messages must not be dropped as duplicates.
+  hands out the same ones again, and the new messages must not be dropped as duplicates;
+- a reply with a ``snapshot`` is a :class:`Snapshot` event (after that reply's gap, if any), before
+  the messages that follow it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from .events import Event, Gap, Join, Leave, Message
+from .events import Event, Gap, Join, Leave, Message, Snapshot
 
 #: How many recent ids a subscription remembers to drop a repeated one.
 SEEN_IDS = 1000
@@ -50,11 +52,17 @@ class ChannelState:
         """The subscribe succeeded with reply ``data``; ``gap_follows``: the server sends its gap frame next."""
         if not self._resuming and self.last_id is None and data.get("last_id") is not None:
             self.last_id = str(data["last_id"])  # resume from here if the connection drops before any message
+        events: list[Event] = []
         if self._resuming and data.get("recovered") is False:
             self._seen.clear()
             self._recovery_reported = gap_follows
-            return [Gap(self.channel, None, False)]
-        return []
+            events.append(Gap(self.channel, None, False))
+        snapshot = data.get("snapshot")
+        if isinstance(snapshot, dict):  # the topic's state: the messages after the reply are those after its id
+            if data.get("last_id") is not None:
+                self.last_id = str(data["last_id"])
+            events.append(Snapshot(self.channel, snapshot.get("data"), snapshot.get("last_id")))
+        return events
 
     def receive(self, frame: dict[str, Any]) -> list[Event]:
         """What a server frame for this channel means to the app (nothing for a duplicate)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..conf import setting
 from ..pubsub.channel import PROCESS_ID
-from ..pubsub.redis import client_options, redis_url
+from ..pubsub.redis import async_client, is_cluster, redis_url, sync_client
 from . import snapshot
 
 logger = logging.getLogger("realtime.ops")
@@ -48,9 +48,7 @@ def start() -> None:
 
 
 async def _publish_forever() -> None:
-    from redis import asyncio as aioredis
-
-    client = aioredis.Redis.from_url(redis_url(), **client_options())
+    client = async_client(redis_url())
     failing = False
     try:
         while True:
@@ -83,12 +81,12 @@ async def read(include_self: bool = True) -> dict[str, Any]:
     url = redis_url()
     if url is None:
         return {"shared": False, "error": None, "processes": [own or snapshot.take()]}
-    from redis import asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url, **client_options())
+    client = async_client(url)
     try:
         keys = [key async for key in client.scan_iter(match=_key_pattern(), count=500)]
-        values = await client.mget(keys) if keys else []
+        # On a cluster each process's key is in a slot of its own: MGET per slot (mget_nonatomic).
+        mget = client.mget_nonatomic if is_cluster(url) else client.mget
+        values = await mget(keys) if keys else []
     except Exception as error:
         return {"shared": False, "error": f"Redis unreachable: {error}", "processes": [own or snapshot.take()]}
     finally:
@@ -102,13 +100,10 @@ def read_sync(include_self: bool = False) -> dict[str, Any]:
     url = redis_url()
     if url is None:
         return {"shared": False, "error": None, "processes": [snapshot.take()]}
-    import redis
-
-    options = {k: v for k, v in client_options().items() if k not in ("retry",)}
-    client = redis.Redis.from_url(url, **options)
+    client = sync_client(url)
     try:
         keys = list(client.scan_iter(match=_key_pattern(), count=500))
-        values = client.mget(keys) if keys else []
+        values = (client.mget_nonatomic if is_cluster(url) else client.mget)(keys) if keys else []
     except Exception as error:
         return {"shared": False, "error": f"Redis unreachable: {error}", "processes": [snapshot.take()]}
     finally:

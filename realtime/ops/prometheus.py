@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..conf import setting
+from ..pubsub import sharded
 from ..pubsub.broker import broker_state
 from .labels import channel_labels
 from .snapshot import channel_figures, endpoint_figures
@@ -101,6 +102,13 @@ class RealtimeCollector:
                                 value=1 if broker_state.up else 0)
         yield CounterMetricFamily("realtime_broker_errors", "Failed broker (Redis) operations.",
                                   value=broker_state.errors_total)
+        layer = sharded.figures()
+        yield CounterMetricFamily("realtime_layer_undelivered",
+                                  "Messages the Redis Cluster channel layer could not publish or deliver.",
+                                  value=layer["undelivered"])
+        yield CounterMetricFamily("realtime_layer_resubscribes",
+                                  "Times the Redis Cluster channel layer resubscribed (a failover, a slot move).",
+                                  value=layer["resubscribes"])
         latency = stats.latency
         family = HistogramMetricFamily("realtime_publish_to_send_seconds",
                                        "From Channel.publish to the send of a subscriber, on sampled WebSockets.")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
+from ..pubsub import sharded
 from ..pubsub.broker import broker_state
 from ..pubsub.channel import PROCESS_ID, registry
 from ..pubsub.redis import redis_url
@@ -128,6 +129,6 @@ def take() -> dict[str, Any]:
         "latency": {"count": stats.latency.count, "p50": stats.latency.quantile(0.5),
                     "p99": stats.latency.quantile(0.99)},
         "broker": {"configured": redis_url() is not None, "up": broker_state.up,
-                   "errors": broker_state.errors_total},
+                   "errors": broker_state.errors_total, "layer": sharded.figures()},
         "presence": presence,
     }

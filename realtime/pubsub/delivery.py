@@ -19,7 +19,8 @@ Order is kept: nothing goes direct while anything of the connection is queued or
 
 A queue can be **held** (a subscription whose reply and replay are not sent yet): offers are
 queued, never written nor woken, until :meth:`DeliveryQueue.release`. Ids in ``skip`` (those a
-replay already sent) are dropped once at the seam, whether they arrive before or after it.
+replay already sent; a :class:`Seam` adds every id up to a snapshot's) are dropped once at the seam,
+whether they arrive before or after it.
 
 A :class:`Listener` is the other subscriber kind: a function called with every message (revocations,
 presence frames folded into a subscription's queue).
@@ -29,12 +30,39 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from typing import Any, Protocol
+
+from . import ids
 
 #: The id of an entry outside the channel's own sequence (a presence frame folded into a topic
 #: subscription): never skipped, and it does not move the replay seam.
 UNORDERED: Any = object()
+
+
+class Seam:
+    """The ids a new subscriber holds already: its replay's and, after a snapshot, every id up to the
+    snapshot's (``through``), so a live copy of a message the snapshot includes is not sent again.
+
+    Live copies arrive in history order, so once one id is not in the seam, none after it is.
+    """
+
+    __slots__ = ("ids", "through")
+
+    def __init__(self, replayed: Iterable[str], through: str | None = None) -> None:
+        self.ids = set(replayed)
+        #: ``(epoch, n)`` of the snapshot's id (``realtime.pubsub.ids``), or None.
+        self.through = ids.parse(through) if through is not None else None
+
+    def __contains__(self, message_id: object) -> bool:
+        if message_id in self.ids:
+            return True
+        through = self.through
+        if through is None:
+            return False
+        parsed = ids.parse(message_id)
+        # Ids of one history share its epoch; one of another epoch is no position in this one.
+        return parsed is not None and parsed[0] == through[0] and parsed[1] <= through[1]
 
 
 class Writer(Protocol):
@@ -92,8 +120,8 @@ class DeliveryQueue:
         self.items: deque[tuple[Any, Any]] | tuple[()] = ()
         self.dropped = 0
         self.reported = 0
-        #: Ids a replay already sent, dropped once when their live copies arrive.
-        self.skip: set[str] | None = None
+        #: Ids a replay already sent (a set, or a :class:`Seam`), dropped once when their live copies arrive.
+        self.skip: Container[str] | None = None
         self.closed = False
 
     def offer(self, message: Any, message_id: Any) -> None:
@@ -104,7 +132,8 @@ class DeliveryQueue:
         if skip is not None and not self.held and message_id is not UNORDERED:
             if message_id in skip:
                 return
-            self.skip = None  # past the seam: later ids are all new
+            if not self.items:  # past the seam: later ids are all new (queued ones are take()'s to check)
+                self.skip = None
         if self.transform is not None:
             try:
                 message = self.transform(message)
@@ -168,7 +197,7 @@ class DeliveryQueue:
         """True while a message or a gap waits to be sent."""
         return bool(self.items) or self.dropped > self.reported
 
-    def release(self, skip: set[str] | None = None) -> None:
+    def release(self, skip: Container[str] | None = None) -> None:
         """Stop holding: what arrived meanwhile goes to the drain (minus ``skip``, the replayed ids)."""
         if skip:
             self.skip = skip

@@ -26,7 +26,7 @@ from collections import deque
 from typing import Any
 
 from . import ids
-from .redis import READER_TIMEOUT, client_options
+from .redis import async_client, channel_tag
 
 
 class MemoryHistory:
@@ -73,16 +73,23 @@ class MemoryHistory:
         return [(ids.make(epoch, i), m) for i, m in self.entries if i > wanted], self.trimmed <= wanted
 
 
+def key(name: str) -> str:
+    """The stream of channel ``name``: ``realtime:history:{rt:<bucket>}:<name>`` (the channel's slot)."""
+    return f"realtime:history:{channel_tag(name)}:{name}"
+
+
+def decode(fields: dict[bytes, bytes]) -> Any:
+    """The message of a stream entry."""
+    return json.loads(fields[b"m"])
+
+
 class RedisHistory:
     """A channel's history in a Redis Stream shared by every process."""
 
-    def __init__(self, url: str, name: str, size: int) -> None:
-        from redis import asyncio as aioredis
-
-        self.client = aioredis.Redis.from_url(url, **client_options())
-        # Blocking reads get their own connection, so they never delay a publish.
-        self.reader = aioredis.Redis.from_url(url, **client_options(READER_TIMEOUT))
-        self.key = f"realtime:history:{name}"
+    def __init__(self, url: str, name: str, size: int, client: Any = None) -> None:
+        #: Commands; blocking reads go through the process's one :class:`~realtime.pubsub.readers.StreamReaders`.
+        self.client = client if client is not None else async_client(url)
+        self.key = key(name)
         self.size = size
 
     async def append(self, message: Any) -> str:
@@ -95,21 +102,12 @@ class RedisHistory:
         entries = await self.client.xrevrange(self.key, count=1)
         return entries[0][0].decode() if entries else ids.make(*ids.START)
 
-    async def read_after(self, last_id: str, block_ms: int) -> list[tuple[str, Any]]:
-        """Entries after ``last_id``, waiting up to ``block_ms`` (under ``READER_TIMEOUT``) for the next one."""
-        response = await self.reader.xread({self.key: last_id}, block=block_ms, count=500)
-        return [
-            (entry_id.decode(), json.loads(fields[b"m"]))
-            for _, entries in response or ()
-            for entry_id, fields in entries
-        ]
-
     async def after(self, last_id: str) -> tuple[list[tuple[str, Any]], bool]:
         parsed = ids.parse(last_id)
         recovered = parsed is not None and await self._vouches_for(parsed)
         low = "-" if not recovered or parsed == ids.START else f"({ids.make(*parsed)}"
         entries = await self.client.xrange(self.key, min=low, max="+")
-        return [(i.decode(), json.loads(fields[b"m"])) for i, fields in entries], recovered
+        return [(i.decode(), decode(fields)) for i, fields in entries], recovered
 
     async def _vouches_for(self, last_id: tuple[int, int]) -> bool:
         """Whether the stream holds every entry after ``last_id`` (needs Redis 7's ``XINFO STREAM`` fields)."""

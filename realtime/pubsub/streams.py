@@ -1,6 +1,7 @@
 """History in a Redis Stream: the one source of order and ids for every process.
 
-Delivery, local included, comes from each process's stream reader (:meth:`StreamTransport.listen`),
+Delivery, local included, comes from each process's stream readers (:mod:`realtime.pubsub.readers`:
+one blocking ``XREAD`` for every stream of the process; :meth:`StreamTransport.listen` registers one),
 so every subscriber everywhere sees the ids in the same increasing order: two processes publishing
 at once cannot interleave differently on different subscribers, which would break resuming.
 """
@@ -14,6 +15,7 @@ from ..encoding import SharedMessage
 from . import ids
 from .broker import BrokerUnavailable, broker_state, reach
 from .history import RedisHistory
+from .readers import stream_readers
 from .redis import COMMAND_TIMEOUT
 from .transport import Fanout, Replay
 
@@ -23,7 +25,8 @@ class StreamTransport:
 
     def __init__(self, channel: Fanout, url: str) -> None:
         self.channel = channel
-        self.store = RedisHistory(url, channel.name, channel.history)
+        self.readers = stream_readers(url)
+        self.store = RedisHistory(url, channel.name, channel.history, client=self.readers.client)
         #: Set once the running reader knows where it reads from (its first ``last_id``).
         self.positioned: asyncio.Future[None] | None = None
 
@@ -63,23 +66,24 @@ class StreamTransport:
                 positioned.set_result(None)
 
     async def _read(self, positioned: asyncio.Future[None]) -> None:
+        """Registers the stream with the process's readers (one ``XREAD`` for many streams) and waits."""
         store, channel = self.store, self.channel
-        last: str | None = None
         delay = 0.1
         while True:
             try:
-                if last is None:
-                    last = await store.last_id()
-                    positioned.set_result(None)
-                for entry_id, message in await store.read_after(last, block_ms=5000):
-                    last = entry_id
-                    if type(message) is dict:
-                        message = SharedMessage(message)
-                    channel.deliver(message, entry_id)
-                if not broker_state.up:
-                    broker_state.recovered()
-                delay = 0.1
+                last = await store.last_id()
+                break
             except Exception as error:
                 broker_state.failed("history", error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+        def deliver(entry_id: str, message: Any) -> None:
+            channel.deliver(SharedMessage(message) if type(message) is dict else message, entry_id)
+
+        watch = self.readers.watch(store.key, last, deliver)
+        positioned.set_result(None)
+        try:
+            await asyncio.Event().wait()  # until the last subscriber leaves (cancelled)
+        finally:
+            self.readers.unwatch(store.key, watch)

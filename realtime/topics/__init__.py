@@ -1,6 +1,6 @@
 """Many channels over one WebSocket: class-based topics, the protocol, its endpoint, presence."""
 
 from .socket import TopicSocket
-from .topic import Refused, Topic
+from .topic import Refused, Snapshot, Topic
 
-__all__ = ["Refused", "Topic", "TopicSocket"]
+__all__ = ["Refused", "Snapshot", "Topic", "TopicSocket"]

@@ -5,12 +5,16 @@ members. ``join`` returns the member on the user's *first* connection and ``leav
 across processes; only then is a ``join``/``leave`` frame published, on the channel's companion
 channel (:func:`companion`), so each subscriber everywhere sees it once.
 
-Redis layout, under ``realtime:presence:``: ``c:<channel>`` (user → connections, all processes),
-``i:<channel>`` (user → info), ``p:<process>`` (``[channel, user]`` → this process's connections) and
-the sorted set ``alive`` (process → last heartbeat). Each process with members heartbeats every
+Redis layout, under ``realtime:presence:``: per channel, under its hash tag ``{rt:<n>}`` (one
+cluster slot for all three), ``c:<channel>`` (user → connections, all processes), ``i:<channel>``
+(user → info) and ``p:<process>:<channel>`` (user → this process's connections); per process,
+``{proc:<process>}:channels`` (the channels where it has members); and the sorted set ``alive``
+(process → last heartbeat). Every script declares its keys, all in one channel's slot.
+Each process with members heartbeats every
 third of ``REALTIME["PRESENCE_TIMEOUT"]`` (30 s); a process silent for longer is reaped by whichever
-process notices first (atomically, in a script): its connections are subtracted and the users left
-with none get their ``leave``. No member cap: a channel's members are one hash.
+process notices first: the one whose ``ZREM`` removes it from ``alive`` walks its channels and, per
+channel in one script, subtracts its connections; the users left with none get their ``leave``.
+No member cap: a channel's members are one hash.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from ..conf import setting
 from ..pubsub.channel import PROCESS_ID, Channel, registry
-from ..pubsub.redis import client_options, redis_url
+from ..pubsub.redis import async_client, channel_tag, redis_url
 from .channels import release_channel
 
 logger = logging.getLogger("realtime.presence")
@@ -87,16 +91,15 @@ class MemoryPresence:
 
 
 _JOIN = """
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
-redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 local total = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return total
 """
 
 _LEAVE = """
-local mine = redis.call('HINCRBY', KEYS[3], ARGV[2], -1)
-if mine <= 0 then redis.call('HDEL', KEYS[3], ARGV[2]) end
+local mine = redis.call('HINCRBY', KEYS[3], ARGV[1], -1)
+if mine <= 0 then redis.call('HDEL', KEYS[3], ARGV[1]) end
 if mine < 0 then return {-1, false} end
 local total = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
 local info = redis.call('HGET', KEYS[2], ARGV[1])
@@ -107,38 +110,43 @@ end
 return {total, info}
 """
 
+#: One dead process's connections to one channel: KEYS are that channel's (one slot), all declared.
 _REAP = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {} end
-local proc = ARGV[2] .. 'p:' .. ARGV[1]
-local fields = redis.call('HGETALL', proc)
+local fields = redis.call('HGETALL', KEYS[1])
 local gone = {}
 for i = 1, #fields, 2 do
-  local key = cjson.decode(fields[i])
-  local counts = ARGV[2] .. 'c:' .. key[1]
-  local infos = ARGV[2] .. 'i:' .. key[1]
-  local total = redis.call('HINCRBY', counts, key[2], -tonumber(fields[i + 1]))
+  local total = redis.call('HINCRBY', KEYS[2], fields[i], -tonumber(fields[i + 1]))
   if total <= 0 then
-    local info = redis.call('HGET', infos, key[2])
-    redis.call('HDEL', counts, key[2])
-    redis.call('HDEL', infos, key[2])
+    local info = redis.call('HGET', KEYS[3], fields[i])
+    redis.call('HDEL', KEYS[2], fields[i])
+    redis.call('HDEL', KEYS[3], fields[i])
     table.insert(gone, fields[i])
     table.insert(gone, info or 'null')
   end
 end
-redis.call('DEL', proc)
+redis.call('DEL', KEYS[1])
 return gone
 """
+
+
+def channel_keys(name: str, process: str) -> list[str]:
+    """``[counts, infos, the process's counts]`` of channel ``name``: one hash tag, so one cluster slot."""
+    base = f"{PREFIX}{channel_tag(name)}:"
+    return [f"{base}c:{name}", f"{base}i:{name}", f"{base}p:{process}:{name}"]
+
+
+def process_channels(process: str) -> str:
+    """The set of channels where ``process`` has members (what a reaper walks)."""
+    return f"{PREFIX}{{proc:{process}}}:channels"
 
 
 class RedisPresence:
     """Members shared by every process through Redis, for one event loop."""
 
     def __init__(self, url: str) -> None:
-        from redis import asyncio as aioredis
-
-        self.client = aioredis.Redis.from_url(url, **client_options())
+        self.client = async_client(url)
         self.alive = PREFIX + "alive"
-        self.proc = PREFIX + "p:" + PROCESS_ID
+        self.channels = process_channels(PROCESS_ID)
         self._join = self.client.register_script(_JOIN)
         self._leave = self.client.register_script(_LEAVE)
         self._reap = self.client.register_script(_REAP)
@@ -151,12 +159,13 @@ class RedisPresence:
 
     async def join(self, name: str, user_id: Any, info: Any) -> dict[str, Any] | None:
         uid = json.dumps(user_id)
-        keys = [PREFIX + "c:" + name, PREFIX + "i:" + name, self.proc, self.alive]
-        field = json.dumps([name, uid])
         self.local += 1  # before the await: the caller's leave() balances it even if this fails
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
-        total = await self._join(keys=keys, args=[uid, json.dumps(info), field, time.time(), PROCESS_ID])
+        # Alive and listed before the counts move, so a reaper always finds what this process holds.
+        await self.client.zadd(self.alive, {PROCESS_ID: time.time()})
+        await self.client.sadd(self.channels, name)
+        total = await self._join(keys=channel_keys(name, PROCESS_ID), args=[uid, json.dumps(info)])
         return member(user_id, info, 1) if int(total) == 1 else None
 
     async def leave(self, name: str, user_id: Any) -> dict[str, Any] | None:
@@ -165,16 +174,16 @@ class RedisPresence:
         if self.local <= 0 and self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
-        keys = [PREFIX + "c:" + name, PREFIX + "i:" + name, self.proc]
-        total, info = await self._leave(keys=keys, args=[uid, json.dumps([name, uid])])
+        total, info = await self._leave(keys=channel_keys(name, PROCESS_ID), args=[uid])
         if int(total) != 0:
             return None
         return member(user_id, json.loads(info) if info is not None else None, 0)
 
     async def members(self, name: str) -> list[dict[str, Any]]:
         await self.reap()
-        counts = await self.client.hgetall(PREFIX + "c:" + name)
-        infos = await self.client.hgetall(PREFIX + "i:" + name)
+        counts_key, infos_key, _ = channel_keys(name, PROCESS_ID)
+        counts = await self.client.hgetall(counts_key)
+        infos = await self.client.hgetall(infos_key)
         found = []
         for uid, count in sorted(counts.items()):
             if int(count) > 0:
@@ -186,10 +195,17 @@ class RedisPresence:
         """Take the members of processes silent for longer than the timeout out, and announce their leaves."""
         dead = await self.client.zrangebyscore(self.alive, "-inf", time.time() - self.timeout())
         for process in dead:
-            gone = await self._reap(keys=[self.alive], args=[process, PREFIX])
-            for i in range(0, len(gone), 2):
-                name, uid = json.loads(gone[i])
-                await announce("leave", name, member(json.loads(uid), json.loads(gone[i + 1]), 0))
+            if not await self.client.zrem(self.alive, process):
+                continue  # another process reaps it
+            process = process.decode() if isinstance(process, bytes) else process
+            listed = process_channels(process)
+            for raw in await self.client.smembers(listed):
+                name = raw.decode() if isinstance(raw, bytes) else raw
+                counts, infos, held = channel_keys(name, process)
+                gone = await self._reap(keys=[held, counts, infos], args=[])
+                for i in range(0, len(gone), 2):
+                    await announce("leave", name, member(json.loads(gone[i]), json.loads(gone[i + 1]), 0))
+            await self.client.delete(listed)
 
     async def _beat(self) -> None:
         """While this process has members: say it is alive, and reap the processes that are not."""

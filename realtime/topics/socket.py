@@ -14,7 +14,9 @@ Topics are registered on the socket (``topics = [...]``), the first matching pat
 channel. Requests are carried out one at a time in the connection's own task, so replies come in
 request order; deliveries of every subscription are written straight to the transport when
 nothing is queued and it has room, else go through one :class:`Outbox` task
-(``realtime.topics.delivery``). Everything a connection holds (sinks on channels, presence
+(``realtime.topics.delivery``). A topic's ``snapshot()`` goes in the subscribe reply, and what follows it
+is the history after the snapshot's id (``_snapshot``, the seam of ``realtime.pubsub.delivery.Seam``).
+Everything a connection holds (sinks on channels, presence
 entries, its outbox task) goes with it.
 
 The protocol's state, the connection's and each subscription's, is the machine's
@@ -42,14 +44,19 @@ from ..ops.stats import stats
 from ..permissions import first_denial, get_permissions, is_authenticated
 from ..pubsub.broker import BrokerUnavailable, is_unreachable
 from ..pubsub.channel import Channel
-from ..pubsub.delivery import Listener
+from ..pubsub.delivery import Listener, Seam
 from ..websocket import WebSocketView
 from . import protocol as p
 from .delivery import ChannelSink, Outbox, message_event, presence_listener
 from .presence import announce, companion, presence_store
-from .topic import Refused, Topic, release_channel
+from .topic import Refused, Snapshot, Topic, release_channel
 
 logger = logging.getLogger("realtime.topics")
+
+#: Times a snapshot is asked for when the history no longer reaches the id it is current to.
+SNAPSHOT_ATTEMPTS = 3
+#: The history id before the first message (``realtime.pubsub.ids.START``): replay everything.
+START = "0"
 
 
 class Failed(Exception):
@@ -344,7 +351,9 @@ class TopicSocket(WebSocketView):
         return joined
 
     async def _join(self, ws: WebSocket, request: p.Subscribe, topic: Topic) -> None:
-        """Subscribe a sink (held until the reply and the replay are out), count presence, reply, replay."""
+        """Subscribe a sink (held until the reply and the replay are out), count presence, take the
+        topic's snapshot (a subscribe without ``last_id``, or one history could not recover), reply,
+        replay what came after ``last_id`` or after the snapshot's id."""
         name, route, last_id, ref = request.channel, request.route, request.last_id, request.ref
         channel = route.topic.channel(name)
         sink = ChannelSink(self.outbox, name, route.topic.maxlen)
@@ -367,14 +376,29 @@ class TopicSocket(WebSocketView):
                     stats.resumed(len(replay), recovered)  # as SSE's resumes are counted
                 else:
                     recovered = False
-            newest = replay[-1][0] if replay else await channel.newest_id()
+            snapshot: Snapshot | None = None
+            if ref is not None and (last_id is None or not recovered):
+                taken = await self._snapshot(topic, channel)
+                if taken is not None:
+                    snapshot, replay, continued = taken
+                    recovered = recovered and continued
+            if replay:
+                newest = replay[-1][0]
+            elif snapshot is not None:
+                newest = snapshot.last_id
+            else:
+                newest = await channel.newest_id()
             if ref is not None:
-                await ws.send_json(p.reply(ref, {"channel": name, "recovered": recovered, "last_id": newest}))
+                data = {"channel": name, "recovered": recovered, "last_id": newest}
+                if snapshot is not None:
+                    data["snapshot"] = {"data": snapshot.data, "last_id": snapshot.last_id}
+                await ws.send_json(p.reply(ref, data))
             if not recovered:
                 await ws.send_json(p.gap(name, None))
             for message_id, message in replay:
                 await ws.send(message_event(name, message_id, message))
-            sink.skip = {message_id for message_id, _ in replay}
+            replayed = (message_id for message_id, _ in replay)
+            sink.skip = Seam(replayed, snapshot.last_id) if snapshot is not None else set(replayed)
         except BaseException as error:
             await self._leave(name, hook=False)
             self.protocol.join_failed(name)
@@ -385,6 +409,27 @@ class TopicSocket(WebSocketView):
         self.protocol.subscribed(name)
         if self.outbox.task is None:
             self.outbox.task = self._spawn(self._deliver())
+
+    async def _snapshot(self, topic: Topic, channel: Channel) -> tuple[Snapshot, Any, bool] | None:
+        """The topic's snapshot, the history after its id, and whether that history reached back to it.
+
+        The sink is attached (held) before the hook runs, so what is published meanwhile is either
+        in the replay or queued, and the seam drops from the queue what the snapshot or the replay
+        holds. When the history no longer reaches the snapshot's id (the hook read an old state
+        while many messages came), the hook is asked again, up to ``SNAPSHOT_ATTEMPTS`` times.
+        """
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            snapshot = await self._hook(topic, "snapshot", "forbidden")
+            if snapshot is None:
+                return None
+            if type(snapshot) is not Snapshot or not (snapshot.last_id is None or type(snapshot.last_id) is str):
+                logger.error("%s.snapshot returned %r, not a Snapshot(data, last_id)", type(topic).__name__, snapshot)
+                raise Failed("internal_error", "The topic failed; the error is logged on the server")
+            replay, recovered = await channel.replay_after(snapshot.last_id or START)
+            if recovered:
+                return snapshot, replay, True
+        logger.warning("%s.snapshot: history no longer reaches its id %r", type(topic).__name__, snapshot.last_id)
+        return snapshot, replay, False
 
     async def _deliver(self) -> None:
         """The connection's one delivery task; it ends quietly when the client has gone."""

@@ -23,6 +23,7 @@ converted), and its hooks run on it.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..pubsub.channel import Channel, registry
@@ -34,6 +35,19 @@ _PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
 
 class Refused(Exception):
     """Raised by ``on_subscribe`` (a ``forbidden`` reply) or ``on_publish`` (``refused``); the text is the detail."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What ``Topic.snapshot`` returns: a new subscriber's starting state, and the history id it is current to.
+
+    ``data`` must hold the effect of every message of the channel up to ``last_id`` and of none after
+    it; ``last_id`` None means "before the first message". The subscriber then receives exactly the
+    messages after ``last_id``, from the channel's history (so the topic needs ``history``).
+    """
+
+    data: Any
+    last_id: str | None
 
 
 class CompiledPattern:
@@ -107,6 +121,11 @@ class Topic:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._compiled = None
+        if cls.snapshot is not Topic.snapshot and not cls.history:
+            raise TypeError(
+                f"{cls.__name__} defines snapshot() but keeps no history: set history = N (e.g. 100), so a new "
+                "subscriber receives the messages after the snapshot's id"
+            )
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -116,6 +135,16 @@ class Topic:
 
     async def on_subscribe(self, user: Any, **params: Any) -> None:
         """Called after the permissions allowed a subscription; raise Refused to deny it."""
+
+    async def snapshot(self, user: Any, **params: Any) -> Snapshot | None:
+        """The state a new subscriber starts from, sent in its subscribe reply, or None (no snapshot).
+
+        Return ``Snapshot(data, last_id)`` where ``data`` holds every message up to ``last_id`` and
+        none after it (keep the id beside the state: ``last_id = await Room.publish(change)``, then
+        apply ``change`` and store ``last_id``, one writer at a time). Called for a subscribe without
+        ``last_id``, or whose ``last_id`` history could not reach; raise Refused to deny the subscribe.
+        """
+        return None
 
     async def on_unsubscribe(self, user: Any, **params: Any) -> None:
         """Called once when a subscription ends, whoever ended it."""

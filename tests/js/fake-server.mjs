@@ -22,8 +22,10 @@ export class FakeServer {
    * @param {(channel: string, user: (number|null)) => (string|null)} [options.deny] an error code to refuse with
    * @param {Set<string>} [options.silent] ops the server never answers (to test timeouts)
    */
-  constructor({ deny = (channel) => (channel.startsWith("secret:") ? "forbidden" : null), silent = new Set() } = {}) {
+  constructor({ deny = (channel) => (channel.startsWith("secret:") ? "forbidden" : null), silent = new Set(), snapshot = null } = {}) {
     this.deny = deny;
+    /** `(channel) => ({data, last_id}) | null`: a topic's snapshot, sent as TopicSocket does. */
+    this.snapshot = snapshot;
     this.silent = silent;
     /** Every frame received, with the connection's number: [{conn, frame}]. */
     this.received = [];
@@ -176,8 +178,15 @@ export class FakeServer {
             if (index === -1 && entries.length) recovered = false;
             else replay = entries.slice(index + 1);
           }
+          const snapshot = this.snapshot && (frame.last_id === undefined || !recovered) ? this.snapshot(channel) : null;
+          let reply = { channel, recovered, last_id: newest };
+          if (snapshot) {
+            // The messages after the snapshot's id follow it (TopicSocket's seam).
+            replay = entries.slice(entries.findIndex((entry) => entry.id === snapshot.last_id) + 1);
+            reply = { ...reply, last_id: replay.length ? newest : snapshot.last_id, snapshot };
+          }
           conn.channels.add(channel);
-          ok({ channel, recovered, last_id: newest });
+          ok(reply);
           for (const entry of replay) conn.send({ op: "message", channel, id: entry.id, data: entry.data });
           if (conn.user !== null) this._broadcastPresence(channel, "join", conn.user, conn);
           return;

@@ -14,6 +14,7 @@ import {
   type GapInfo,
   type Member,
   type Subscription,
+  type Snapshot,
 } from "django-realtime-endpoints";
 
 interface Chat {
@@ -57,6 +58,12 @@ async function main(): Promise<void> {
     if (error instanceof RealtimeError && error.code === "not_subscribed") console.log(error.detail);
   }
   await room.unsubscribe();
+  const board = rt.subscribe<{ card: string }, Record<string, unknown>, Record<string, string>>("board:main", {
+    onSnapshot: (cards, { last_id }) => console.log(Object.keys(cards).length, last_id?.length),
+  });
+  const snapshot: Snapshot<Record<string, string>> | undefined = (await board.ready).snapshot;
+  const current: Record<string, string> | undefined = board.snapshot?.data;
+  console.log(snapshot?.last_id, current);
   rt.close();
 
   const socket = listen<{ price: number }>("wss://example.com/api/ticks", {

@@ -80,15 +80,25 @@ export interface GapInfo {
   recovered: boolean;
 }
 
-/** The subscribe reply's data. */
-export interface SubscribeReply {
-  channel: string;
-  recovered: boolean;
+/** A topic's state for a new subscriber, current to the history id `last_id` (null: before any message). */
+export interface Snapshot<S = unknown> {
+  data: S;
   last_id: string | null;
 }
 
-export interface SubscribeOptions<T = unknown, Info = Record<string, unknown>> {
+/** The subscribe reply's data. */
+export interface SubscribeReply<S = unknown> {
+  channel: string;
+  recovered: boolean;
+  last_id: string | null;
+  /** The topic's snapshot, when it has one: the messages after the reply are exactly those after its id. */
+  snapshot?: Snapshot<S>;
+}
+
+export interface SubscribeOptions<T = unknown, Info = Record<string, unknown>, S = unknown> {
   onMessage?: (data: T, message: MessageFrame<T>) => void;
+  /** The topic's state, before the messages after it; on every join that carries one. */
+  onSnapshot?: (data: S, info: { channel: string; last_id: string | null }) => void;
   /** Once per gap: a failed recovery (`recovered: false`) or messages dropped (`missed`). */
   onGap?: (gap: GapInfo) => void;
   onJoin?: (member: Member<Info>) => void;
@@ -101,7 +111,7 @@ export interface SubscribeOptions<T = unknown, Info = Record<string, unknown>> {
 }
 
 /** One channel of a Realtime connection, made by `rt.subscribe()`. */
-export declare class Subscription<T = unknown, Info = Record<string, unknown>> {
+export declare class Subscription<T = unknown, Info = Record<string, unknown>, S = unknown> {
   readonly client: Realtime;
   readonly channel: string;
   /** The id of the last message received: sent as `last_id` when the channel is joined again. */
@@ -109,8 +119,10 @@ export declare class Subscription<T = unknown, Info = Record<string, unknown>> {
   state: "joining" | "joined" | "closed";
   /** Messages dropped because their id had been delivered already. */
   duplicates: number;
-  /** Resolves with the first subscribe reply; rejects with a RealtimeError if refused. */
-  readonly ready: Promise<SubscribeReply>;
+  /** The topic's last snapshot, or null. */
+  snapshot: Snapshot<S> | null;
+  /** Resolves with the first subscribe reply (its `snapshot` included); rejects with a RealtimeError if refused. */
+  readonly ready: Promise<SubscribeReply<S>>;
   members(): Member<Info>[];
   unsubscribe(): Promise<Record<string, never>>;
 }
@@ -148,7 +160,9 @@ export declare class Realtime {
   serverChannels: string[];
   readonly subscriptions: Map<string, Subscription<any, any>>;
   token: string | null;
-  subscribe<T = unknown, Info = Record<string, unknown>>(channel: string, options?: SubscribeOptions<T, Info>): Subscription<T, Info>;
+  subscribe<T = unknown, Info = Record<string, unknown>, S = unknown>(
+    channel: string, options?: SubscribeOptions<T, Info, S>,
+  ): Subscription<T, Info, S>;
   publish(channel: string, data: unknown): Promise<{ id: string | null }>;
   presence<Info = Record<string, unknown>>(channel: string): Promise<Member<Info>[]>;
   ping(): Promise<Record<string, never>>;

@@ -248,7 +248,7 @@ const SEEN_IDS = 1000;
  * reconnections until `unsubscribe()`, a refusal (`onError` is called) or the server ends it.
  */
 export class Subscription {
-  constructor(client, channel, { onMessage, onGap, onJoin, onLeave, onError, lastId = null, presence } = {}) {
+  constructor(client, channel, { onMessage, onGap, onJoin, onLeave, onError, onSnapshot, lastId = null, presence } = {}) {
     this.client = client;
     this.channel = channel;
     /** The id of the last message received: sent as `last_id` when the channel is joined again. */
@@ -257,7 +257,9 @@ export class Subscription {
     this.state = "joining";
     /** Messages dropped because their id had been delivered already (the server should send none). */
     this.duplicates = 0;
-    this.handlers = { onMessage, onGap, onJoin, onLeave, onError };
+    this.handlers = { onMessage, onGap, onJoin, onLeave, onError, onSnapshot };
+    /** The topic's last snapshot (`{data, last_id}`), or null: the state the messages after it apply to. */
+    this.snapshot = null;
     // Presence is synced when asked for, or when someone listens to joins and leaves.
     this.wantsPresence = presence ?? Boolean(onJoin || onLeave);
     this._members = new Map();
@@ -355,6 +357,13 @@ export class Subscription {
       this._forgetIds();
       this._recoveryReported = gapFollows;
       this._call("onGap", { channel: this.channel, missed: null, recovered: false });
+    }
+    if (data.snapshot) {
+      // The topic's state, current to snapshot.last_id; the messages after the reply are exactly those
+      // after it. Called before them, on every join that carries one (never on a resume history covered).
+      this.snapshot = data.snapshot;
+      if (data.last_id !== null && data.last_id !== undefined) this.lastId = data.last_id;
+      this._call("onSnapshot", data.snapshot.data, { channel: this.channel, last_id: data.snapshot.last_id });
     }
     return true;
   }
@@ -524,7 +533,8 @@ export class Realtime {
    * Joins a channel (now, or as soon as connected) and keeps it joined across reconnections.
    * @param {string} channel e.g. "room:lobby"
    * @param {object} [handlers] onMessage(data, message), onGap({missed, recovered}), onJoin(member),
-   *   onLeave(member), onError(RealtimeError); `lastId` to resume from; `presence` to sync members
+   *   onLeave(member), onError(RealtimeError), onSnapshot(data, {channel, last_id}) (the topic's state,
+   *   before the messages that follow it); `lastId` to resume from; `presence` to sync members
    * @returns {Subscription}
    */
   subscribe(channel, handlers = {}) {

@@ -56,6 +56,7 @@ describe("recovery rules (tests/clients/recovery.json)", () => {
           lastId: rule.lastId,
           onMessage: (data) => (data === END ? (ended = true) : events.push({ message: data })),
           onGap: ({ missed, recovered }) => events.push({ gap: { missed, recovered } }),
+          onSnapshot: (data) => events.push({ snapshot: data }),
         });
         await until(() => ended, `the end of "${rule.name}"`);
         assert.deepEqual(events, rule.events);
