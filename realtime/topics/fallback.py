@@ -110,7 +110,7 @@ def fallback_view(socket_class: type) -> Any:
 
     @csrf_exempt  # a POST carries the session id and the token, never rides on a cookie
     async def view(request: HttpRequest, **params: Any) -> HttpResponse:
-        if not _origin_ok(request):
+        if not _origin_ok(request, socket_class):
             return _problem(403, "origin_not_allowed", "Origin not allowed")
         if request.method == "GET":
             return await _open(socket_class, request, params)
@@ -127,10 +127,16 @@ def fallback_view(socket_class: type) -> Any:
     return view
 
 
-def _origin_ok(request: HttpRequest) -> bool:
-    """The WebSocket's Origin rule, for a request that sends an Origin (a same-origin GET sends none)."""
+def _origin_ok(request: HttpRequest, socket_class: type) -> bool:
+    """The WebSocket's Origin rule for a request that sends an Origin (a same-origin GET sends none).
+    With credentials the browser attaches by itself (the session cookie of a ``SessionAuthenticator``
+    socket) a POST must send a trusted Origin, as a cookie's WebSocket handshake must."""
     headers = parse_headers(request.scope)
-    return "origin" not in headers or origin_allowed(headers, request.scope.get("scheme"))
+    check = getattr(socket_class.authenticator_class(), "ambient_credentials", None)
+    ambient = bool(check(headers)) if check is not None else False
+    if "origin" not in headers:
+        return not (ambient and request.method == "POST")
+    return origin_allowed(headers, request.scope.get("scheme"), ambient=ambient)
 
 
 async def _open(socket_class: type, request: HttpRequest, params: dict[str, Any]) -> HttpResponse:
