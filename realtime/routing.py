@@ -98,6 +98,15 @@ class Router:
         self._check("sse", path, view)
         self._routes.append(Route(path, view, "sse", name, merge_tags(self.tags, tags)))
 
+    def register_topics(
+        self, path: str, socket: Any, name: str | None = None, tags: Iterable[str] | None = None
+    ) -> None:
+        """Serve the TopicSocket ``socket`` at ``path`` and its fallback binding (SSE down, POST up, for
+        clients whose WebSocket upgrade is refused) at ``path + "/fallback"``, where realtime.js looks."""
+        self.register_websocket(path, socket, name, tags)
+        fallback_name = f"{name}-fallback" if name else None
+        self.register_sse(join_paths(path, "fallback"), socket.as_fallback(), fallback_name, tags)
+
     @staticmethod
     def _check(kind: str, path: str, view: Any) -> None:
         """Refuse, naming the route, what would never match or would fail when a client arrives."""

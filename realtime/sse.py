@@ -167,11 +167,14 @@ def sse_response(
     ping_interval: float = 15,
     headers: Mapping[str, str] | None = None,
     status: int = 200,
+    release: Any = None,
 ) -> HttpResponse:
     """A streaming ``text/event-stream`` response over an async iterator of event dicts.
 
     While the server shuts down it is the admission's refusal instead (503 with ``Retry-After``),
-    as for an SSEView.
+    as for an SSEView. ``release()``, when given, runs once Django closes the response, however far
+    the body got (also when the client left before its first event, where the generator's
+    ``finally`` never runs).
     """
     if not hasattr(events, "__aiter__"):
         raise TypeError(
@@ -181,7 +184,7 @@ def sse_response(
     if lifecycle.shutting_down():
         denied = shutdown_denial()
         return sse_error(denied.http_status, denied.error_code, denied.detail, denied.headers)
-    return _event_stream(_frames(events, ping_interval), headers, status)
+    return _event_stream(_frames(events, ping_interval), headers, status, release)
 
 
 def _event_stream(

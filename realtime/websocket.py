@@ -338,9 +338,7 @@ class WebSocketView(AsyncConsumer):
         closed, so the client sees its code."""
         if self.subprotocol and self.subprotocol not in (self.scope.get("subprotocols") or ()):
             return await self._refuse(ws, CloseCode.POLICY_VIOLATION, f"Subprotocol {self.subprotocol!r} required")
-        scope = ws.scope
-        credentials = self.authenticator_class().authenticate(parse_headers(scope), parse_query(scope))
-        result = await admit(self, ws, credentials, lambda user: websocket_caps(user, scope))
+        result = await self.admission(ws)
         if type(result) is Denied:
             if result.before_accept:  # shutting down: 503 and Retry-After, the handshake's own answer
                 offered = self.scope.get("subprotocols") or ()
@@ -348,8 +346,39 @@ class WebSocketView(AsyncConsumer):
                               self.subprotocol if self.subprotocol in offered else None)
                 return False
             return await self._refuse(ws, result.close_code, result.reason)
-        self._admission = result
         return True
+
+    async def admission(self, ws: WebSocket) -> Admitted | Denied:
+        """The connection's admission (credentials of the handshake, permissions, caps); when admitted
+        the view keeps what it holds until the connection ends. Also run by a transport that drives
+        the view without a WebSocket (``realtime.topics.fallback``), which maps a Denied its own way."""
+        scope = ws.scope
+        credentials = self.authenticator_class().authenticate(parse_headers(scope), parse_query(scope))
+        result = await admit(self, ws, credentials, lambda user: websocket_caps(user, scope))
+        if type(result) is Admitted:
+            self._admission = result
+        return result
+
+    async def begin(self, ws: WebSocket) -> None:
+        """For a transport driving the view itself: after ``admission`` and ``ws.accept()``, watch the
+        credentials (expiry, revocation, re-checks close ``ws``) and run ``on_connect``."""
+        self.ws = ws
+        if self._admission is not None:
+            self._admission.hold(self._credentials_ended)
+        await self.on_connect(ws, **self.params)
+
+    async def finish(self, ws: WebSocket, code: int) -> None:
+        """For a transport driving the view itself: the connection has ended. ``on_disconnect`` runs,
+        the view's tasks end and its admission is released, as when a WebSocket closes."""
+        self._cancel_tasks()
+        await self._call_on_disconnect(ws, code)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        ws.release_inbound()
+        if self._admission is not None:
+            self._admission.release()
+            self._admission = None
 
     async def _refuse(self, ws: WebSocket, code: int, reason: str) -> bool:
         offered = self.scope.get("subprotocols") or ()

@@ -57,8 +57,10 @@ class Nginx:
     """nginx rendered from the top-level nginx.conf template, in the foreground, on loopback."""
 
     def __init__(self, binary: str, run_dir: Path, backends: list[int], static_root: Path,
-                 header_timeout: str = "10s") -> None:
+                 header_timeout: str = "10s", refuse_upgrades: bool = False) -> None:
         self.binary = binary
+        #: Answer every WebSocket upgrade 403, as a corporate proxy that strips WebSockets does.
+        self.refuse_upgrades = refuse_upgrades
         self.run_dir = run_dir
         self.port = free_port()
         self.backends = backends
@@ -81,6 +83,17 @@ class Nginx:
         args += ["--static-root", str(self.static_root), "--run-dir", str(self.run_dir)]
         args += ["--header-timeout", self.header_timeout]
         conf = subprocess.run(args, check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+        if self.refuse_upgrades:
+            text = Path(conf).read_text()
+            block = "location @websocket {"
+            assert text.count(block) == 1, "nginx.conf's @websocket block moved: update refuse_upgrades"
+            conf = str(self.run_dir / "nginx-no-upgrades.conf")
+            secret = "location ^~ /@secret/ {"  # WebSockets with ?token= (listen()) go there
+            assert text.count(secret) == 1, "nginx.conf's @secret block moved: update refuse_upgrades"
+            text = text.replace(block, block + "\n            return 403;")
+            refuse = "\n            if ($http_upgrade) {\n                return 403;\n            }"
+            text = text.replace(secret, secret + refuse)
+            Path(conf).write_text(text)
         with open(self.run_dir / "stderr.log", "wb") as stderr:
             self.process = subprocess.Popen(
                 [self.binary, "-p", str(self.run_dir), "-e", str(self.run_dir / "error.log"), "-c", conf],
@@ -119,7 +132,7 @@ class Stack:
     """
 
     def __init__(self, name: str, db: int, tmp: Path, output_dir: Path, settings: str = "tests.trading_settings",
-                 header_timeout: str = "10s") -> None:
+                 header_timeout: str = "10s", refuse_upgrades: bool = False) -> None:
         self.name = name
         self.redis_url = f"{REDIS}/{db}"
         self.tmp = tmp
@@ -144,7 +157,7 @@ class Stack:
         self.a = ProdDaphne(self.env, output_dir / f"{name}-daphne-a.log")
         self.b = ProdDaphne(self.env, output_dir / f"{name}-daphne-b.log")
         self.nginx = Nginx(self.nginx_binary, self.run_dir, [self.a.port, self.b.port], self.static_root,
-                           header_timeout)
+                           header_timeout, refuse_upgrades)
         #: Every token handed out, so tests can prove none of them reached a log file.
         self.tokens: list[str] = []
         self.user_ids: dict[str, int] = {}

@@ -432,3 +432,18 @@ async def test_spec_sse_response_function_view_with_router_get():
     response = await view(AsyncRequestFactory().get("/api/events"))
     body = b"".join([chunk async for chunk in response.streaming_content])
     assert body == b': connected\n\nevent: hello\ndata: world\n\nevent: update\ndata: {"count":42}\n\n'
+
+
+def test_register_topics_serves_the_socket_and_its_fallback_beside_it():
+    from realtime import TopicSocket
+
+    class Chat(TopicSocket):
+        topics = []
+
+    router = Router(prefix="/realtime")
+    router.register_topics("/ws", Chat, name="chat")
+    routes = {(route.kind, route.path): route for route in router.routes}
+    assert routes[("websocket", "/realtime/ws")].view is Chat
+    fallback = routes[("sse", "/realtime/ws/fallback")]
+    assert fallback.view.socket_class is Chat and fallback.name == "chat-fallback"
+    assert [p.pattern._route for p in router.urls] == ["realtime/ws/fallback"]

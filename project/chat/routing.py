@@ -12,4 +12,4 @@ class DemoSocket(TopicSocket):
 
 
 router = Router(prefix="/realtime", tags=["Realtime"])
-router.register_websocket("/ws", DemoSocket)
+router.register_topics("/ws", DemoSocket)  # and /ws/fallback: SSE down, POST up

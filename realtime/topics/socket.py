@@ -101,6 +101,15 @@ class TopicSocket(WebSocketView):
         #: closing connection leaves them: each sees the subscriptions in a settled state.
         self.serial = asyncio.Lock()
 
+    @classmethod
+    def as_fallback(cls) -> Any:
+        """The Django view of this socket's fallback binding (SSE down, POST up; docs/protocol.md):
+        ``router.register_sse(path + "/fallback", Socket.as_fallback())``, or ``router.register_topics``,
+        which registers both at once."""
+        from .fallback import fallback_view
+
+        return fallback_view(cls)
+
     # -- hooks --------------------------------------------------------------------------------
 
     def auto_subscribe(self, user: Any) -> Iterable[str]:

@@ -26,6 +26,7 @@ from realtime.ops.stats import stats as ops_stats
 from realtime.permissions import Permission
 from realtime.pubsub.channel import registry
 from realtime.security import inbound_addresses
+from realtime.topics.fallback import sessions as fallback_sessions
 
 # --- the specification's examples ---------------------------------------------------------------
 
@@ -369,6 +370,7 @@ class Stats(WebSocketView):
                 "finalized": finalized["count"],
                 "threads": threading.active_count(),
                 "open_connections": open_connections.count,  # this probe's own included
+                "fallback_sessions": len(fallback_sessions),
                 # Inbound bytes held unread, per client address, and connections waiting for theirs.
                 "inbound_bytes": {str(key): held for key, held in inbound_addresses.totals.items()},
                 "inbound_waiting": inbound_addresses.waiting,

@@ -188,8 +188,8 @@ class SessionPrivate(SessionWho):
 
 
 router = Router(prefix="/t14")
-router.register_websocket("/ws", Sockets)
-router.register_websocket("/limited", Limited)
+router.register_topics("/ws", Sockets)
+router.register_topics("/limited", Limited)
 router.register_websocket("/burst", Burst)
 router.register_websocket("/session/ws", SessionSockets)
 router.register_websocket("/session/who", SessionWho)

@@ -3,10 +3,12 @@
 // anything would make them unused, which tsc reports as an error.
 import {
   Auth,
+  FallbackSocket,
   PROTOCOL,
   Realtime,
   RealtimeError,
   backoffDelay,
+  fallbackUrl,
   follow,
   listen,
   type GapInfo,
@@ -30,7 +32,13 @@ async function main(): Promise<void> {
     getToken: () => auth.access(),
     onStateChange: (state, detail) => console.log(state, detail),
     backoff: { base: 500, cap: 30000 },
+    fallback: true,
+    openTimeout: 5000,
   });
+  const transport: "websocket" | "fallback" = rt.transport;
+  const side: string = fallbackUrl("wss://example.com/api/realtime/ws");
+  const session: string | null = new FallbackSocket(side, { token: null }).session;
+  console.log(transport, session);
   const gaps: GapInfo[] = [];
   const room: Subscription<Chat, { name: string }> = rt.subscribe<Chat, { name: string }>("room:lobby", {
     onMessage: (data, message) => console.log(data.from.toUpperCase(), data.text, message.id?.length),

@@ -33,6 +33,29 @@ export declare function jwtPayload(token: string): { exp?: number; [claim: strin
 /** A WebSocket URL: ws(s) as is, http(s) mapped to ws(s), a relative one resolved against the page. */
 export declare function websocketUrl(url: string): string;
 
+/** The fallback binding's URL of a TopicSocket URL: http(s), with "/fallback" after the path. */
+export declare function fallbackUrl(url: string): string;
+
+/**
+ * Protocol v1 over SSE down and POST up (docs/protocol.md, "Fallback binding"), shaped as a
+ * WebSocket so that Realtime drives it; Realtime makes one itself when a WebSocket cannot open.
+ */
+export declare class FallbackSocket {
+  constructor(url: string, options?: { token?: string | null; fetch?: typeof fetch });
+  readonly url: string;
+  /** 0 connecting, 1 open (the session event arrived), 3 closed. */
+  readonly readyState: 0 | 1 | 2 | 3;
+  /** The session id the stream's first event named; null before. */
+  readonly session: string | null;
+  token: string | null;
+  onopen: ((event: { type: "open" }) => void) | null;
+  onmessage: ((event: { type: "message"; data: string }) => void) | null;
+  onclose: ((event: { type: "close"; code: number; reason: string; wasClean: boolean }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  send(text: string): void;
+  close(code?: number, reason?: string): void;
+}
+
 /** A member of a presence channel: one per user. */
 export interface Member<Info = Record<string, unknown>> {
   id: string | number;
@@ -118,12 +141,18 @@ export interface RealtimeOptions {
   refreshBefore?: number;
   /** ms between pings; 0: none. */
   heartbeat?: number;
+  /** Carry the protocol over SSE and POST when the WebSocket cannot open (default true). */
+  fallback?: boolean;
+  /** ms a WebSocket may take to open before the fallback is tried (default 10000; 0: no limit). */
+  openTimeout?: number;
 }
 
 /** One WebSocket carrying many channels (protocol v1), reconnecting by itself until `close()`. */
 export declare class Realtime {
   constructor(url: string, options?: RealtimeOptions);
   state: "connecting" | "open" | "reconnecting" | "closed" | null;
+  /** "fallback" once a WebSocket could not open; the transport that opened is kept. */
+  transport: "websocket" | "fallback";
   readonly isOpen: boolean;
   /** The user id the server authenticated (null: anonymous). */
   user: string | number | null;

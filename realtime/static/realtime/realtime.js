@@ -72,6 +72,174 @@ export function websocketUrl(url) {
   return resolved.href;
 }
 
+/**
+ * The fallback binding's URL of a TopicSocket URL: http(s)://, with "/fallback" after the path
+ * (where `router.register_topics` serves it).
+ * @param {string} url a ws(s):// or http(s):// URL
+ * @returns {string}
+ */
+export function fallbackUrl(url) {
+  const resolved = new URL(websocketUrl(url));
+  resolved.protocol = resolved.protocol.replace(/^ws/, "http");
+  resolved.pathname = `${resolved.pathname.replace(/\/$/, "")}/fallback`;
+  return resolved.href;
+}
+
+/** An HTTP refusal of the fallback as the close event a WebSocket would have had. */
+function fallbackClose(status, body) {
+  const code = body && typeof body.code === "string" ? body.code : `http_${status}`;
+  const reason = `${code}: ${(body && body.detail) || ""}`.slice(0, 120);
+  if (status === 401 || status === 403) return { code: 4003, reason };
+  if (status === 429) return { code: 1008, reason };
+  if (status === 503) return { code: 1001, reason };
+  return { code: 1006, reason };
+}
+
+/**
+ * Protocol v1 over SSE downstream and HTTP POST upstream (docs/protocol.md, "Fallback binding"),
+ * shaped as a WebSocket (`onopen`, `onmessage`, `onclose`, `send`, `close`, `readyState`) so that
+ * `Realtime` drives it as it drives a socket. The stream's first event names the session; each
+ * `send` is POSTed with it (frames sent while a POST is out go together in the next one, in order)
+ * and with the token the stream was opened with (a token the client later sends in `connect` or
+ * `refresh` is used from the next POST on).
+ */
+export class FallbackSocket {
+  /**
+   * @param {string} url the fallback URL (see `fallbackUrl`)
+   * @param {{token?: (string|null), fetch?: typeof fetch}} [options]
+   */
+  constructor(url, { token = null, fetch: fetcher = (...args) => globalThis.fetch(...args) } = {}) {
+    this.url = url;
+    this.token = token;
+    this.readyState = 0;
+    this.session = null;
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    this._fetch = fetcher;
+    this._abort = new AbortController();
+    this._outgoing = [];
+    this._posting = false;
+    this._open();
+  }
+
+  _headers(extra = {}) {
+    return this.token ? { ...extra, Authorization: `Bearer ${this.token}` } : extra;
+  }
+
+  async _open() {
+    let response;
+    const fetcher = this._fetch; // called unbound: a browser's fetch refuses another `this`
+    try {
+      response = await fetcher(this.url, {
+        headers: this._headers({ Accept: "text/event-stream" }),
+        signal: this._abort.signal,
+      });
+    } catch (error) {
+      return this._ended({ code: 1006, reason: `fallback unreachable: ${error.message}` });
+    }
+    if (response.status !== 200) {
+      let body = null;
+      try {
+        body = JSON.parse(parseEventStream(`${await response.text()}\n\n`).events[0]?.data ?? "null");
+      } catch {
+        body = null;
+      }
+      return this._ended(fallbackClose(response.status, body));
+    }
+    let rest = "";
+    try {
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      while (this.readyState < 2) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        const parsed = parseEventStream(rest + value);
+        rest = parsed.rest;
+        for (const event of parsed.events) {
+          if (this.readyState >= 2) break;
+          if (event.event === "session") {
+            this.session = JSON.parse(event.data).session;
+            this.readyState = 1;
+            if (this.onopen) this.onopen({ type: "open" });
+          } else if (event.event === "close") {
+            const { code, reason } = JSON.parse(event.data);
+            return this._ended({ code, reason });
+          } else if (event.event === "error") {
+            // The stream failed on the server (internal_error): as a WebSocket's 1011, reconnect.
+            const { code, detail } = JSON.parse(event.data);
+            return this._ended({ code: 1011, reason: `${code}: ${detail}` });
+          } else if (event.event === "message" && this.readyState === 1 && this.onmessage) {
+            this.onmessage({ type: "message", data: event.data });
+          }
+        }
+      }
+    } catch (error) {
+      if (this.readyState < 3) return this._ended({ code: 1006, reason: `fallback stream failed: ${error.message}` });
+      return;
+    }
+    this._ended({ code: 1006, reason: "the fallback stream ended" });
+  }
+
+  /** Queues one text frame; it is POSTed with those queued beside it. */
+  send(text) {
+    if (this.readyState !== 1) throw new Error("the fallback session is not open");
+    this._outgoing.push(text);
+    if (!this._posting) this._flush();
+  }
+
+  async _flush() {
+    this._posting = true;
+    try {
+      while (this._outgoing.length && this.readyState === 1) {
+        const batch = this._outgoing.splice(0, 32);
+        let response;
+        const fetcher = this._fetch;
+        try {
+          response = await fetcher(this.url, {
+            method: "POST",
+            headers: this._headers({ "Content-Type": "application/json", "X-Realtime-Session": this.session }),
+            body: `[${batch.join(",")}]`,
+          });
+        } catch (error) {
+          this.close(4000, `fallback POST failed: ${error.message}`);
+          return;
+        }
+        if (response.status !== 202) {
+          let body = null;
+          try {
+            body = await response.json();
+          } catch {
+            body = null;
+          }
+          const { code, reason } = fallbackClose(response.status, body);
+          this.close(code === 1006 ? 4000 : code, reason);
+          return;
+        }
+        for (const text of batch) {
+          if (!text.includes('"token"')) continue;
+          const frame = JSON.parse(text);
+          // connect or refresh: that token is the session's from the next POST on
+          if ((frame.op === "connect" || frame.op === "refresh") && typeof frame.token === "string") this.token = frame.token;
+        }
+      }
+    } finally {
+      this._posting = false;
+    }
+  }
+
+  /** Ends the session: the stream is dropped, so the server leaves everything it joined. */
+  close(code = 1000, reason = "") {
+    this._ended({ code, reason });
+  }
+
+  _ended({ code, reason }) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this._outgoing = [];
+    this._abort.abort();
+    const onclose = this.onclose;
+    if (onclose) setTimeout(() => onclose({ type: "close", code, reason, wasClean: code === 1000 }), 0);
+  }
+}
+
 /** How many recent message ids each subscription remembers to drop a repeated one. */
 const SEEN_IDS = 1000;
 
@@ -304,6 +472,9 @@ export class Realtime {
    * @param {{base?: number, cap?: number}} [options.backoff] reconnect delays in ms (full jitter)
    * @param {number} [options.refreshBefore] ms before `exp` to refresh the token
    * @param {number} [options.heartbeat] ms between pings; a ping without a reply drops the socket
+   * @param {boolean} [options.fallback] when the WebSocket cannot open (upgrade refused, or no open
+   *   within `openTimeout`), carry the protocol over SSE and POST (`FallbackSocket`); default true
+   * @param {number} [options.openTimeout] ms a WebSocket may take to open before the fallback is tried
    */
   constructor(url, options = {}) {
     const {
@@ -315,14 +486,22 @@ export class Realtime {
       backoff = {},
       refreshBefore = 30000,
       heartbeat = 30000,
+      fallback = true,
+      openTimeout = 10000,
     } = options;
-    if (!Socket) throw new TypeError("No global WebSocket here: pass one, e.g. new Realtime(url, { WebSocket }) with WebSocket from the 'ws' package");
+    if (!Socket && !fallback) throw new TypeError("No global WebSocket here: pass one, e.g. new Realtime(url, { WebSocket }) with WebSocket from the 'ws' package");
     try {
       url = websocketUrl(url);
     } catch {
       throw new TypeError(`Not a URL: ${url} (outside a browser give a full ws:// or wss:// URL)`);
     }
     Object.assign(this, { url, token, getToken, Socket, timeout, onStateChange, refreshBefore, heartbeat });
+    Object.assign(this, { fallback, openTimeout, fallbackUrl: fallbackUrl(url) });
+    /**
+     * "websocket", or "fallback" once a WebSocket could not open: SSE down, POST up. The transport
+     * that opened is kept for the following reconnections.
+     */
+    this.transport = Socket ? "websocket" : "fallback";
     this.backoff = { base: 500, cap: 30000, ...backoff };
     /** "connecting", "open", "reconnecting" or "closed" (null only until the constructor connects). */
     this.state = null;
@@ -341,7 +520,7 @@ export class Realtime {
     this._ref = 0;
     this._pending = new Map(); // ref -> {resolve, reject, timer}
     this._queue = []; // frames waiting for the connection to open
-    this._timers = { retry: null, refresh: null, heartbeat: null };
+    this._timers = { retry: null, refresh: null, heartbeat: null, open: null };
     this._connect();
   }
 
@@ -434,15 +613,44 @@ export class Realtime {
     }
     if (this.state === "closed") return;
     let ws;
+    const transport = this.transport;
     try {
-      ws = this.ws = new this.Socket(this.url, [PROTOCOL]);
+      ws = this.ws = transport === "fallback"
+        ? new FallbackSocket(this.fallbackUrl, { token })
+        : new this.Socket(this.url, [PROTOCOL]);
     } catch (error) {
       return this._retry(error.message);
     }
-    ws.onopen = () => this._opened(ws, token);
+    let opened = false;
+    clearTimeout(this._timers.open);
+    if (transport === "websocket" && this.fallback && this.openTimeout) {
+      this._timers.open = setTimeout(() => {
+        if (ws === this.ws && !opened) ws.close(4000, "no open within openTimeout");
+      }, this.openTimeout);
+    }
+    ws.onopen = () => {
+      opened = true;
+      clearTimeout(this._timers.open);
+      this._opened(ws, token);
+    };
     ws.onmessage = (event) => this._received(ws, event.data);
     ws.onerror = () => {}; // a close event follows
-    ws.onclose = (event) => this._closed(ws, event);
+    ws.onclose = (event) => {
+      clearTimeout(this._timers.open);
+      if (ws === this.ws && !opened && this.state !== "closed") {
+        // A WebSocket that never opened (its upgrade refused by a proxy, or too slow): the fallback
+        // at once. A fallback that never opened: the WebSocket again, after the backoff.
+        if (transport === "websocket" && this.fallback) {
+          this.ws = null;
+          this.transport = "fallback";
+          this._setState("reconnecting", `WebSocket did not open (${event.code}); trying the fallback`);
+          this._connect();
+          return;
+        }
+        if (transport === "fallback" && this.Socket) this.transport = "websocket";
+      }
+      this._closed(ws, event);
+    };
   }
 
   async _opened(ws, token) {
