@@ -104,9 +104,11 @@ def tracker() -> Tracker:
 
 def _observe(kind: str, key: Any, present: bool) -> None:
     try:
-        asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
     except RuntimeError:  # counted outside an event loop (a sync test): no connection to track
         return
+    if loop not in _trackers and not wanted(kind):
+        return  # no receiver, nothing held: no tracker, no task, no Redis client for this loop
     tracker().tell(kind, key, present)
 
 
