@@ -61,8 +61,11 @@ class Seam:
         if through is None:
             return False
         parsed = ids.parse(message_id)
-        # Ids of one history share its epoch; one of another epoch is no position in this one.
-        return parsed is not None and parsed[0] == through[0] and parsed[1] <= through[1]
+        # Live copies come from the snapshot's own history, where ids order as (first, second) pairs:
+        # a Redis Stream's first part is a millisecond that changes between messages (comparing it
+        # for equality, as an epoch, sent every message of an earlier millisecond twice), and a
+        # newer memory epoch is greater, so an id from after a restart is never taken for held.
+        return parsed is not None and parsed <= through
 
 
 class Writer(Protocol):
