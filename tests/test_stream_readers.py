@@ -58,9 +58,11 @@ async def watching(url: str, count: int, ports: list[int]) -> int:
         await await_until(lambda: sorted(got) == ["first", "last"], 20, message="both entries delivered")
         return await asyncio.to_thread(connections, ports)
     finally:
+        tasks = [group.task for group in readers.groups.values() if group.task is not None]
         for key, watch in watches:
             readers.unwatch(key, watch)
-        await await_until(lambda: not readers.groups, 10, message="every reader gone with its streams")
+        assert not readers.groups  # forgotten at once; their tasks end and close their connections
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
         await readers.client.aclose()
 
 
@@ -101,3 +103,23 @@ async def test_a_stream_whose_master_is_killed_is_read_on_from_its_promoted_repl
         readers.unwatch(store.key, watch)
         await readers.client.aclose()
         await store.client.aclose()
+
+
+async def test_a_stream_watched_as_the_last_other_one_leaves_is_read(single):
+    """The last stream of a reader unwatched, and a new one watched before the reader's task has ended:
+    the new one gets a reader of its own (it joined the ending one, and was never read)."""
+    url = single.url
+    readers = StreamReaders(url)
+    first, second = (RedisHistory(url, f"handover-{n}", 10, client=readers.client) for n in (1, 2))
+    got: list[str] = []
+    watch = readers.watch(first.key, "0-0", lambda i, m: got.append(m["n"]))
+    await await_until(lambda: all(g.blocked for g in readers.groups.values()), 10, message="the reader blocked")
+    readers.unwatch(first.key, watch)
+    later = readers.watch(second.key, "0-0", lambda i, m: got.append(m["n"]))  # the same turn of the loop
+    try:
+        await second.append({"n": "read"})
+        await await_until(lambda: got == ["read"], 10, message="the new stream's entry")
+    finally:
+        readers.unwatch(second.key, later)
+        await asyncio.gather(*(g.task for g in list(readers.groups.values()) if g.task), return_exceptions=True)
+        await readers.client.aclose()

@@ -148,10 +148,15 @@ class StreamReaders:
         if group is None or group.streams.get(key) is not watch:
             return
         del group.streams[key]
-        if not group.streams and group.task is not None:
-            group.task.cancel()
-        else:
+        if group.streams:
             group.wake()
+            return
+        # Forget the group now, not when its cancelled task has ended: a stream watched before that
+        # would join a reader on its way out and never be read (a channel's last subscriber leaving
+        # and the next channel's first arriving in the same moment: the next test, the next page).
+        del self.groups[self.group_of(key)]
+        if group.task is not None:
+            group.task.cancel()
 
     async def connect(self, group: str, key: str) -> Any:
         """A connection of the group's own, to the server (or the slot's current master) of ``key``."""
