@@ -50,7 +50,8 @@ def make_users(env):
 def logged(path):
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # Only whole lines: a receiver's append may be under way while this reads (CI read half of one).
+    return [json.loads(line) for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
 
 
 def of(path, key, event=None):
