@@ -70,7 +70,9 @@ async def test_one_redis_reads_10000_streams_on_as_few_connections_as_10(single)
     few = await watching(single.url, 10, [single.port])
     many = await watching(single.url, 10_000, [single.port])
     print(f"one redis-server: {few} connections for 10 channels with history, {many} for 10,000")
-    assert many == few <= 3  # one blocking reader, the shared command pool
+    # One blocking reader and the shared command pool, which may hold a second connection for a moment
+    # (an unblock beside a publish): bounded, whatever the channels (the suite saw 2 and 3).
+    assert few <= 3 and many <= 3
 
 
 async def test_a_cluster_reads_10000_streams_on_at_most_one_reader_per_tag_bucket(cluster):
