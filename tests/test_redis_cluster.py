@@ -3,25 +3,31 @@
 
 Publishes cross processes, presence is one member per user across both, history resumes, and after
 SIGKILL of a master (its replica promoted within ``cluster-node-timeout``) every publish reaches every
-subscriber in every process and a resume is complete or says ``reset``. Never the shared Redis.
+subscriber in every process and a resume is complete or says ``reset``. The servers run
+tests/eventsapp's lifecycle receivers too (tests.events_settings), so lifecycle events are decided
+and delivered once on the cluster. Never the shared Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
+from realtime.events import stream as lifecycle
+from realtime.events.signals import PRESENCE_NAMES
 from realtime.pubsub.channel import group_name
 from realtime.pubsub.history import key as history_key
-from realtime.topics.presence import COMPANION
+from realtime.topics.presence import COMPANION, counts_key
 from tests.redis_cluster import RedisCluster
 from tests.servers import Daphne, prepare_database
 from tests.sse_client import read_events
 from tests.test_channel_redis import entries, follow, primed_followers, publish_via, receive, subscribed
-from tests.test_topics_live import member_socket, opened, request, until
-from tests.waiting import await_until, settled
+from tests.test_lifecycle_live import of
+from tests.test_topics_live import member_socket, opened, request, token_from, until
+from tests.waiting import asettled, await_until, settled
 
 
 async def resume_until(server, last_id, last_n, timeout=10.0):
@@ -54,6 +60,10 @@ def key_slot(key: str) -> int:
     return slot(key.encode())
 
 
+#: The lifecycle events' grace window on these servers (seconds).
+LIFECYCLE_GRACE = 2
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     redis = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
@@ -65,7 +75,8 @@ def cluster(tmp_path_factory):
 def servers(cluster, tmp_path_factory, output_dir):
     tmp = tmp_path_factory.mktemp("cluster-daphne")
     env, users = prepare_database(tmp, {"REDIS_URL": cluster.url})
-    env = {**env, "DJANGO_SETTINGS_MODULE": "tests.topics_settings", "TEST_PRESENCE_TIMEOUT": "3"}
+    env = {**env, "DJANGO_SETTINGS_MODULE": "tests.events_settings", "TEST_PRESENCE_TIMEOUT": "3",
+           "TEST_LIFECYCLE_GRACE": str(LIFECYCLE_GRACE), "TEST_LIFECYCLE_LOG": str(tmp / "events.jsonl")}
     daphnes = [Daphne(env, output_dir / f"daphne-cluster-{name}.log").start() for name in "ab"]
     yield daphnes, users
     for server in daphnes:
@@ -216,6 +227,40 @@ async def test_a_killed_process_is_reaped_by_the_slot_local_script(servers, clus
         await watcher.close()
     finally:
         doomed.stop(signal.SIGKILL)
+
+
+async def test_lifecycle_events_are_decided_in_one_slot_and_delivered_once(servers, cluster):
+    (a, b), users = servers
+    log = Path(a.env["TEST_LIFECYCLE_LOG"])
+    pk, room = users["owner2"], "lobby:cluster-lifecycle"
+    # Every key a lifecycle script touches is in one slot: the stream, the windows, presence's counts.
+    keys = [lifecycle.STREAM, *(key(kind) for kind in PRESENCE_NAMES for key in (
+        lifecycle.pending_key, lifecycle.announced_key)), *map(counts_key, PRESENCE_NAMES.values())]
+    assert len({key_slot(key) for key in keys}) == 1, keys
+    sockets = []
+    for server in (a, b):  # one user, one channel, on both processes
+        ws = await opened(server)
+        assert (await request(ws, {"op": "connect", "ref": "c", "token": token_from(server, "owner2")}))["ok"]
+        assert (await request(ws, {"op": "subscribe", "ref": "s", "channel": room}))["ok"]
+        sockets.append(ws)
+    for key, event in ((pk, "user_online"), (room, "channel_occupied")):
+        await await_until(lambda key=key, event=event: of(log, key, event), 15, message=event)
+    for ws in sockets:
+        await ws.close()
+    for key, event in ((pk, "user_offline"), (room, "channel_vacated")):
+        await await_until(lambda key=key, event=event: of(log, key, event), LIFECYCLE_GRACE + 15, message=event)
+    # once each, across the two processes: after the window and a bit nothing more has come
+    seen = await asettled(lambda: of(log, pk) + of(log, room), lambda seen: len(seen) > 4, LIFECYCLE_GRACE + 2)
+    assert sorted(e["event"] for e in seen) == ["channel_occupied", "channel_vacated", "user_offline", "user_online"]
+    assert len({e["id"] for e in seen}) == 4
+    # the stream lives on the master of that slot, and its group has nothing left pending
+    master = cluster.master_of(key_slot(lifecycle.STREAM))
+    assert int(cluster.cli(master, "xlen", lifecycle.STREAM)) >= 4
+
+    def pending():
+        return cluster.cli(master, "xpending", lifecycle.STREAM, lifecycle.GROUP).split()[0]
+
+    assert await asyncio.to_thread(settled, pending, lambda count: count == "0", 10) == "0"
 
 
 async def test_history_resume_across_the_two_processes(servers, cluster):

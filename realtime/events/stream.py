@@ -9,6 +9,9 @@ that dies leaves its entries pending; another process takes them with ``XAUTOCLA
 been idle ``REALTIME["LIFECYCLE_CLAIM_AFTER"]`` seconds (a live consumer keeps its running entries
 fresh with ``XCLAIM ... JUSTID``, so a slow receiver is not run twice).
 
+Every key carries one hash tag (:data:`TAG`, presence's tag of the lifecycle names), so on a Redis
+Cluster (``redis+cluster://``) each script's keys, the stream included, are in one slot.
+
 The grace window is a sorted set per kind (key → deadline, Redis' clock): a key gone is put there;
 every process flushes what is due, and a key announced offline/vacated only when presence's count of
 it is still zero then. A key that comes back before its deadline is taken out and announces nothing.
@@ -28,13 +31,25 @@ from typing import Any
 
 from ..conf import setting
 from ..pubsub.channel import PROCESS_ID
-from ..pubsub.redis import READER_TIMEOUT, client_options
+from ..pubsub.redis import READER_TIMEOUT, async_client, channel_tag
 from ..topics.presence import counts_key
 from .signals import KINDS, PRESENCE_NAMES, dispatch, event_name
 
 logger = logging.getLogger("realtime.events")
 
-STREAM = "realtime:lifecycle:events"
+
+def _one_tag() -> str:
+    """The hash tag of every lifecycle key: the flush script reads presence's counts of a kind's keys
+    (tagged by their presence name) beside the stream, so both names must share one tag."""
+    tags = {channel_tag(name) for name in PRESENCE_NAMES.values()}
+    if len(tags) != 1:  # a renamed presence name: pick names whose tags agree
+        raise RuntimeError(f"The lifecycle presence names {sorted(PRESENCE_NAMES.values())} have tags {tags}")
+    return tags.pop()
+
+
+#: ``{rt:<n>}``: every key below, and presence's counts of users and channels, are in its slot.
+TAG = _one_tag()
+STREAM = f"realtime:lifecycle:{TAG}:events"
 GROUP = "realtime-lifecycle"
 #: Entries the stream keeps (approximately): a consumer group away longer than that loses the oldest.
 MAXLEN = 100_000
@@ -45,11 +60,11 @@ BLOCK_MS = 500
 
 
 def pending_key(kind: str) -> str:
-    return f"realtime:lifecycle:pending:{kind}"
+    return f"realtime:lifecycle:{TAG}:pending:{kind}"
 
 
 def announced_key(kind: str) -> str:
-    return f"realtime:lifecycle:announced:{kind}"
+    return f"realtime:lifecycle:{TAG}:announced:{kind}"
 
 
 # KEYS: pending, announced, stream. ARGV: key, event, maxlen. Back within the window: nothing;
@@ -92,10 +107,9 @@ class RedisEvents:
     """The shared backend, for one event loop: the scripts, and the task that flushes, claims and consumes."""
 
     def __init__(self, url: str) -> None:
-        from redis import asyncio as aioredis
-
-        self.client = aioredis.Redis.from_url(url, decode_responses=True, **client_options())
-        self.reader = aioredis.Redis.from_url(url, decode_responses=True, **client_options(READER_TIMEOUT))
+        # The shared factory: one server or a cluster, as REDIS_URL says. Its replies are bytes.
+        self.client = async_client(url)
+        self.reader = async_client(url, READER_TIMEOUT)
         self._appeared = self.client.register_script(_APPEARED)
         self._vanished = self.client.register_script(_VANISHED)
         self._flush = self.client.register_script(_FLUSH)
@@ -144,7 +158,7 @@ class RedisEvents:
                     await self._claim()
                 reply = await self.reader.xreadgroup(GROUP, PROCESS_ID, {STREAM: ">"}, count=BATCH, block=BLOCK_MS)
                 for _stream, entries in _entries(reply):
-                    await self._start(entries)
+                    await self._start(_decoded(entries))
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # Redis away, or the group gone with the stream: start over
@@ -169,7 +183,8 @@ class RedisEvents:
         start = "0-0"
         for _ in range(10):  # bounded per round; the next round goes on
             start, entries, *_ = await self.client.xautoclaim(STREAM, GROUP, PROCESS_ID, idle_ms, start, count=BATCH)
-            await self._start([entry for entry in entries if entry[0] not in self.running])
+            start = _text(start)
+            await self._start([entry for entry in _decoded(entries) if entry[0] not in self.running])
             if start == "0-0":
                 break
 
@@ -217,3 +232,12 @@ def _entries(reply: Any) -> list[tuple[str, list[Any]]]:
         return [(stream, entries[0] if entries and isinstance(entries[0], list) else entries)
                 for stream, entries in reply.items()]
     return [(stream, entries) for stream, entries in reply]
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decoded(entries: list[Any]) -> list[tuple[str, dict[str, str]]]:
+    """Stream entries as ``(id, fields)`` in text (the clients answer bytes); a trimmed entry has no fields."""
+    return [(_text(entry_id), {_text(k): _text(v) for k, v in (fields or {}).items()}) for entry_id, fields in entries]
