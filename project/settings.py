@@ -108,8 +108,16 @@ REALTIME = {"METRICS_PORT": int(os.environ["REALTIME_METRICS_PORT"])} if os.envi
 
 # Login throttles (realtime.login, on /api/auth/token/) count in Django's cache: the default
 # LocMemCache is per process, so each daphne counts on its own; with REDIS_URL they share Redis.
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+CACHES = {"default": {"BACKEND": LOCMEM}}
 if REDIS_URL:  # realtime's cache backend reaches a Redis Cluster as well (redis+cluster://)
     CACHES = {"default": {"BACKEND": "realtime.pubsub.cache.RealtimeRedisCache", "LOCATION": REDIS_URL}}
+# The chat's list of who is online (project/chat/online.py), kept from realtime's lifecycle events:
+# shared by every process in the REDIS_URL Redis, where the lifecycle events keep their own state,
+# or in this one process's memory without it. An alias of its own, so no other key's culling drops it.
+CACHES["online"] = ({**CACHES["default"], "KEY_PREFIX": "demo"} if REDIS_URL
+                    else {"BACKEND": LOCMEM, "LOCATION": "demo-online"})
+DEMO_ONLINE_LIST = os.environ.get("DEMO_ONLINE_LIST", "1") == "1"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

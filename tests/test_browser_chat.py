@@ -1,5 +1,6 @@
 """The demo's chat in a real headless Chromium: two browser contexts (two users, two sessions) in one
-room, each on a different daphne process behind nginx, see each other join, chat and leave.
+room, each on a different daphne process behind nginx, see each other join (in the room, and in the
+site's online list kept from lifecycle events), chat and leave.
 
 realtime.js runs here as shipped (collected static files served by nginx), over /api/realtime/ws.
 """
@@ -77,6 +78,42 @@ def backend_of(page, stack: Stack, before: tuple[int, int], room: str) -> str:
     return grew[0]
 
 
+def converse_and_leave(alice, editor, editor_context, text: str, screenshot: Path) -> None:
+    """The steps every chat test shares, once both pages are in one room: each sees the other join,
+    in the room and in the site's online list; they chat; the editor closes the tab and alice sees
+    them leave the room."""
+    alice.wait_for_selector("#chat-log li.presence.join[data-name='editor']", timeout=20000)
+    alice.wait_for_selector("#online li[data-name='editor']", timeout=20000)
+    editor.wait_for_selector("#online li[data-name='alice']", timeout=20000)
+    assert alice.text_content("#online-count") == editor.text_content("#online-count") == "2"
+    # Online on the site (the `online` channel, from lifecycle events): the snapshot or the change after it.
+    for page in (alice, editor):
+        for name in ("alice", "editor"):
+            page.wait_for_selector(f"#site-online li[data-name='{name}']", timeout=20000)
+    assert alice.text_content("#site-online-count") == editor.text_content("#site-online-count") == "2"
+
+    editor.fill("#chat-input", text)
+    editor.click("#chat-send")
+    alice.wait_for_selector("#chat-log li.message[data-author='editor']", timeout=20000)
+    assert alice.text_content("#chat-log li.message[data-author='editor'] .text") == text
+    alice.fill("#chat-input", "hi editor")
+    alice.press("#chat-input", "Enter")
+    editor.wait_for_selector("#chat-log li.message[data-author='alice']", timeout=20000)
+    assert editor.text_content("#chat-log li.message[data-author='alice'] .text") == "hi editor"
+    assert editor.input_value("#chat-input") == ""
+    alice.screenshot(path=str(screenshot))
+
+    # The editor closes the tab: alice sees them leave (a reload before may have shown a leave already).
+    leaves = "() => document.querySelectorAll(\"#chat-log li.presence.leave[data-name='editor']\").length"
+    left_before = alice.evaluate(leaves)
+    editor_context.close()
+    alice.wait_for_function(f"(before) => ({leaves})() > before", arg=left_before, timeout=30000)
+    alice.wait_for_function("() => !document.querySelector(\"#online li[data-name='editor']\")", timeout=10000)
+    assert alice.text_content("#online-count") == "1"
+    messages = alice.eval_on_selector_all("#chat-log li.message", "items => items.map(i => i.textContent)")
+    assert messages == [f"editor: {text}", "alice: hi editor"]
+
+
 def test_two_browsers_in_one_room_see_each_other_join_chat_and_leave(stack, chromium, output_dir):
     room = f"lobby-{uuid.uuid4().hex[:8]}"
     console: list[str] = []
@@ -101,33 +138,7 @@ def test_two_browsers_in_one_room_see_each_other_join_chat_and_leave(stack, chro
         else:
             pytest.fail("the editor's chat socket never reached the other daphne process")
 
-        # Each sees the other join and listed as online.
-        alice.wait_for_selector("#chat-log li.presence.join[data-name='editor']", timeout=20000)
-        alice.wait_for_selector("#online li[data-name='editor']", timeout=20000)
-        editor.wait_for_selector("#online li[data-name='alice']", timeout=20000)
-        assert alice.text_content("#online-count") == editor.text_content("#online-count") == "2"
-
-        # They chat, across the two processes.
-        editor.fill("#chat-input", "hello from the editor")
-        editor.click("#chat-send")
-        alice.wait_for_selector("#chat-log li.message[data-author='editor']", timeout=20000)
-        assert alice.text_content("#chat-log li.message[data-author='editor'] .text") == "hello from the editor"
-        alice.fill("#chat-input", "hi editor")
-        alice.press("#chat-input", "Enter")
-        editor.wait_for_selector("#chat-log li.message[data-author='alice']", timeout=20000)
-        assert editor.text_content("#chat-log li.message[data-author='alice'] .text") == "hi editor"
-        assert editor.input_value("#chat-input") == ""
-        alice.screenshot(path=str(output_dir / "demo-chat.png"))
-
-        # The editor closes the tab: alice sees them leave (a reload above may have shown a leave already).
-        leaves = "() => document.querySelectorAll(\"#chat-log li.presence.leave[data-name='editor']\").length"
-        left_before = alice.evaluate(leaves)
-        editor_context.close()
-        alice.wait_for_function(f"(before) => ({leaves})() > before", arg=left_before, timeout=30000)
-        alice.wait_for_function("() => !document.querySelector(\"#online li[data-name='editor']\")", timeout=10000)
-        assert alice.text_content("#online-count") == "1"
-        messages = alice.eval_on_selector_all("#chat-log li.message", "items => items.map(i => i.textContent)")
-        assert messages == ["editor: hello from the editor", "alice: hi editor"]
+        converse_and_leave(alice, editor, editor_context, "hello from the editor", output_dir / "demo-chat.png")
     finally:
         (output_dir / "browser-chat-console.log").write_text("\n".join(console))
         alice_context.close()

@@ -1,7 +1,7 @@
 """The demo's chat in a real headless Chromium behind an nginx that refuses every WebSocket upgrade
 (the shipped nginx.conf with ``return 403`` in its @websocket block, as a proxy that strips
 WebSockets): realtime.js falls back to SSE down and POST up, and two users chat and see each other's
-presence as they do over a WebSocket."""
+presence (and the site's online list) as they do over a WebSocket."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.isolation import redis_db
 from tests.servers import require
 from tests.stack import Stack
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS
-from tests.test_browser_chat import WS_CONNECT, open_chat
+from tests.test_browser_chat import WS_CONNECT, converse_and_leave, open_chat
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -54,27 +54,8 @@ def test_the_chat_works_and_shows_presence_over_the_fallback(stack, chromium, ou
         alice.wait_for_selector("#online li[data-name='alice']", timeout=20000)
         editor = open_chat(editor_context, stack, "editor", room, console)
 
-        alice.wait_for_selector("#chat-log li.presence.join[data-name='editor']", timeout=20000)
-        alice.wait_for_selector("#online li[data-name='editor']", timeout=20000)
-        editor.wait_for_selector("#online li[data-name='alice']", timeout=20000)
-        assert alice.text_content("#online-count") == editor.text_content("#online-count") == "2"
-
-        editor.fill("#chat-input", "hello over the fallback")
-        editor.click("#chat-send")
-        alice.wait_for_selector("#chat-log li.message[data-author='editor']", timeout=20000)
-        assert alice.text_content("#chat-log li.message[data-author='editor'] .text") == "hello over the fallback"
-        alice.fill("#chat-input", "hi editor")
-        alice.press("#chat-input", "Enter")
-        editor.wait_for_selector("#chat-log li.message[data-author='alice']", timeout=20000)
-        alice.screenshot(path=str(output_dir / "demo-chat-fallback.png"))
-
-        # The editor closes the tab: the stream ends, so does the session, and alice sees them leave.
-        editor_context.close()
-        alice.wait_for_selector("#chat-log li.presence.leave[data-name='editor']", timeout=30000)
-        alice.wait_for_function("() => !document.querySelector(\"#online li[data-name='editor']\")", timeout=10000)
-        assert alice.text_content("#online-count") == "1"
-        messages = alice.eval_on_selector_all("#chat-log li.message", "items => items.map(i => i.textContent)")
-        assert messages == ["editor: hello over the fallback", "alice: hi editor"]
+        converse_and_leave(alice, editor, editor_context, "hello over the fallback",
+                           output_dir / "demo-chat-fallback.png")
 
         # It was the fallback: nginx refused the upgrades, no daphne accepted a chat socket, and the
         # chat's traffic went through /api/realtime/ws/fallback.

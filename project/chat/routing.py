@@ -2,13 +2,14 @@
 
 from realtime import Router, TopicSocket
 
+from .online import Online
 from .topics import Room
 
 
 class DemoSocket(TopicSocket):
-    """One socket for every room a page shows."""
+    """One socket for every room a page shows, and the site's online list."""
 
-    topics = [Room]
+    topics = [Room, Online]
 
 
 router = Router(prefix="/realtime", tags=["Realtime"])

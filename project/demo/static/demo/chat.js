@@ -1,5 +1,6 @@
 // The demo's chat: rooms `room:{name}` over one multi-channel WebSocket (/api/realtime/ws) with
-// realtime.js, a message log and "who is online" from presence.
+// realtime.js, a message log and who is in the room from presence; and who is online on the whole
+// site from the channel `online` (project/chat/online.py): its snapshot, then each change.
 import { Realtime } from "../realtime/realtime.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -7,6 +8,8 @@ const MAX_LINES = 100;
 
 let rt = null;
 let room = null;
+/** The site's online users: id → name, from the `online` topic's snapshot and messages. */
+const siteOnline = new Map();
 
 function setStatus(state, detail) {
   const element = $("#chat-status");
@@ -52,6 +55,37 @@ function showOnline() {
   $("#online-count").textContent = String(members.length);
 }
 
+function showSiteOnline() {
+  const users = [...siteOnline.entries()].sort((a, b) => a[1].localeCompare(b[1]) || a[0] - b[0]);
+  $("#site-online").replaceChildren(
+    ...users.map(([id, name]) => {
+      const item = document.createElement("li");
+      item.textContent = name;
+      item.dataset.name = name;
+      item.dataset.id = String(id);
+      return item;
+    }),
+  );
+  $("#site-online-count").textContent = String(users.length);
+}
+
+/** `online`'s snapshot (`[{id, name}]`, replacing what was known) and its changes (`{op, user}`). */
+function watchSiteOnline() {
+  rt.subscribe("online", {
+    onSnapshot: (users) => {
+      siteOnline.clear();
+      for (const user of users) siteOnline.set(user.id, user.name);
+      showSiteOnline();
+    },
+    onMessage: (change) => {
+      if (change.op === "online") siteOnline.set(change.user.id, change.user.name);
+      else if (change.op === "offline") siteOnline.delete(change.user.id);
+      showSiteOnline();
+    },
+    onError: (error) => line("error", [[`online: ${error.message}`]]),
+  });
+}
+
 function showMessage(data, message) {
   const author = data.from ?? data.name ?? (data.user && (data.user.name ?? data.user)) ?? "?";
   const item = line("message", [[`${author}: `, "author"], [String(data.text ?? JSON.stringify(data)), "text"]]);
@@ -87,6 +121,7 @@ export function startChat(auth) {
     getToken: () => auth.access({ force: Boolean(rt && rt.token) }),
     onStateChange: setStatus,
   });
+  watchSiteOnline();
   join($("#room-name").value || "lobby");
 }
 
@@ -94,7 +129,9 @@ export function stopChat() {
   if (rt) rt.close();
   rt = room = null;
   $("#chat-log").replaceChildren();
+  siteOnline.clear();
   showOnline();
+  showSiteOnline();
 }
 
 $("#room-form").addEventListener("submit", (event) => {
