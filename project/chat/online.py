@@ -15,6 +15,11 @@ processes. So the board always holds every change up to its ``last_id`` and none
 An event older than the board's record of that user (``at``) is skipped: receivers run
 concurrently, and an entry a dead process held is run again by another one (at least once across
 that crash) possibly after a newer one.
+
+Limits, fine for a demo: the board is one key (every change rewrites it); changes are applied one
+at a time across the deployment (a handful of cache round trips and a publish each); a writer
+stalled past ``LOCK_TIMEOUT`` loses the lock to the next one, and a change that cannot be published
+(Redis away) is lost, as the lifecycle events' own changes are then.
 """
 
 from __future__ import annotations
