@@ -7,6 +7,10 @@ channel. A new stream wakes the blocked read with ``CLIENT UNBLOCK`` (sent on th
 connection), so it is read at once instead of after the block.
 
 - One Redis: one group, so **one** reader connection per process, whatever the channels.
+- Redis Sentinel: the same, to the master the sentinels name when the connection opens. The
+  master's death (the connection breaks) or demotion (Redis ends a blocked read with ``UNBLOCKED``
+  when its role changes) fails the read; the reader then reconnects, asking the sentinels again,
+  and lands on the promoted replica with every stream's position kept.
 - A Redis Cluster: a multi-key command must stay in one slot, so streams are grouped by their hash
   tag (:data:`realtime.pubsub.redis.TAG_BUCKETS`, 16 slots): at most 16 reader connections per
   process, each to the master that holds its slot now. A reader that fails (the master died, the
@@ -24,9 +28,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from . import promotion
 from .broker import broker_state
 from .history import decode
-from .redis import READER_TIMEOUT, async_client, client_options, is_cluster
+from .redis import READER_TIMEOUT, async_client, client_options, connection_client, is_cluster
 
 #: ``(entry id, message)`` to the channel that watches the stream.
 Deliver = Callable[[str, Any], None]
@@ -57,6 +62,8 @@ class Group:
         self.client_id: int | None = None
         self.blocked = False
         self.waking: asyncio.Task[None] | None = None
+        #: Whether the last read failed: the next connection may reach a promoted replica.
+        self.failed = False
 
     def wake(self) -> None:
         """Make the reader restart its ``XREAD`` with the current streams (one ``CLIENT UNBLOCK`` in
@@ -77,7 +84,7 @@ class Group:
                 except Exception as error:  # the node is away, or no longer owns the slot: reconnect
                     broker_state.failed("history", error)
                     await self._drop_connection()
-                    self.owner.stale = True
+                    self.owner.stale = self.failed = True
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         finally:
@@ -89,6 +96,9 @@ class Group:
         if self.connection is None:
             self.connection = await self.owner.connect(self.name, next(iter(self.streams)))
             self.client_id = await self.connection.client_id()
+            if self.failed:  # after a failover: fence the promoted master's history now, not at the first resume
+                self.failed = False
+                await self.owner.fence(self.name, next(iter(self.streams)))
         self.changed.clear()
         positions = {key: watch.last for key, watch in self.streams.items()}
         self.blocked = True
@@ -162,9 +172,8 @@ class StreamReaders:
         """A connection of the group's own, to the server (or the slot's current master) of ``key``."""
         from redis import asyncio as aioredis
 
-        if not self.cluster:
-            return aioredis.Redis.from_url(self.url, single_connection_client=True,
-                                           **client_options(READER_TIMEOUT))
+        if not self.cluster:  # one server, or the master the sentinels name now
+            return connection_client(self.url, READER_TIMEOUT)
         await self.client.initialize()  # the first time: the slot map
         if self.stale:  # a reader failed: the slot's master may be another node now (a failover, a move)
             self.stale = False
@@ -172,6 +181,13 @@ class StreamReaders:
         node = self.client.get_node_from_key(key)
         return aioredis.Redis(host=node.host, port=node.port, single_connection_client=True,
                               **client_options(READER_TIMEOUT))
+
+    async def fence(self, group: str, key: str) -> None:
+        """Record the promotion moment of the master ``key`` is on (:mod:`realtime.pubsub.promotion`)."""
+        try:
+            await promotion.fence(self.client, group or None, key)
+        except Exception:  # noqa: S110 - the first resume records it then
+            pass
 
     async def unblock(self, group: Group) -> None:
         """``CLIENT UNBLOCK`` the group's reader (on its node), so it rereads its stream list now."""
