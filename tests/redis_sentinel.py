@@ -58,9 +58,9 @@ class RedisSentinel:
             f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {SERVICE} 1\n"
         )
-        self.processes[port] = subprocess.Popen(
-            [which("redis-server"), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        command = [which("redis-sentinel"), str(conf)] if which("redis-sentinel") else \
+            [which("redis-server"), str(conf), "--sentinel"]
+        self.processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(port, process=self.processes[port])
 
     def start(self) -> RedisSentinel:
