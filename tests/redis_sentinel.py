@@ -139,8 +139,22 @@ class RedisSentinel:
                            f"{[self.sentinel_view(p) for p in self.sentinel_ports]}")
 
     def restart_as_replica(self, port: int) -> None:
-        """Start the killed server again; the sentinels make it a replica of the new master."""
-        self._server(port)
+        """Start a killed server again as a replica of the master now, and wait until the group is whole."""
+        master = self.master()
+        self._server(port, "--replicaof", "127.0.0.1", str(master))
+        self.wait_ready(master)
+
+    def switch_over(self, timeout: float = 30.0) -> int:
+        """``SENTINEL FAILOVER``: promote the replica while the master lives on, demoted to a replica (the
+        sentinels also kill its clients' connections); returns the new master's port."""
+        old = self.master()
+        assert self.cli(self.sentinel_ports[0], "sentinel", "failover", SERVICE).strip() == "OK"
+        new = self.wait_failover(old, timeout)
+        deadline = time.monotonic() + timeout
+        while "role:slave" not in self.cli(old, "info", "replication"):
+            assert time.monotonic() < deadline, f"{old} was not demoted after {timeout}s"
+            time.sleep(0.1)
+        return new
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -6,7 +6,9 @@ Publishes cross processes; history resumes across them; after SIGKILL of the mas
 replica promoted within a few seconds) every publish reaches every subscriber in both processes, and
 a resume either replays every message since its id or starts with ``reset``; presence, the ops
 snapshots and the login throttle's cache work on the promoted master. Never the shared Redis.
-The tests run in file order on one group: those after the failover test use the promoted master.
+A master demoted alive (``SENTINEL FAILOVER``) loses both processes' stream readers and layer
+subscriptions to the new one. The tests run in file order on one group: those after the failover
+test use the promoted master.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def servers(group, tmp_path_factory, output_dir):
     yield daphnes, users
     for server in daphnes:
         server.stop()
+
+
+def xread_clients(group, port: int) -> int:
+    """Connections of server ``port`` whose last command is a (blocking) ``XREAD``: the stream readers."""
+    return sum("cmd=xread" in line.split() for line in group.cli(port, "client", "list").splitlines())
 
 
 def subscribers(group, channel: str) -> int:
@@ -260,3 +267,40 @@ async def test_the_ops_snapshots_and_the_login_throttle_cache_use_the_promoted_m
     assert group.cli(group.master(), "exists", ":1:sentinel-after").strip() == "1"
     cache.delete("sentinel-after")
     assert cache.get("sentinel-after") is None
+
+
+async def test_a_master_demoted_alive_loses_its_readers_and_subscribers_to_the_new_one(servers, group):
+    (a, b), _ = servers
+    killed = next(port for port in group.server_ports if group.processes[port].poll() is not None)
+    await asyncio.to_thread(group.restart_as_replica, killed)
+    on_a, on_b = await subscribed("D1", a, b, via=a)
+    followed = {name: [] for name in "ab"}
+    followers = [asyncio.create_task(follow(server, "/api/t/sse/resumable", followed[name]))
+                 for name, server in zip("ab", (a, b), strict=True)]
+    try:
+        await primed_followers(list(followed.values()), a, b)
+        old = group.master()
+        await await_until(lambda: xread_clients(group, old) == 2, 10, message="a reader per process on the master")
+        new = await asyncio.to_thread(group.switch_over)
+        assert new == killed
+        # the blocked XREADs left the demoted master (still alive, a replica now) for the new one
+        await await_until(lambda: xread_clients(group, new) == 2 and xread_clients(group, old) == 0, 20,
+                          message="both processes' readers on the new master, none on the demoted one")
+        await publish_via(b, "live-history", {"n": 7001}, {"n": 7002})
+        for name in "ab":
+            await await_until(lambda name=name: {7001, 7002} <= {d.get("n") for _, _, d in entries(followed[name])},
+                              15, message=f"publishes on the new master reached the follower on {name}")
+        on_a.close_timeout = on_b.close_timeout = 1
+        await on_a.close()
+        await on_b.close()
+        on_a, on_b = await subscribed("D2", a, b, via=b)
+        await publish_via(a, "live-ticks", {"symbol": "D2", "n": 1})
+        assert (await receive(on_a, 10))["n"] == 1 and (await receive(on_b, 10))["n"] == 1
+        assert subscribers(group, layer_group(group_name("live-ticks"))) == 2
+        assert int(group.cli(old, "pubsub", "numsub", layer_group(group_name("live-ticks"))).split()[1]) == 0
+    finally:
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+        await on_a.close()
+        await on_b.close()

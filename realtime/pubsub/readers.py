@@ -8,9 +8,12 @@ connection), so it is read at once instead of after the block.
 
 - One Redis: one group, so **one** reader connection per process, whatever the channels.
 - Redis Sentinel: the same, to the master the sentinels name when the connection opens. The
-  master's death (the connection breaks) or demotion (Redis ends a blocked read with ``UNBLOCKED``
-  when its role changes) fails the read; the reader then reconnects, asking the sentinels again,
-  and lands on the promoted replica with every stream's position kept.
+  master's death breaks the connection and fails the read. A master demoted alive (a switch-over,
+  a partition healed) keeps its blocked reads, and as a replica it even keeps feeding them, but
+  no longer reliably (its link to the new master may be down): so the reader asks its server's
+  ``ROLE`` between reads, at most every :data:`ROLE_EVERY` seconds, and leaves a replica. Either
+  way it reconnects, asking the sentinels again, and lands on the promoted replica with every
+  stream's position kept.
 - A Redis Cluster: a multi-key command must stay in one slot, so streams are grouped by their hash
   tag (:data:`realtime.pubsub.redis.TAG_BUCKETS`, 16 slots): at most 16 reader connections per
   process, each to the master that holds its slot now. A reader that fails (the master died, the
@@ -25,18 +28,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
 from . import promotion
 from .broker import broker_state
 from .history import decode
-from .redis import READER_TIMEOUT, async_client, client_options, connection_client, is_cluster
+from .redis import READER_TIMEOUT, async_client, client_options, connection_client, is_cluster, is_sentinel
 
 #: ``(entry id, message)`` to the channel that watches the stream.
 Deliver = Callable[[str, Any], None]
 BLOCK_MS = 5000
 BATCH = 500
+#: Seconds between two ``ROLE`` checks of a Sentinel reader's server (at most one per ``XREAD`` besides).
+ROLE_EVERY = 2.0
+
+
+class Demoted(Exception):
+    """A Sentinel reader's server is a replica now: read from the master the sentinels name instead."""
 
 
 class Watch:
@@ -64,6 +74,8 @@ class Group:
         self.waking: asyncio.Task[None] | None = None
         #: Whether the last read failed: the next connection may reach a promoted replica.
         self.failed = False
+        #: When a Sentinel reader last made sure its server is still the master (``ROLE``).
+        self.role_checked = 0.0
 
     def wake(self) -> None:
         """Make the reader restart its ``XREAD`` with the current streams (one ``CLIENT UNBLOCK`` in
@@ -81,6 +93,9 @@ class Group:
                     delay = 0.1
                 except asyncio.CancelledError:
                     raise
+                except Demoted:  # not an outage: the master is elsewhere, and the sentinels say where
+                    await self._drop_connection()
+                    self.failed = True
                 except Exception as error:  # the node is away, or no longer owns the slot: reconnect
                     broker_state.failed("history", error)
                     await self._drop_connection()
@@ -96,9 +111,15 @@ class Group:
         if self.connection is None:
             self.connection = await self.owner.connect(self.name, next(iter(self.streams)))
             self.client_id = await self.connection.client_id()
+            self.role_checked = time.monotonic()  # just found through the sentinels
             if self.failed:  # after a failover: fence the promoted master's history now, not at the first resume
                 self.failed = False
                 await self.owner.fence(self.name, next(iter(self.streams)))
+        if self.owner.sentinel and time.monotonic() >= self.role_checked + ROLE_EVERY:
+            self.role_checked = time.monotonic()
+            role = await self.connection.execute_command("ROLE")
+            if role[0] not in (b"master", "master"):
+                raise Demoted
         self.changed.clear()
         positions = {key: watch.last for key, watch in self.streams.items()}
         self.blocked = True
@@ -129,6 +150,7 @@ class StreamReaders:
     def __init__(self, url: str) -> None:
         self.url = url
         self.cluster = is_cluster(url)
+        self.sentinel = is_sentinel(url)
         self.client = async_client(url)
         self.groups: dict[str, Group] = {}
         #: Whether a reader failed since the slot map was last read (a cluster's master may have moved).
