@@ -74,8 +74,12 @@ class RedisSentinel:
         self.wait_ready(master)
         return self
 
+    @property
+    def redis_cli(self) -> str:
+        return which("redis-cli") or "redis-cli"
+
     def cli(self, port: int, *args: str) -> str:
-        return subprocess.run([which("redis-cli"), "-p", str(port), *args], capture_output=True, text=True,
+        return subprocess.run([self.redis_cli, "-p", str(port), *args], capture_output=True, text=True,
                               timeout=10).stdout
 
     def sentinel_view(self, port: int) -> dict[str, str]:

@@ -304,3 +304,42 @@ async def test_a_master_demoted_alive_loses_its_readers_and_subscribers_to_the_n
         await asyncio.gather(*followers, return_exceptions=True)
         await on_a.close()
         await on_b.close()
+
+
+async def test_a_write_the_replica_never_got_is_not_resumed_over_as_if_it_had_never_been(servers, group):
+    """A real lost write: the replica is cut off (the master now wants a password the replica lacks), a
+    message is published and delivered, the master is killed. The promoted replica's stream does not
+    have it; a resume from the id before it must say so rather than replay around it."""
+    (a, b), _ = servers
+    followed: list = []
+    follower = asyncio.create_task(follow(b, "/api/t/sse/resumable", followed))
+    try:
+        await primed_followers([followed], a)
+        await publish_via(a, "live-history", {"n": 8001})
+        await await_until(lambda: 8001 in {d.get("n") for _, _, d in entries(followed)}, 10)
+        master = group.master()
+        await asyncio.to_thread(group.wait_replicated, master)
+        replica = group.replica_of(master)
+        # one redis-cli connection: authenticated before the password exists, so it can still cut the link
+        subprocess.run([group.redis_cli, "-p", str(master)], input="CONFIG SET requirepass cut-off\n"
+                       "CLIENT KILL TYPE replica\n", capture_output=True, text=True, timeout=10, check=True)
+        await await_until(lambda: "master_link_status:down" in group.cli(replica, "info", "replication"), 10,
+                          message="the replica cut off from its master")
+        await publish_via(a, "live-history", {"n": 8002})  # daphne's pooled connections are authenticated
+        await await_until(lambda: 8002 in {d.get("n") for _, _, d in entries(followed)}, 10,
+                          message="the write the replica never got, delivered live")
+        handed_out = [(i, d["n"]) for _, i, d in entries(followed)]
+        before = next(i for i, n in handed_out if n == 8001)
+        group.kill(master)
+        promoted = await asyncio.to_thread(group.wait_failover, master, 30)
+        assert promoted == replica
+        stored = group.cli(promoted, "xrange", history_key("live-history"), "-", "+").split()
+        lost = next(i for i, n in handed_out if n == 8002)
+        assert before in stored and lost not in stored, "the write was not lost: this test proves nothing"
+        await publish_via(a, "live-history", {"n": 8003})
+        resumed = await resume_until(a, before, 8003, timeout=15)
+        honest(resumed, before, handed_out)  # replaying 8003 after 8001 as "recovered" would hide 8002
+        assert resumed[0][0] == "reset" and resumed[-1][:2] == ("entry", {"n": 8003})
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
