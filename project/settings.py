@@ -91,12 +91,15 @@ REDIS_URL = os.environ.get("REDIS_URL") or None
 if REDIS_URL and REDIS_URL.split("://")[0].endswith("+cluster"):  # a Redis Cluster: sharded pub/sub
     CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.pubsub.sharded.RedisClusterChannelLayer",
                                   "CONFIG": {"hosts": [REDIS_URL]}}}
-elif REDIS_URL:
+elif REDIS_URL:  # one server, or a master found through Redis Sentinel (redis+sentinel://)
+    from realtime.pubsub.redis import channel_layer_host
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            # Bounded waits, so a publish to a Redis that vanished without closing fails instead of hanging.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 5, "socket_connect_timeout": 5}]},
+            # {"address": REDIS_URL} or {"sentinels": [...], "master_name": ...}, with bounded waits, so a
+            # publish to a Redis that vanished without closing fails instead of hanging.
+            "CONFIG": {"hosts": [channel_layer_host(REDIS_URL)]},
         }
     }
 else:
@@ -110,7 +113,7 @@ REALTIME = {"METRICS_PORT": int(os.environ["REALTIME_METRICS_PORT"])} if os.envi
 # LocMemCache is per process, so each daphne counts on its own; with REDIS_URL they share Redis.
 LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
 CACHES = {"default": {"BACKEND": LOCMEM}}
-if REDIS_URL:  # realtime's cache backend reaches a Redis Cluster as well (redis+cluster://)
+if REDIS_URL:  # realtime's cache backend reaches a Redis Cluster and a Sentinel master as well
     CACHES = {"default": {"BACKEND": "realtime.pubsub.cache.RealtimeRedisCache", "LOCATION": REDIS_URL}}
 # The chat's list of who is online (project/chat/online.py), kept from realtime's lifecycle events:
 # shared by every process in the REDIS_URL Redis, where the lifecycle events keep their own state,

@@ -11,8 +11,8 @@ mistakes that otherwise show only when a client arrives, or never.
 ``realtime.E010``       error    ``REDIS_URL`` is set, but the channel layer is this process's memory
 ``realtime.E011``       error    the channel layer crosses processes, but ``REDIS_URL`` is not set
 ``realtime.W010``       warning  only the ``REDIS_URL`` *environment variable* is set
-``realtime.E012``       error    ``REDIS_URL`` names a Redis Cluster, but the layer is not the cluster
-                                 layer (or the other way round)
+``realtime.E012``       error    ``REDIS_URL`` names a Redis Cluster (or a Sentinel master), but the
+                                 layer does not reach one (or the other way round)
 ======================  =======  ===================================================================
 
 daphne runs no system checks: :class:`realtime.CoreApp` logs the ``E01x``/``W010`` findings when it
@@ -40,6 +40,10 @@ CLUSTER_LAYER = (
 REDIS_LAYER = (
     'CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", '
     '"CONFIG": {"hosts": [REDIS_URL]}}}'
+)
+SENTINEL_LAYER = (
+    'CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", '
+    '"CONFIG": {"hosts": [channel_layer_host(REDIS_URL)]}}} (from realtime.pubsub.redis import channel_layer_host)'
 )
 ASGI_EXAMPLE = (
     'In <project>/asgi.py: "application = CoreApp(routers=[api])" (see the docs, docs/tutorial/install.md), '
@@ -150,7 +154,7 @@ def application_kind(application: Any) -> str | None:
 
 def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``settings.REDIS_URL`` and a cross-process channel layer go together, or neither is set."""
-    from .pubsub.redis import is_cluster, redis_url
+    from .pubsub.redis import redis_url
 
     url = redis_url()
     alias = "default"
@@ -176,15 +180,10 @@ def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
                  "setting, not the environment).",
             id="realtime.E011",
         )]
-    if url and crossing and is_cluster(url) != (backend == CLUSTER_LAYER_PATH):
-        return [checks.Error(
-            f"settings.REDIS_URL names {'a Redis Cluster' if is_cluster(url) else 'one Redis server'}, "
-            f"but {layer}: " + ("channels_redis cannot reach a cluster, so publishes reach no other process."
-                                if is_cluster(url) else "the cluster layer needs a redis+cluster:// URL."),
-            hint=(f"Use {CLUSTER_LAYER}." if is_cluster(url) else
-                  f'Set REDIS_URL = "redis+cluster://host:port" (the cluster), or use {REDIS_LAYER}.'),
-            id="realtime.E012",
-        )]
+    if url and crossing:
+        mismatch = _redis_mismatch(url, backend, alias)
+        if mismatch is not None:
+            return [mismatch]
     if not url and not crossing and os.environ.get("REDIS_URL"):
         return [checks.Warning(
             "The REDIS_URL environment variable is set, but realtime reads the Django setting REDIS_URL, "
@@ -207,6 +206,46 @@ def _in_memory(backend: str) -> bool:
     except ImportError:
         return backend == IN_MEMORY
     return isinstance(layer_class, type) and issubclass(layer_class, InMemoryChannelLayer)
+
+
+_REDIS_KINDS = {"cluster": "a Redis Cluster", "sentinel": "a master found through Redis Sentinel",
+                "server": "one Redis server"}
+
+
+def _redis_mismatch(url: str, backend: str, alias: str) -> CheckMessage | None:
+    """``realtime.E012``: ``REDIS_URL`` and the layer must reach the same kind of Redis. A layer on one
+    fixed server beside a Sentinel URL is the dangerous one: it keeps publishing to the old master
+    after a failover (a replica then, or gone) while history and presence follow the new one."""
+    from .pubsub.redis import is_cluster, is_sentinel
+
+    wanted = "cluster" if is_cluster(url) else "sentinel" if is_sentinel(url) else "server"
+    if backend == CLUSTER_LAYER_PATH:
+        reaches = "cluster"
+    elif not backend.startswith("channels_redis."):  # another layer (NATS...): only a cluster URL is known wrong
+        reaches = "server" if wanted == "cluster" else wanted
+    else:
+        hosts = (settings.CHANNEL_LAYERS.get(alias, {}).get("CONFIG") or {}).get("hosts") or []
+        first = hosts[0] if hosts else None
+        reaches = "sentinel" if isinstance(first, dict) and "master_name" in first else "server"
+    if wanted == reaches:
+        return None
+    layer = f"CHANNEL_LAYERS[{alias!r}] is {backend}"
+    if wanted == "cluster":
+        why = "channels_redis cannot reach a cluster, so publishes reach no other process."
+        hint = f"Use {CLUSTER_LAYER}."
+    elif reaches == "cluster":
+        why = "the cluster layer needs a redis+cluster:// URL."
+        hint = (f"Use {SENTINEL_LAYER}." if wanted == "sentinel" else
+                f'Set REDIS_URL = "redis+cluster://host:port" (the cluster), or use {REDIS_LAYER}.')
+    elif wanted == "sentinel":
+        why = ("its hosts name one fixed server, which stops being the master after a failover, while history "
+               "and presence follow the sentinels to the new one.")
+        hint = f"Use {SENTINEL_LAYER}."
+    else:
+        why = "its hosts ask sentinels for a master, while history and presence use REDIS_URL's one server."
+        hint = 'Set REDIS_URL = "redis+sentinel://host:26379[,host:26380]/<master name>" (the same sentinels).'
+    return checks.Error(f"settings.REDIS_URL names {_REDIS_KINDS[wanted]}, but {layer}: " + why,
+                        hint=hint, id="realtime.E012")
 
 
 def _layer_url(alias: str) -> str | None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .conf import setting
-from .pubsub.redis import client_options, redis_url
+from .pubsub.redis import async_client, redis_url
 
 #: Seconds a request holds its key before another may take it over (its process is presumed dead).
 LEASE = 30.0
@@ -131,9 +131,7 @@ class RedisIdempotencyStore(IdempotencyStore):
     """Records in Redis, shared by every process (``REDIS_URL``)."""
 
     def __init__(self, url: str) -> None:
-        from redis import asyncio as aioredis
-
-        self.client = aioredis.Redis.from_url(url, **client_options())
+        self.client = async_client(url)  # one server, a cluster or a Sentinel master: REDIS_URL's kind
         self.script = self.client.register_script(_CAS)
 
     async def get(self, key: str) -> str | None:

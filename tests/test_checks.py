@@ -148,6 +148,44 @@ def test_a_cluster_url_and_a_layer_of_one_server_disagree_either_way(monkeypatch
     assert found(REDIS_URL="redis+cluster://127.0.0.1:7000", CHANNEL_LAYERS=cluster_layer) == []
 
 
+def test_a_sentinel_url_needs_the_layer_to_ask_the_same_sentinels(monkeypatch):
+    from realtime.pubsub.redis import channel_layer_host
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    url = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster/0"
+    # a layer pinned to one server keeps publishing to the old master after a failover
+    [(check_id, message, hint)] = found(REDIS_URL=url, CHANNEL_LAYERS=REDIS_LAYER)
+    assert check_id == "realtime.E012" and "stops being the master after a failover" in message
+    assert "channel_layer_host(REDIS_URL)" in hint
+    cluster_layer = {"default": {"BACKEND": "realtime.pubsub.sharded.RedisClusterChannelLayer"}}
+    [(check_id, message, hint)] = found(REDIS_URL=url, CHANNEL_LAYERS=cluster_layer)
+    assert check_id == "realtime.E012" and "needs a redis+cluster:// URL" in message and "channel_layer_host" in hint
+    sentinel_layer = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                                  "CONFIG": {"hosts": [channel_layer_host(url)]}}}
+    assert found(REDIS_URL=url, CHANNEL_LAYERS=sentinel_layer) == []
+    core_layer = {"default": {**sentinel_layer["default"], "BACKEND": "channels_redis.core.RedisChannelLayer"}}
+    assert found(REDIS_URL=url, CHANNEL_LAYERS=core_layer) == []
+    # and the other way round: sentinels in the layer, one server in REDIS_URL
+    [(check_id, message, hint)] = found(REDIS_URL="redis://127.0.0.1:6379/3", CHANNEL_LAYERS=sentinel_layer)
+    assert check_id == "realtime.E012" and "its hosts ask sentinels for a master" in message
+    assert "redis+sentinel://" in hint
+
+
+def test_a_sentinel_url_is_parsed_strictly_and_never_echoed(monkeypatch):
+    from realtime.pubsub.redis import SentinelTarget, channel_layer_host, sentinel_target
+
+    assert sentinel_target("rediss+sentinel://app:s%40cret@a:1,[::1]:2,b/cache/3?sentinel_password=pw") == \
+        SentinelTarget(sentinels=[("a", 1), ("::1", 2), ("b", 26379)], service="cache", db=3, username="app",
+                       password="s@cret", sentinel_password="pw", ssl=True)
+    host = channel_layer_host("redis+sentinel://:pw@a:1/m")
+    assert host["sentinels"] == [("a", 1)] and host["master_name"] == "m" and host["password"] == "pw"
+    assert host["db"] == 0 and host["socket_timeout"] == 5.0 and "ssl" not in host
+    for wrong in ("redis+sentinel://:pw@a:1", "redis+sentinel://:pw@/m", "redis+sentinel://:pw@a:1/m/0/extra"):
+        with pytest.raises(ValueError) as error:
+            sentinel_target(wrong)
+        assert "pw" not in str(error.value)
+
+
 def test_the_redis_url_environment_variable_alone_is_a_warning_saying_it_is_a_setting(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
     [(check_id, message, hint)] = found(REDIS_URL=None, CHANNEL_LAYERS=IN_MEMORY)

@@ -16,7 +16,9 @@ came after it (``recovered``). A malformed id, one this history never handed out
 a Redis that restarted empty, an id from the future) or one older than what history still holds
 is "not recovered": the client must refetch its state instead of trusting the replay, which is
 then everything the history holds. ``"0"`` (:data:`~realtime.pubsub.ids.START`) asks for
-everything, recovered when nothing was ever trimmed away.
+everything, recovered when nothing was ever trimmed away. An id handed out before the master was
+promoted (a failover, :mod:`realtime.pubsub.promotion`) is not recovered either: the old master's
+last writes may never have reached the replica.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import json
 from collections import deque
 from typing import Any
 
-from . import ids
-from .redis import async_client, channel_tag
+from . import ids, promotion
+from .redis import async_client, channel_tag, is_cluster
 
 
 class MemoryHistory:
@@ -91,6 +93,8 @@ class RedisHistory:
         self.client = client if client is not None else async_client(url)
         self.key = key(name)
         self.size = size
+        #: The promotion fences' hash tag: this stream's on a cluster (one per master), none on one Redis.
+        self.fence_tag = channel_tag(name) if is_cluster(url) else None
 
     async def append(self, message: Any) -> str:
         payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
@@ -113,6 +117,9 @@ class RedisHistory:
         """Whether the stream holds every entry after ``last_id`` (needs Redis 7's ``XINFO STREAM`` fields)."""
         from redis.exceptions import ResponseError
 
+        fence = await promotion.fence(self.client, self.fence_tag, self.key)
+        if fence != ids.START and last_id <= fence:
+            return False  # handed out before a failover: the old master's last writes may be lost
         try:
             info = await self.client.xinfo_stream(self.key)
         except ResponseError:  # no stream: nothing was published, or Redis lost it (a restart, a FLUSHDB)

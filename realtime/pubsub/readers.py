@@ -7,6 +7,13 @@ channel. A new stream wakes the blocked read with ``CLIENT UNBLOCK`` (sent on th
 connection), so it is read at once instead of after the block.
 
 - One Redis: one group, so **one** reader connection per process, whatever the channels.
+- Redis Sentinel: the same, to the master the sentinels name when the connection opens. The
+  master's death breaks the connection and fails the read. A master demoted alive (a switch-over,
+  a partition healed) keeps its blocked reads, and as a replica it even keeps feeding them, but
+  no longer reliably (its link to the new master may be down): so the reader asks its server's
+  ``ROLE`` between reads, at most every :data:`ROLE_EVERY` seconds, and leaves a replica. Either
+  way it reconnects, asking the sentinels again, and lands on the promoted replica with every
+  stream's position kept.
 - A Redis Cluster: a multi-key command must stay in one slot, so streams are grouped by their hash
   tag (:data:`realtime.pubsub.redis.TAG_BUCKETS`, 16 slots): at most 16 reader connections per
   process, each to the master that holds its slot now. A reader that fails (the master died, the
@@ -21,17 +28,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
+from . import promotion
 from .broker import broker_state
 from .history import decode
-from .redis import READER_TIMEOUT, async_client, client_options, is_cluster
+from .redis import READER_TIMEOUT, async_client, client_options, connection_client, is_cluster, is_sentinel
 
 #: ``(entry id, message)`` to the channel that watches the stream.
 Deliver = Callable[[str, Any], None]
 BLOCK_MS = 5000
 BATCH = 500
+#: Seconds between two ``ROLE`` checks of a Sentinel reader's server (at most one per ``XREAD`` besides).
+ROLE_EVERY = 2.0
+
+
+class Demoted(Exception):
+    """A Sentinel reader's server is a replica now: read from the master the sentinels name instead."""
 
 
 class Watch:
@@ -57,6 +72,10 @@ class Group:
         self.client_id: int | None = None
         self.blocked = False
         self.waking: asyncio.Task[None] | None = None
+        #: Whether the last read failed: the next connection may reach a promoted replica.
+        self.failed = False
+        #: When a Sentinel reader last made sure its server is still the master (``ROLE``).
+        self.role_checked = 0.0
 
     def wake(self) -> None:
         """Make the reader restart its ``XREAD`` with the current streams (one ``CLIENT UNBLOCK`` in
@@ -74,10 +93,13 @@ class Group:
                     delay = 0.1
                 except asyncio.CancelledError:
                     raise
+                except Demoted:  # not an outage: the master is elsewhere, and the sentinels say where
+                    await self._drop_connection()
+                    self.failed = True
                 except Exception as error:  # the node is away, or no longer owns the slot: reconnect
                     broker_state.failed("history", error)
                     await self._drop_connection()
-                    self.owner.stale = True
+                    self.owner.stale = self.failed = True
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         finally:
@@ -89,6 +111,15 @@ class Group:
         if self.connection is None:
             self.connection = await self.owner.connect(self.name, next(iter(self.streams)))
             self.client_id = await self.connection.client_id()
+            self.role_checked = time.monotonic()  # just found through the sentinels
+            if self.failed:  # after a failover: fence the promoted master's history now, not at the first resume
+                self.failed = False
+                await self.owner.fence(self.name, next(iter(self.streams)))
+        if self.owner.sentinel and time.monotonic() >= self.role_checked + ROLE_EVERY:
+            self.role_checked = time.monotonic()
+            role = await self.connection.execute_command("ROLE")
+            if role[0] not in (b"master", "master"):
+                raise Demoted
         self.changed.clear()
         positions = {key: watch.last for key, watch in self.streams.items()}
         self.blocked = True
@@ -119,6 +150,7 @@ class StreamReaders:
     def __init__(self, url: str) -> None:
         self.url = url
         self.cluster = is_cluster(url)
+        self.sentinel = is_sentinel(url)
         self.client = async_client(url)
         self.groups: dict[str, Group] = {}
         #: Whether a reader failed since the slot map was last read (a cluster's master may have moved).
@@ -162,9 +194,8 @@ class StreamReaders:
         """A connection of the group's own, to the server (or the slot's current master) of ``key``."""
         from redis import asyncio as aioredis
 
-        if not self.cluster:
-            return aioredis.Redis.from_url(self.url, single_connection_client=True,
-                                           **client_options(READER_TIMEOUT))
+        if not self.cluster:  # one server, or the master the sentinels name now
+            return connection_client(self.url, READER_TIMEOUT)
         await self.client.initialize()  # the first time: the slot map
         if self.stale:  # a reader failed: the slot's master may be another node now (a failover, a move)
             self.stale = False
@@ -172,6 +203,13 @@ class StreamReaders:
         node = self.client.get_node_from_key(key)
         return aioredis.Redis(host=node.host, port=node.port, single_connection_client=True,
                               **client_options(READER_TIMEOUT))
+
+    async def fence(self, group: str, key: str) -> None:
+        """Record the promotion moment of the master ``key`` is on (:mod:`realtime.pubsub.promotion`)."""
+        try:
+            await promotion.fence(self.client, group or None, key)
+        except Exception:  # noqa: S110 - the first resume records it then
+            pass
 
     async def unblock(self, group: Group) -> None:
         """``CLIENT UNBLOCK`` the group's reader (on its node), so it rereads its stream list now."""
