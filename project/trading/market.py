@@ -27,7 +27,7 @@ from typing import Any
 from django.utils.asyncio import async_unsafe
 
 from realtime.pubsub.broker import BrokerUnavailable, is_unreachable
-from realtime.pubsub.redis import redis_url
+from realtime.pubsub.redis import async_client, redis_url, sync_client
 
 from .channels import ticks
 
@@ -126,9 +126,7 @@ class MarketSimulator:
         if url is None:
             await self._simulate(None)
             return
-        from redis import asyncio as aioredis
-
-        client = aioredis.Redis.from_url(url)
+        client = async_client(url)
         try:
             while True:
                 try:
@@ -185,9 +183,7 @@ class MarketSimulator:
         if url is None:
             return
         with contextlib.suppress(Exception):
-            import redis
-
-            redis.Redis.from_url(url, socket_timeout=1).eval(RELEASE_SCRIPT, 1, LOCK_KEY, self._token)
+            sync_client(url).eval(RELEASE_SCRIPT, 1, LOCK_KEY, self._token)
 
 
 simulator = MarketSimulator()
@@ -197,17 +193,10 @@ _price_clients: dict[str, Any] = {}
 
 
 def _price_client(url: str) -> Any:
-    """A pooled sync client per URL: bounded waits, one reconnect on a stale connection."""
+    """A pooled sync client per URL (one server, a Cluster or a Sentinel master): bounded waits."""
     client = _price_clients.get(url)
     if client is None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-        client = _price_clients[url] = redis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, retry=retry, retry_on_error=[redis.ConnectionError]
-        )
+        client = _price_clients[url] = sync_client(url)
     return client
 
 

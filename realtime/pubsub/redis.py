@@ -245,19 +245,21 @@ def sync_client(url: str | None = None) -> Any:
     if is_cluster(url):
         nodes = [ClusterNode(host, port) for host, port in startup_nodes(url)]
         return RedisCluster.from_url(_cluster_url(url), startup_nodes=nodes, require_full_coverage=False, **options)
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.retry import Retry
+
+    # One reconnect on a broken connection (a Redis restarted since the pooled connection was opened);
+    # on Sentinel it asks the sentinels again, so it lands on the new master.
+    reconnect = {"retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                 "retry_on_error": [RedisConnectionError]}
     if is_sentinel(url):
-        from redis.backoff import NoBackoff
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.retry import Retry
         from redis.sentinel import Sentinel
 
         target = sentinel_target(url)
         manager = Sentinel(target.sentinels, sentinel_kwargs=target.sentinel_options())
-        # One reconnect on a broken connection: it asks the sentinels again, so it lands on the new master.
-        return manager.master_for(target.service, **target.server_options(), **options,
-                                  retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                                  retry_on_error=[RedisConnectionError])
-    return redis.Redis.from_url(url, **options)
+        return manager.master_for(target.service, **target.server_options(), **options, **reconnect)
+    return redis.Redis.from_url(url, **options, **reconnect)
 
 
 def channel_layer_host(url: str) -> dict[str, Any]:
