@@ -129,8 +129,26 @@ class UvicornHttptools(Uvicorn):
                 "--ws", "websockets-sansio", "--http", "httptools", "project.asgi:application"]
 
 
+#: Migrated and seeded SQLite files by settings module, made once per test process and copied for
+#: each server (migrating and seeding is most of a live module's set-up). INSTALLED_APPS depends on
+#: the settings module alone, never on the environment, so one file serves every env of a module.
+_database_templates: dict[str, tuple[Path, dict[str, int]]] = {}
+
+
+def _migrate_and_seed(env: dict[str, str]) -> dict[str, int]:
+    manage = [PYTHON, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    out = subprocess.run([*manage, "seed_test_users"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    ids = dict(line.split("=") for line in out.stdout.split())
+    return {name: int(pk) for name, pk in ids.items()}
+
+
 def prepare_database(tmp: Path, extra_env: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, int]]:
-    """A migrated SQLite file with the test users; returns the server env and user ids by name."""
+    """A migrated SQLite file with the test users; returns the server env and user ids by name.
+
+    SQLite files are copies of one template per settings module; a PostgreSQL database
+    (``POSTGRES_DB`` in ``extra_env``) is migrated and seeded itself.
+    """
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -140,11 +158,23 @@ def prepare_database(tmp: Path, extra_env: dict[str, str] | None = None) -> tupl
     }
     if "REDIS_URL" not in (extra_env or {}):
         env.pop("REDIS_URL", None)
-    manage = [PYTHON, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-    out = subprocess.run([*manage, "seed_test_users"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    ids = dict(line.split("=") for line in out.stdout.split())
-    return env, {name: int(pk) for name, pk in ids.items()}
+    if env.get("POSTGRES_DB"):
+        return env, _migrate_and_seed(env)
+    module = env["DJANGO_SETTINGS_MODULE"]
+    if module not in _database_templates:
+        import atexit
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="realtime-db-template-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        template = Path(directory) / "db.sqlite3"
+        # Without REDIS_URL: seeding is database work only, and no server is there to hear of it yet.
+        seed_env = {key: value for key, value in env.items() if key != "REDIS_URL"}
+        users = _migrate_and_seed({**seed_env, "DJANGO_SQLITE_PATH": str(template)})
+        _database_templates[module] = (template, users)
+    template, users = _database_templates[module]
+    shutil.copyfile(template, env["DJANGO_SQLITE_PATH"])
+    return env, dict(users)
 
 
 POSTGRES_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
