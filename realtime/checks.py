@@ -13,6 +13,10 @@ mistakes that otherwise show only when a client arrives, or never.
 ``realtime.W010``       warning  only the ``REDIS_URL`` *environment variable* is set
 ``realtime.E012``       error    ``REDIS_URL`` names a Redis Cluster, but the layer is not the cluster
                                  layer (or the other way round)
+``realtime.E013``       error    ``NATS_URL`` is set, but the layer is not the NATS layer (or the other
+                                 way round)
+``realtime.W011``       warning  NATS without ``REDIS_URL``: presence, lifecycle events, idempotency
+                                 records and the ops snapshots stay in each process (they are Redis-only)
 ======================  =======  ===================================================================
 
 daphne runs no system checks: :class:`realtime.CoreApp` logs the ``E01x``/``W010`` findings when it
@@ -37,6 +41,8 @@ CLUSTER_LAYER_PATH = "realtime.pubsub.sharded.RedisClusterChannelLayer"
 CLUSTER_LAYER = (
     f'CHANNEL_LAYERS = {{"default": {{"BACKEND": "{CLUSTER_LAYER_PATH}", "CONFIG": {{"hosts": [REDIS_URL]}}}}}}'
 )
+NATS_LAYER_PATH = "realtime.pubsub.nats.NatsChannelLayer"
+NATS_LAYER = f'CHANNEL_LAYERS = {{"default": {{"BACKEND": "{NATS_LAYER_PATH}", "CONFIG": {{"hosts": [NATS_URL]}}}}}}'
 REDIS_LAYER = (
     'CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", '
     '"CONFIG": {"hosts": [REDIS_URL]}}}'
@@ -150,6 +156,7 @@ def application_kind(application: Any) -> str | None:
 
 def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``settings.REDIS_URL`` and a cross-process channel layer go together, or neither is set."""
+    from .pubsub.nats import nats_url
     from .pubsub.redis import is_cluster, redis_url
 
     url = redis_url()
@@ -157,6 +164,8 @@ def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     backend = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get(alias, {}).get("BACKEND")
     crossing = backend is not None and not _in_memory(backend)
     layer = f"CHANNEL_LAYERS[{alias!r}] is {backend}" if backend else "there is no CHANNEL_LAYERS"
+    if nats_url() is not None or backend == NATS_LAYER_PATH:
+        return check_nats(url, backend, layer)
     if url and not crossing:
         return [checks.Error(
             f"settings.REDIS_URL is set, but {layer}: presence and history are shared through Redis, "
@@ -192,6 +201,38 @@ def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             hint=f'For several processes, in settings: REDIS_URL = os.environ.get("REDIS_URL") and {REDIS_LAYER}. '
                  'For one process on purpose: SILENCED_SYSTEM_CHECKS = ["realtime.W010"].',
             id="realtime.W010",
+        )]
+    return []
+
+
+def check_nats(redis: str | None, backend: str | None, layer: str) -> list[CheckMessage]:
+    """NATS as the broker: ``settings.NATS_URL`` and the NATS layer go together; Redis for the rest."""
+    from .pubsub.nats import nats_url
+
+    if nats_url() is None:
+        return [checks.Error(
+            f"{layer}, but settings.NATS_URL is not set: history channels keep their history "
+            + ("in Redis" if redis else "in each process") + " while the layer is NATS.",
+            hint='Set NATS_URL = os.environ.get("NATS_URL") in settings (realtime reads the Django setting).',
+            id="realtime.E013",
+        )]
+    if backend != NATS_LAYER_PATH:
+        return [checks.Error(
+            f"settings.NATS_URL is set, so history channels are on NATS JetStream, but {layer}: "
+            "a publish on a Channel without history does not go through NATS.",
+            hint=f"Use {NATS_LAYER} (pip install nats-py), or remove NATS_URL.",
+            id="realtime.E013",
+        )]
+    if redis is None:
+        return [checks.Warning(
+            "settings.NATS_URL is set and REDIS_URL is not: publishes and history cross processes on NATS, but "
+            "presence, lifecycle events, idempotency records and the ops snapshots are Redis-only, so they stay "
+            "in each process (a user connected to two processes is two members). NATS KV offers per-key "
+            "compare-and-set only, and nats-server before 2.11 no per-key expiry, so a dead process's members "
+            "could not be reaped as one step.",
+            hint="Set REDIS_URL too (Redis for those, NATS for messages), or run one process. To accept "
+                 'per-process presence: SILENCED_SYSTEM_CHECKS = ["realtime.W011"].',
+            id="realtime.W011",
         )]
     return []
 
