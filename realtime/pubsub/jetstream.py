@@ -256,7 +256,7 @@ class JetStreamTransport:
                 raise
 
         try:
-            message_id = await reach("history", self.channel.name, append)
+            message_id = await reach("history", self.channel.name, append, broker="NATS")
         except BrokerUnavailable:
             self.channel.broker_errors += 1
             raise
@@ -271,10 +271,10 @@ class JetStreamTransport:
         positioned = self.positioned
         if positioned is not None and not positioned.done():
             await asyncio.wait((positioned,), timeout=COMMAND_TIMEOUT)
-        return await reach("history", self.channel.name, lambda: self.store.after(last_id))
+        return await reach("history", self.channel.name, lambda: self.store.after(last_id), broker="NATS")
 
     async def newest_id(self) -> str | None:
-        return await reach("history", self.channel.name, self.store.newest_id)
+        return await reach("history", self.channel.name, self.store.newest_id, broker="NATS")
 
     def _deliverer(self, epoch: int) -> Any:
         """The consumer's callback: each message to the local subscribers, with its id in ``epoch``."""
@@ -315,7 +315,7 @@ class JetStreamTransport:
                     positioned.set_result(None)
                 raise
             except Exception as error:
-                broker_state.failed("history", error)
+                broker_state.failed("history", error, "NATS")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         positioned.set_result(None)

@@ -102,11 +102,11 @@ async def client(url: str | None = None) -> Any:
 
         async def error_cb(error: BaseException) -> None:
             if not (made and made[0].is_closed):
-                broker_state.failed("nats", error)
+                broker_state.failed("connection", error, "NATS")
 
         async def disconnected_cb() -> None:
             if not (made and made[0].is_closed):
-                broker_state.failed("nats", NatsUnreachable(f"disconnected from {url}"))
+                broker_state.failed("connection", NatsUnreachable(f"disconnected from {url}"), "NATS")
 
         async def reconnected_cb() -> None:
             broker_state.recovered()
@@ -156,6 +156,8 @@ class NatsChannelLayer(BaseChannelLayer):
     """Groups on core NATS subjects, one subscription per group per process; channels in this process."""
 
     extensions = ["groups", "flush"]
+    #: What realtime.pubsub.broker names in its log lines and in BrokerUnavailable.
+    broker_name = "NATS"
 
     def __init__(self, hosts: list[str] | None = None, prefix: str = "asgi", capacity: int = 100,
                  expiry: int = 60, group_expiry: int = 86400, channel_capacity: Any = None,
