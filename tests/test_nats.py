@@ -345,6 +345,8 @@ async def test_a_publish_in_one_process_reaches_subscribers_in_the_other(servers
     extra = [await websockets.connect(f"{b.ws_url}/api/t/channel-ticks/N1") for _ in range(5)]
     subject = f"asgi.g.{group_name('live-ticks').replace('.', '~')}"
     assert await asyncio.to_thread(nats.subscribers, subject) == 2
+    # one NATS connection per process, whatever its groups and history channels
+    assert (await asyncio.to_thread(nats.connz))["num_connections"] == 2
     for ws in (on_a, on_b, *extra):
         await ws.close()
     # nothing outlives the connections: no group subscription, no subscriber
