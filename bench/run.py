@@ -233,6 +233,15 @@ def stop(proc: subprocess.Popen) -> None:
         pass
 
 
+def nats_broker():
+    """bench/nats_broker.py, whether this file runs as a script (bench/ on sys.path) or as ``bench.run``."""
+    try:
+        from bench import nats_broker as module
+    except ImportError:
+        import nats_broker as module
+    return module
+
+
 class Servers:
     """Context manager: start ``spec.processes`` copies of a server, always stop them."""
 
@@ -250,9 +259,7 @@ class Servers:
         LOGS.mkdir(parents=True, exist_ok=True)
         try:
             if self.spec.broker == "nats":
-                from bench.nats_broker import NatsBroker
-
-                self.broker = NatsBroker().start()
+                self.broker = nats_broker().NatsBroker().start()
                 env["NATS_URL"] = self.broker.url
             for i in range(self.spec.processes):
                 port = free_port()
@@ -410,9 +417,7 @@ def one_run(sc: Scenario, spec: ServerSpec, srv: Servers, m: int, i: int) -> dic
     before = srv.broker.varz() if srv.broker is not None and m else None
     res = loadgen(sc, srv, m)
     if before is not None and "deliveries_per_s" in res:
-        from bench.nats_broker import per_message
-
-        res.update(per_message(before, srv.broker.varz(), m))
+        res.update(nats_broker().per_message(before, srv.broker.varz(), m))
         if res.get("aux_cpu_util") is not None:
             res["broker_cpu_us_per_msg"] = res["aux_cpu_util"] * res["wall_s"] * 1e6 / m
     res["saturated"] = saturation(res, spec.processes) if m else ""

@@ -102,9 +102,9 @@ elif REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# NATS instead: NATS_URL=nats://127.0.0.1:4222 moves the channel layer and history (JetStream) to NATS.
-# Presence, lifecycle events, idempotency records, the ops snapshots and the login throttle stay on Redis
-# (REDIS_URL, when set too; without it they are per process: check realtime.W011 says so).
+# NATS instead: NATS_URL=nats://127.0.0.1:4222 moves the channel layer, history (JetStream) and presence
+# (NATS KV, when REDIS_URL is not set) to NATS. Lifecycle events, idempotency records, the ops snapshots and
+# the login throttle stay on Redis (REDIS_URL, when set too; without it per process: check realtime.W011).
 NATS_URL = os.environ.get("NATS_URL") or None
 if NATS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.pubsub.nats.NatsChannelLayer", "CONFIG": {"hosts": [NATS_URL]}}}

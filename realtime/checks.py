@@ -15,8 +15,8 @@ mistakes that otherwise show only when a client arrives, or never.
                                  layer (or the other way round)
 ``realtime.E013``       error    ``NATS_URL`` is set, but the layer is not the NATS layer (or the other
                                  way round)
-``realtime.W011``       warning  NATS without ``REDIS_URL``: presence, lifecycle events, idempotency
-                                 records and the ops snapshots stay in each process (they are Redis-only)
+``realtime.W011``       warning  NATS without ``REDIS_URL``: lifecycle events, idempotency records and
+                                 the ops snapshots stay in each process (they are Redis-only)
 ======================  =======  ===================================================================
 
 daphne runs no system checks: :class:`realtime.CoreApp` logs the ``E01x``/``W010`` findings when it
@@ -225,13 +225,11 @@ def check_nats(redis: str | None, backend: str | None, layer: str) -> list[Check
         )]
     if redis is None:
         return [checks.Warning(
-            "settings.NATS_URL is set and REDIS_URL is not: publishes and history cross processes on NATS, but "
-            "presence, lifecycle events, idempotency records and the ops snapshots are Redis-only, so they stay "
-            "in each process (a user connected to two processes is two members). NATS KV offers per-key "
-            "compare-and-set only, and nats-server before 2.11 no per-key expiry, so a dead process's members "
-            "could not be reaped as one step.",
-            hint="Set REDIS_URL too (Redis for those, NATS for messages), or run one process. To accept "
-                 'per-process presence: SILENCED_SYSTEM_CHECKS = ["realtime.W011"].',
+            "settings.NATS_URL is set and REDIS_URL is not: publishes, history and presence are shared on NATS "
+            "(presence is shared on NATS KV), but lifecycle events, idempotency records, the ops snapshots and "
+            "the login throttle's cache are Redis-only, so they stay in each process.",
+            hint="Set REDIS_URL too (Redis for those, NATS for the rest), or accept them per process: "
+                 'SILENCED_SYSTEM_CHECKS = ["realtime.W011"].',
             id="realtime.W011",
         )]
     return []

@@ -3,24 +3,28 @@ subjects, history on JetStream, the system checks, and two daphne processes with
 
 A publish crosses processes, a resume crosses processes, and after SIGKILL and a restart of the
 nats-server every publish reaches every subscriber in both processes while a resume is complete or
-says ``reset``. Presence is Redis-only (check realtime.W011 says so at start). Never the machine's 4222.
+says ``reset``. Presence is one member per user on NATS KV, a killed process's members reaped once.
+Never the machine's 4222.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 import websockets
 
 from realtime.pubsub.channel import group_name
+from realtime.topics.presence import COMPANION
 from tests.nats_server import NatsServer
 from tests.servers import Daphne, prepare_database
 from tests.sse_client import read_events
 from tests.test_channel_redis import entries, follow, primed_followers, publish_via, receive, subscribed
 from tests.test_checks import found
 from tests.test_redis_cluster import resume_until
+from tests.test_topics_live import member_socket, opened, request, until
 from tests.waiting import await_until, live_stats
 
 pytestmark = pytest.mark.timeout(180)
@@ -51,7 +55,7 @@ async def on_nats(nats, settings):
 def servers(nats, tmp_path_factory, output_dir):
     tmp = tmp_path_factory.mktemp("nats-daphne")
     env, users = prepare_database(tmp, {"NATS_URL": nats.url})
-    env = {**env, "DJANGO_SETTINGS_MODULE": "tests.topics_settings"}
+    env = {**env, "DJANGO_SETTINGS_MODULE": "tests.topics_settings", "TEST_PRESENCE_TIMEOUT": "3"}
     daphnes = [Daphne(env, output_dir / f"daphne-nats-{name}.log").start() for name in "ab"]
     yield daphnes, users
     for server in daphnes:
@@ -301,7 +305,7 @@ async def anext_all(subscription, into, count):
 # -- the system checks ---------------------------------------------------------------------------------
 
 
-def test_nats_url_and_the_nats_layer_go_together_and_presence_is_said_to_be_redis_only(monkeypatch):
+def test_nats_url_and_the_nats_layer_go_together_and_what_is_redis_only_is_said(monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)
     [(check_id, message, hint)] = found(NATS_URL="nats://127.0.0.1:4222", REDIS_URL=None, CHANNEL_LAYERS=REDIS_LAYER)
     assert check_id == "realtime.E013" and "history channels are on NATS JetStream" in message
@@ -309,7 +313,7 @@ def test_nats_url_and_the_nats_layer_go_together_and_presence_is_said_to_be_redi
     [(check_id, message, hint)] = found(NATS_URL=None, REDIS_URL=None, CHANNEL_LAYERS=NATS_LAYER)
     assert check_id == "realtime.E013" and "NATS_URL is not set" in message and "in each process" in message
     [(check_id, message, hint)] = found(NATS_URL="nats://127.0.0.1:4222", REDIS_URL=None, CHANNEL_LAYERS=NATS_LAYER)
-    assert check_id == "realtime.W011" and "presence" in message and "Redis-only" in message
+    assert check_id == "realtime.W011" and "Redis-only" in message and "presence is shared on NATS KV" in message
     assert "Set REDIS_URL too" in hint
     assert found(NATS_URL="nats://127.0.0.1:4222", REDIS_URL="redis://127.0.0.1:6379/3",
                  CHANNEL_LAYERS=NATS_LAYER) == []
@@ -322,7 +326,7 @@ def test_the_demo_moves_to_nats_with_one_environment_variable(nats):
 
     from tests.servers import PYTHON, ROOT
 
-    env, _ = prepare_database(__import__("pathlib").Path(nats.store.parent), {"NATS_URL": nats.url})
+    env = {**os.environ, "NATS_URL": nats.url}
     env.pop("REDIS_URL", None)
     script = ("from django.conf import settings; import django; django.setup(); "
               "from realtime.pubsub.brokers import history_broker; "
@@ -378,10 +382,65 @@ async def test_history_resume_across_the_two_processes(servers, nats):
                       message="no consumer left once nobody reads")
 
 
-async def test_presence_is_redis_only_and_the_servers_say_so_at_start(servers):
+async def test_presence_is_one_member_per_user_across_the_two_processes_on_nats_kv(servers, nats):
+    (a, b), users = servers
+    channel = "lobby:nats"
+    watchers = [await opened(server) for server in (a, b)]
+    for watcher in watchers:
+        assert (await request(watcher, {"op": "subscribe", "ref": "w", "channel": channel}))["ok"]
+    companion = f"asgi.g.{group_name(COMPANION + channel).replace('.', '~')}"  # each process's presence bridge
+    await await_until(lambda: nats.subscribers(companion) == 2, 10, message="both presence bridges subscribed")
+    tab_a = await member_socket(a, "plain", channel)
+    tab_b = await member_socket(b, "plain", channel)
+    for watcher in watchers:
+        join = await until(watcher, "join")
+        assert join["member"]["id"] == users["plain"]
+    for watcher in watchers:
+        answer = await request(watcher, {"op": "presence", "ref": "p", "channel": channel})
+        assert answer["data"]["members"] == [{"id": users["plain"], "info": {"name": "plain"}, "connections": 2}]
+    await tab_a.close()
+    await tab_b.close()
+    for watcher in watchers:
+        leave = await until(watcher, "leave", timeout=10)
+        assert leave["member"]["id"] == users["plain"]
+        # one join and one leave for the user's two connections: nothing else came
+        answer = await request(watcher, {"op": "presence", "ref": "p2", "channel": channel})
+        assert answer["data"]["members"] == []
+        await watcher.close()
+
+
+async def test_a_killed_process_is_reaped_from_nats_kv_once(servers, nats, tmp_path):
+    import signal
+
+    (a, _), users = servers
+    channel = "lobby:nats-killed"
+    doomed = Daphne(a.env, tmp_path / "daphne-nats-doomed.log").start()
+    try:
+        watcher = await opened(a)
+        assert (await request(watcher, {"op": "subscribe", "ref": "w", "channel": channel}))["ok"]
+        companion = f"asgi.g.{group_name(COMPANION + channel).replace('.', '~')}"
+        await await_until(lambda: nats.subscribers(companion) == 1, 10, message="a's presence bridge")
+        victim = await member_socket(doomed, "editor", channel)
+        survivor = await member_socket(a, "staff", channel)  # a has members: it heartbeats, and reaps
+        assert {(await until(watcher, "join"))["member"]["id"] for _ in range(2)} == {users["editor"], users["staff"]}
+        doomed.stop(signal.SIGKILL)
+        leave = await until(watcher, "leave", timeout=20)  # PRESENCE_TIMEOUT is 3 s here
+        assert leave["member"] == {"id": users["editor"], "info": {"name": "editor"}, "connections": 0}
+        answer = await request(watcher, {"op": "presence", "ref": "p", "channel": channel})
+        assert [m["id"] for m in answer["data"]["members"]] == [users["staff"]]
+        with pytest.raises(TimeoutError):  # announced once, by one reaper
+            await until(watcher, "leave", timeout=3)
+        await victim.close()
+        await survivor.close()
+        await watcher.close()
+    finally:
+        doomed.stop(signal.SIGKILL)
+
+
+async def test_the_servers_say_at_start_what_stays_per_process_without_redis(servers):
     (a, b), _ = servers
     for server in (a, b):
-        assert "realtime.W011" in server.log() and "Redis-only" in server.log()
+        assert "realtime.W011" in server.log() and "lifecycle events" in server.log()
 
 
 async def test_after_nats_is_killed_and_restarted_every_publish_reaches_everyone_and_resumes_are_honest(

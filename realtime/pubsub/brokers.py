@@ -8,9 +8,9 @@
 - neither: history stays in each process's memory, behind whatever channel layer there is.
 
 Channels without history travel on the channel layer whichever broker it is on
-(:mod:`realtime.pubsub.layer`), so they need no decision here. Presence, idempotency records,
-lifecycle events and the ops snapshots are on Redis only (``REDIS_URL``): see
-docs/howto/scaling.md, "NATS", for why.
+(:mod:`realtime.pubsub.layer`), so they need no decision here. Presence picks its store in
+:func:`realtime.topics.presence.presence_store` (Redis, else NATS KV, else memory); idempotency
+records, lifecycle events and the ops snapshots are on Redis only (``REDIS_URL``).
 """
 
 from __future__ import annotations
