@@ -25,7 +25,7 @@ from tests.test_channel_redis import entries, follow, primed_followers, publish_
 from tests.test_checks import found
 from tests.test_redis_cluster import resume_until
 from tests.test_topics_live import member_socket, opened, request, until
-from tests.waiting import await_until, live_stats
+from tests.waiting import asettled, await_until, live_stats, quiet_live
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -358,6 +358,18 @@ async def test_a_publish_in_one_process_reaches_subscribers_in_the_other(servers
     for server in (a, b):
         stats = await live_stats(server)
         assert stats["tick_channel"] == 0
+    # and no task: a second round of subscribers leaves each process with the tasks it had before it
+    baseline = [(await quiet_live(server))["tasks"] for server in (a, b)]
+    sockets = await subscribed("N2", a, b, via=b)
+    sockets += [await websockets.connect(f"{server.ws_url}/api/t/channel-ticks/N2") for server in (a, b) * 3]
+    await publish_via(a, "live-ticks", {"symbol": "N2", "price": 2})
+    for ws in sockets:
+        await ws.close()
+    await await_until(lambda: nats.subscribers(subject) == 0, 15, message="both processes unsubscribed again")
+    for server, before in zip((a, b), baseline, strict=True):
+        after = await asettled(lambda server=server: live_stats(server),
+                               lambda now, before=before: now["tasks"] <= before, 15)
+        assert after["tasks"] <= before and after["tick_channel"] == 0, (before, after)
 
 
 async def test_history_resume_across_the_two_processes(servers, nats):
