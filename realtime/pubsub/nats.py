@@ -33,7 +33,6 @@ import weakref
 from collections import defaultdict
 from typing import Any
 
-import msgpack
 from channels.layers import BaseChannelLayer
 
 from .broker import broker_state
@@ -213,6 +212,8 @@ class NatsChannelLayer(BaseChannelLayer):
         return connection
 
     async def _on_message(self, msg: Any) -> None:
+        import msgpack
+
         if not broker_state.up:
             broker_state.recovered()
         try:
@@ -263,6 +264,8 @@ class NatsChannelLayer(BaseChannelLayer):
         await self._publish(connection, self.group_subject(group), {"g": group, "m": message})
 
     async def _publish(self, connection: Any, subject: str, payload: dict[str, Any]) -> None:
+        import msgpack  # with nats-py (the [nats] extra); not needed to read NATS_URL
+
         try:
             await confirmed_publish(connection, subject, msgpack.packb(payload, use_bin_type=True))
         except Exception:
