@@ -534,3 +534,37 @@ async def test_after_nats_is_killed_and_restarted_every_publish_reaches_everyone
         await asyncio.gather(follower, return_exceptions=True)
         await on_a.close()
         await on_b.close()
+
+
+async def test_two_reapers_at_once_announce_a_dead_process_member_once_and_spare_the_living(on_nats, settings):
+    """KV presence's reap: a dead process's connections leave each member it held; a member left with
+    none is announced by exactly one of two processes reaping at the same moment."""
+    from realtime.pubsub.channel import PROCESS_ID
+    from realtime.topics.kv_presence import BUCKET, KVPresence, token
+    from realtime.topics.presence import reap_listeners
+
+    settings.REALTIME = {**settings.REALTIME, "PRESENCE_TIMEOUT": 30}
+    first, second = KVPresence(on_nats.url), KVPresence(on_nats.url)
+    kv, _ = await first.buckets()
+    dead, channel = "deadprocess0", "unit:reap"
+    shared, alone = json.dumps(7), json.dumps(8)
+    await kv.put(f"procs.{dead}", b"")
+    for uid, counts in ((shared, {dead: 2, PROCESS_ID: 1}), (alone, {dead: 1})):
+        await kv.put(f"x.{dead}.{token(channel)}.{token(uid)}", b"")
+        await kv.put(f"m.{token(channel)}.{token(uid)}", json.dumps({"i": {"n": uid}, "p": counts}).encode())
+    heard: list = []
+
+    async def listener(member_id):
+        heard.append(member_id)
+
+    reap_listeners[channel] = listener
+    try:
+        await asyncio.gather(first.reap(), second.reap())
+        assert heard == [8]  # once, whichever process won the claim
+        assert await first.members(channel) == [{"id": 7, "info": {"n": shared}, "connections": 1}]
+        assert [e.key for e in await first._listed(BUCKET, f"x.{dead}.*.*")] == []
+        assert [e.key for e in await first._listed(BUCKET, f"procs.{dead}")] == []
+    finally:
+        reap_listeners.pop(channel, None)
+        await first.aclose()
+        await second.aclose()

@@ -74,6 +74,15 @@ def _conflict(error: BaseException) -> bool:
         isinstance(error, APIError) and getattr(error, "err_code", None) in (10071, 10164))
 
 
+class Listed:
+    """One key of a listing: its name, its value, its revision (what a compare-and-set names)."""
+
+    __slots__ = ("key", "revision", "value")
+
+    def __init__(self, key: str, value: bytes, revision: int) -> None:
+        self.key, self.value, self.revision = key, value, revision
+
+
 class KVPresence:
     """Members shared by every process through NATS KV, for one event loop."""
 
@@ -108,19 +117,32 @@ class KVPresence:
         self._reconnects = connection.stats["reconnects"]
         return self._buckets
 
-    async def _listed(self, kv: Any, pattern: str) -> list[Any]:
-        """The live entries of ``kv`` whose key matches ``pattern`` (one short watch)."""
-        watcher = await kv.watch(pattern, ignore_deletes=True, inactive_threshold=10.0)
+    async def _listed(self, bucket: str, pattern: str) -> list[Listed]:
+        """The live entries of ``bucket`` whose key matches ``pattern``, by one short ordered consumer.
+
+        Not nats-py's ``watch``: its end-of-values marker races its callback (seen here: a listing cut
+        short, or none at all). Here the consumer's own figures say how many messages to read: those it
+        delivered plus those pending when asked, each the last of its key (deleted keys skipped)."""
+        from nats.js import api
+
+        js = (await client(self.url)).jetstream(timeout=COMMAND_TIMEOUT)
+        reader = await js.subscribe(
+            f"$KV.{bucket}.{pattern}", stream=f"KV_{bucket}", ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT, inactive_threshold=10.0,
+        )
         entries = []
         try:
-            while True:
-                entry = await watcher.updates(timeout=COMMAND_TIMEOUT)
-                if entry is None:  # the end of what the bucket holds now
-                    return entries
-                entries.append(entry)
+            info = await reader.consumer_info()
+            for _ in range(info.delivered.consumer_seq + info.num_pending):
+                msg = await reader.next_msg(timeout=COMMAND_TIMEOUT)
+                if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+                    continue
+                entries.append(Listed(msg.subject[len(f"$KV.{bucket}."):], msg.data, msg.metadata.sequence.stream))
+            return entries
         finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
+            from ..pubsub.jetstream import dropped
+
+            await dropped(js, f"KV_{bucket}", reader)
 
     async def _change(self, kv: Any, key: str, change: Any) -> tuple[dict | None, dict | None]:
         """Apply ``change(value) -> new value or None (delete)`` to ``key`` by compare-and-set; returns
@@ -208,9 +230,9 @@ class KVPresence:
         if _local(name):
             return await memory_presence.members(name)
         await self.reap()
-        kv, _ = await self.buckets()
+        await self.buckets()  # made when missing
         found = []
-        for entry in await self._listed(kv, f"m.{token(name)}.*"):
+        for entry in await self._listed(BUCKET, f"m.{token(name)}.*"):
             value = json.loads(entry.value)
             count = sum(value.get("p", {}).values())
             if count > 0:
@@ -225,8 +247,8 @@ class KVPresence:
         from .presence import announce, member, reap_listeners
 
         kv, alive = await self.buckets()
-        living = {entry.key for entry in await self._listed(alive, ">")}
-        for entry in await self._listed(kv, "procs.*"):
+        living = {entry.key for entry in await self._listed(ALIVE, ">")}
+        for entry in await self._listed(BUCKET, "procs.*"):
             process = entry.key.split(".", 1)[1]
             if process == PROCESS_ID or process in living:
                 continue
@@ -241,7 +263,7 @@ class KVPresence:
                 continue  # it came back between the listing and the claim: its members are its own
             except KeyNotFoundError:
                 pass
-            for held in await self._listed(kv, f"x.{process}.*.*"):
+            for held in await self._listed(BUCKET, f"x.{process}.*.*"):
                 _, _, channel_token, user_token = held.key.split(".", 3)
 
                 def without(value: dict | None, process: str = process) -> dict | None:
