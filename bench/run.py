@@ -46,6 +46,7 @@ class ServerSpec:
     compare_to: list[str] = field(default_factory=list)  # names of reference rows, same scenario
     notes: str = ""
     scenarios: list[str] = field(default_factory=list)  # only these scenario keys (empty = all)
+    broker: str = ""  # "nats": a nats-server of the row's own, NATS_URL for its processes (bench/nats_broker.py)
 
 
 def daphne(app: str) -> list[str]:
@@ -108,6 +109,11 @@ SERVERS: list[ServerSpec] = [
                needs_redis=True, env={"REDIS_URL": REDIS_URL, "BENCH_RELAY": "1"}, ours=True,
                compare_to=[CHANNELS_REDIS, "realtime + redis pubsub (2x daphne)"],
                notes="relay = CHANNEL over channels_redis: direct frames in each process"),
+    ServerSpec("realtime relay + nats (2x daphne)", "ws", daphne(OURS), processes=2,
+               env={"BENCH_RELAY": "1"}, broker="nats", ours=True,
+               compare_to=["realtime relay + redis pubsub (2x daphne)"],
+               notes="relay = CHANNEL over realtime.pubsub.nats.NatsChannelLayer, a nats-server of its own; "
+                     "its CPU is the \"redis cores\" column"),
     ServerSpec("realtime SSE (daphne)", "sse", daphne(OURS), ours=True,
                compare_to=[DJANGO_STREAMING, SSE_STARLETTE]),
     ServerSpec("realtime SSE (uvicorn)", "sse", uvicorn(OURS), ours=True,
@@ -167,6 +173,9 @@ THROUGHPUT_COLS = [
     ("client_cpu_util", "client cores", "{:.2f}"),
     ("aux_cpu_util", "redis cores", "{:.2f}"),
     ("redis_cmds_per_msg", "redis cmds/msg", "{:.2f}"),
+    ("nats_in_per_msg", "nats msgs in/msg", "{:.2f}"),
+    ("nats_out_per_msg", "nats msgs out/msg", "{:.2f}"),
+    ("broker_cpu_us_per_msg", "broker CPU µs/msg", "{:.1f}"),
 ]
 IDLE_COLS = [
     ("connected", "connected", "{:,.0f}"),
@@ -224,6 +233,15 @@ def stop(proc: subprocess.Popen) -> None:
         pass
 
 
+def nats_broker():
+    """bench/nats_broker.py, whether this file runs as a script (bench/ on sys.path) or as ``bench.run``."""
+    try:
+        from bench import nats_broker as module
+    except ImportError:
+        import nats_broker as module
+    return module
+
+
 class Servers:
     """Context manager: start ``spec.processes`` copies of a server, always stop them."""
 
@@ -232,6 +250,7 @@ class Servers:
         self.procs: list[subprocess.Popen] = []
         self.ports: list[int] = []
         self.logs: list = []
+        self.broker = None  # bench.nats_broker.NatsBroker for a row with broker="nats"
 
     def __enter__(self) -> Self:
         env = dict(os.environ)
@@ -239,6 +258,9 @@ class Servers:
         env.update(self.spec.env, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
         LOGS.mkdir(parents=True, exist_ok=True)
         try:
+            if self.spec.broker == "nats":
+                self.broker = nats_broker().NatsBroker().start()
+                env["NATS_URL"] = self.broker.url
             for i in range(self.spec.processes):
                 port = free_port()
                 cmd = [a.replace("{python}", sys.executable).replace("{port}", str(port))
@@ -270,6 +292,8 @@ class Servers:
             stop(proc)
         for log in self.logs:
             log.close()
+        if self.broker is not None:
+            self.broker.stop()
 
 
 def redis_ok() -> bool:
@@ -301,6 +325,8 @@ def loadgen(sc: Scenario, servers: Servers, m: int) -> dict:
         cmd += ["--redis-stats", "127.0.0.1:6379"]
         for pid in redis_pids():
             cmd += ["--aux-pid", str(pid)]
+    if servers.broker is not None:
+        cmd += ["--aux-pid", str(servers.broker.pid)]
     try:
         out = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=400,
                              stdin=subprocess.DEVNULL)
@@ -388,7 +414,12 @@ def run_matrix(args) -> dict:
 
 def one_run(sc: Scenario, spec: ServerSpec, srv: Servers, m: int, i: int) -> dict:
     t = time.monotonic()
+    before = srv.broker.varz() if srv.broker is not None and m else None
     res = loadgen(sc, srv, m)
+    if before is not None and "deliveries_per_s" in res:
+        res.update(nats_broker().per_message(before, srv.broker.varz(), m))
+        if res.get("aux_cpu_util") is not None:
+            res["broker_cpu_us_per_msg"] = res["aux_cpu_util"] * res["wall_s"] * 1e6 / m
     res["saturated"] = saturation(res, spec.processes) if m else ""
     summary = (f"{res.get('deliveries_per_s', 0):,.0f}/s p99={res.get('p99_ms') or 0:.1f}ms "
                f"lost={res.get('lost')} srv={res.get('server_cpu_util', 0):.2f} "

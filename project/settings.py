@@ -1,5 +1,5 @@
 """Settings of the demo project. Everything beyond SQLite and daphne is opt-in through environment
-variables: REDIS_URL (several processes), DJANGO_DEBUG, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS."""
+variables: REDIS_URL or NATS_URL (several processes), DJANGO_DEBUG, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS."""
 
 import os
 from datetime import timedelta
@@ -104,6 +104,13 @@ elif REDIS_URL:  # one server, or a master found through Redis Sentinel (redis+s
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# NATS instead: NATS_URL=nats://127.0.0.1:4222 moves the channel layer, history (JetStream) and presence
+# (NATS KV, when REDIS_URL is not set) to NATS. Lifecycle events, idempotency records, the ops snapshots and
+# the login throttle stay on Redis (REDIS_URL, when set too; without it per process: check realtime.W011).
+NATS_URL = os.environ.get("NATS_URL") or None
+if NATS_URL:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.pubsub.nats.NatsChannelLayer", "CONFIG": {"hosts": [NATS_URL]}}}
 
 # Prometheus metrics for a scraper on this machine, one port per daphne process (scripts/run-prod sets
 # 9101, 9102); staff also read them at /admin/realtime/metrics.

@@ -13,6 +13,10 @@ mistakes that otherwise show only when a client arrives, or never.
 ``realtime.W010``       warning  only the ``REDIS_URL`` *environment variable* is set
 ``realtime.E012``       error    ``REDIS_URL`` names a Redis Cluster (or a Sentinel master), but the
                                  layer does not reach one (or the other way round)
+``realtime.E013``       error    ``NATS_URL`` is set, but the layer is not the NATS layer (or the other
+                                 way round)
+``realtime.W011``       warning  NATS without ``REDIS_URL``: lifecycle events, idempotency records and
+                                 the ops snapshots stay in each process (they are Redis-only)
 ======================  =======  ===================================================================
 
 daphne runs no system checks: :class:`realtime.CoreApp` logs the ``E01x``/``W010`` findings when it
@@ -37,6 +41,8 @@ CLUSTER_LAYER_PATH = "realtime.pubsub.sharded.RedisClusterChannelLayer"
 CLUSTER_LAYER = (
     f'CHANNEL_LAYERS = {{"default": {{"BACKEND": "{CLUSTER_LAYER_PATH}", "CONFIG": {{"hosts": [REDIS_URL]}}}}}}'
 )
+NATS_LAYER_PATH = "realtime.pubsub.nats.NatsChannelLayer"
+NATS_LAYER = f'CHANNEL_LAYERS = {{"default": {{"BACKEND": "{NATS_LAYER_PATH}", "CONFIG": {{"hosts": [NATS_URL]}}}}}}'
 REDIS_LAYER = (
     'CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", '
     '"CONFIG": {"hosts": [REDIS_URL]}}}'
@@ -154,6 +160,7 @@ def application_kind(application: Any) -> str | None:
 
 def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``settings.REDIS_URL`` and a cross-process channel layer go together, or neither is set."""
+    from .pubsub.nats import nats_url
     from .pubsub.redis import redis_url
 
     url = redis_url()
@@ -161,6 +168,8 @@ def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     backend = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get(alias, {}).get("BACKEND")
     crossing = backend is not None and not _in_memory(backend)
     layer = f"CHANNEL_LAYERS[{alias!r}] is {backend}" if backend else "there is no CHANNEL_LAYERS"
+    if nats_url() is not None or backend == NATS_LAYER_PATH:
+        return check_nats(url, backend, layer)
     if url and not crossing:
         return [checks.Error(
             f"settings.REDIS_URL is set, but {layer}: presence and history are shared through Redis, "
@@ -191,6 +200,36 @@ def check_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             hint=f'For several processes, in settings: REDIS_URL = os.environ.get("REDIS_URL") and {REDIS_LAYER}. '
                  'For one process on purpose: SILENCED_SYSTEM_CHECKS = ["realtime.W010"].',
             id="realtime.W010",
+        )]
+    return []
+
+
+def check_nats(redis: str | None, backend: str | None, layer: str) -> list[CheckMessage]:
+    """NATS as the broker: ``settings.NATS_URL`` and the NATS layer go together; Redis for the rest."""
+    from .pubsub.nats import nats_url
+
+    if nats_url() is None:
+        return [checks.Error(
+            f"{layer}, but settings.NATS_URL is not set: history channels keep their history "
+            + ("in Redis" if redis else "in each process") + " while the layer is NATS.",
+            hint='Set NATS_URL = os.environ.get("NATS_URL") in settings (realtime reads the Django setting).',
+            id="realtime.E013",
+        )]
+    if backend != NATS_LAYER_PATH:
+        return [checks.Error(
+            f"settings.NATS_URL is set, so history channels are on NATS JetStream, but {layer}: "
+            "a publish on a Channel without history does not go through NATS.",
+            hint=f"Use {NATS_LAYER} (pip install nats-py), or remove NATS_URL.",
+            id="realtime.E013",
+        )]
+    if redis is None:
+        return [checks.Warning(
+            "settings.NATS_URL is set and REDIS_URL is not: publishes, history and presence are shared on NATS "
+            "(presence is shared on NATS KV), but lifecycle events, idempotency records, the ops snapshots and "
+            "the login throttle's cache are Redis-only, so they stay in each process.",
+            hint="Set REDIS_URL too (Redis for those, NATS for the rest), or accept them per process: "
+                 'SILENCED_SYSTEM_CHECKS = ["realtime.W011"].',
+            id="realtime.W011",
         )]
     return []
 

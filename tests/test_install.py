@@ -249,6 +249,7 @@ def test_the_wheel_holds_the_app_alone_with_its_static_files_and_runtime_depende
     assert extra("metrics") == {"prometheus-client"}
     assert extra("testing") == {"pytest-django", "pytest-asyncio"}
     assert extra("client") == {"websockets"}
+    assert extra("nats") == {"nats-py", "msgpack"}
 
     found = json.loads(installed.python("-c", (
         "import importlib.metadata as m, importlib.util as u, json, realtime; "

@@ -30,6 +30,10 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# NATS_URL (the "+ nats" rows, bench/nats_broker.py): the NATS layer instead, as project/settings.py does.
+NATS_URL = os.environ.get("NATS_URL") or None
+if NATS_URL:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "realtime.pubsub.nats.NatsChannelLayer", "CONFIG": {"hosts": [NATS_URL]}}}
 
 # Every load-generator client connects from 127.0.0.1: the default per-address cap would refuse them.
 REALTIME = {"MAX_CONNECTIONS_PER_IP": None, "MAX_CONNECTIONS_PER_USER": None, "MAX_SSE_STREAMS_PER_USER": None}

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
-from ..pubsub import sharded
+from ..pubsub import nats, sharded
 from ..pubsub.broker import broker_state
 from ..pubsub.channel import PROCESS_ID, registry
+from ..pubsub.nats import nats_url
 from ..pubsub.redis import redis_url
 from .connections import live
 from .stats import stats
@@ -128,7 +129,7 @@ def take() -> dict[str, Any]:
                     "gaps": stats.gaps, "gap_messages": stats.gap_messages},
         "latency": {"count": stats.latency.count, "p50": stats.latency.quantile(0.5),
                     "p99": stats.latency.quantile(0.99)},
-        "broker": {"configured": redis_url() is not None, "up": broker_state.up,
-                   "errors": broker_state.errors_total, "layer": sharded.figures()},
+        "broker": {"configured": redis_url() is not None or nats_url() is not None, "up": broker_state.up,
+                   "errors": broker_state.errors_total, "layer": sharded.figures(), "nats": nats.figures()},
         "presence": presence,
     }

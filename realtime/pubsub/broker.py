@@ -1,4 +1,5 @@
-"""The cross-process broker (Redis): its state, one log line per change, and the error publishers see.
+"""The cross-process broker (Redis; NATS with ``NATS_URL``): its state, one log line per change, and the
+error publishers see.
 
 While Redis cannot be reached, ``Channel.publish`` raises :class:`BrokerUnavailable` and the
 message reaches **no** subscriber, local ones included: a publish either reached every process
@@ -31,21 +32,25 @@ class BrokerState:
         self.failures = 0
         #: Every failed operation since start (``failures`` restarts at each recovery).
         self.errors_total = 0
+        #: The broker that failed last ("Redis", "NATS"), for the log lines.
+        self.broker = "Redis"
 
-    def failed(self, operation: str, error: BaseException) -> None:
+    def failed(self, operation: str, error: BaseException, broker: str = "Redis") -> None:
         self.failures += 1
         self.errors_total += 1
         if self.up:
             self.up = False
+            self.broker = broker
             logger.error(
-                "Redis unreachable (%s failed: %s); publishes raise BrokerUnavailable, cross-process delivery "
-                "and history are paused until it returns", operation, error or type(error).__name__,
+                "%s unreachable (%s failed: %s); publishes raise BrokerUnavailable, cross-process delivery "
+                "and history are paused until it returns", broker, operation, error or type(error).__name__,
             )
 
     def recovered(self) -> None:
         if not self.up:
             self.up = True
-            logger.warning("Redis reachable again after %d failed operation(s); fan-out resumed", self.failures)
+            logger.warning("%s reachable again after %d failed operation(s); fan-out resumed", self.broker,
+                           self.failures)
             self.failures = 0
 
 
@@ -72,8 +77,10 @@ def is_broken_connection(error: BaseException) -> bool:
     return isinstance(error, (ConnectionError, *_redis_errors()[1])) and not isinstance(error, BrokerUnavailable)
 
 
-async def reach[T](operation: str, channel: str | None, call: Callable[[], Awaitable[T]], retry: bool = False) -> T:
-    """Await ``call()`` on the broker, retried once on a broken connection if ``retry``; else BrokerUnavailable."""
+async def reach[T](operation: str, channel: str | None, call: Callable[[], Awaitable[T]], retry: bool = False,
+                   broker: str = "Redis") -> T:
+    """Await ``call()`` on the broker (named ``broker`` in what is logged and raised), retried once on a
+    broken connection if ``retry``; else BrokerUnavailable."""
     try:
         try:
             result = await call()
@@ -84,9 +91,9 @@ async def reach[T](operation: str, channel: str | None, call: Callable[[], Await
     except Exception as error:
         if not is_unreachable(error):
             raise
-        broker_state.failed(operation, error)
+        broker_state.failed(operation, error, broker)
         raise BrokerUnavailable(
-            f"Redis is unreachable ({operation} on {channel!r} failed: {error or type(error).__name__}); "
+            f"{broker} is unreachable ({operation} on {channel!r} failed: {error or type(error).__name__}); "
             "the message was published to nobody", channel,
         ) from error
     broker_state.recovered()

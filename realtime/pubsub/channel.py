@@ -8,7 +8,9 @@ for a slow subscriber. How a publish reaches other processes is a :mod:`transpor
 - no channel layer, or Channels' in-memory layer: this process only (``LocalTransport``);
 - channels-redis (``REDIS_URL`` set): the layer's group API, **one** layer subscription per process
   and channel, whatever the subscribers (``LayerTransport``);
-- history with ``REDIS_URL``: a Redis Stream, so every process agrees on ids (``StreamTransport``).
+- history with ``REDIS_URL``: a Redis Stream, so every process agrees on ids (``StreamTransport``);
+  with ``NATS_URL``: a JetStream stream instead (``JetStreamTransport``); :mod:`realtime.pubsub.brokers`
+  is the one place that decides which.
 
 An unnamed ``Channel()`` is always process-local (it has no name other processes could share).
 
@@ -45,11 +47,10 @@ from ..ops.connections import adopt
 from ..ops.stats import Slot, int_slots
 from ..unawaited import decided, unawaited_publish
 from .broker import BrokerUnavailable
+from .brokers import history_broker, history_transport
 from .commit import hold, transaction_to_wait_for
 from .history import MemoryHistory
 from .layer import PROCESS_ID, LayerTransport, cross_process_layer
-from .redis import redis_url
-from .streams import StreamTransport
 from .subscription import Gap, SubscriberQueue, Subscription
 from .transport import LocalTransport, Transport
 
@@ -120,7 +121,8 @@ class Channel:
         self._memory_history = MemoryHistory(history) if history else None
         self._local = LocalTransport(self, self._memory_history)
         self._layer_transport: LayerTransport | None = None
-        self._streams: dict[asyncio.AbstractEventLoop, StreamTransport] = {}
+        #: History transports shared across processes, by event loop and broker (``brokers.history_broker()``).
+        self._streams: dict[tuple[asyncio.AbstractEventLoop, tuple[str, str]], Transport] = {}
         self._ints = int_slots(6)
         #: Messages received from other processes that were not for this one (bad payloads).
         self.rejected = 0
@@ -323,12 +325,12 @@ class Channel:
         if self.group is None:
             return self._local
         if self.history:
-            url = redis_url()
-            if url is not None:
-                loop = asyncio.get_running_loop()
-                stream = self._streams.get(loop)
+            broker = history_broker()  # NATS JetStream, a Redis Stream, or None: decided there only
+            if broker is not None:
+                key = (asyncio.get_running_loop(), broker)
+                stream = self._streams.get(key)
                 if stream is None:
-                    stream = self._streams[loop] = StreamTransport(self, url)
+                    stream = self._streams[key] = history_transport(self, broker)
                 return stream
         layer = cross_process_layer(self.layer_alias)
         if layer is None:
@@ -340,10 +342,10 @@ class Channel:
 
     @property
     def reaches_other_processes(self) -> bool:
-        """True when a publish here reaches subscribers in other processes (a layer, or a Redis Stream)."""
+        """True when a publish here reaches subscribers in other processes (a layer, or shared history)."""
         if self.group is None:
             return False
-        return cross_process_layer(self.layer_alias) is not None or bool(self.history and redis_url())
+        return cross_process_layer(self.layer_alias) is not None or bool(self.history and history_broker())
 
     def __repr__(self) -> str:
         return f"<Channel {self.name!r} subscribers={self.subscriber_count}>"

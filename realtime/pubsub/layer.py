@@ -40,7 +40,8 @@ class LayerTransport(LocalTransport):
         message_id = history.append(message) if history is not None else None
         event = {"type": MESSAGE_TYPE, "m": message, "i": message_id, "o": PROCESS_ID}
         try:
-            await reach("publish", channel.name, lambda: self.layer.group_send(channel.group, event), retry=True)
+            await reach("publish", channel.name, lambda: self.layer.group_send(channel.group, event), retry=True,
+                        broker=getattr(self.layer, "broker_name", "Redis"))
         except BrokerUnavailable:
             channel.broker_errors += 1
             if message_id is not None:

@@ -1,9 +1,10 @@
 """Presence: who is subscribed to a channel, one member per user with their number of connections.
 
 In memory (one process) without ``REDIS_URL``; in Redis with it, so every process sees the same
-members. ``join`` returns the member on the user's *first* connection and ``leave`` on their *last*,
-across processes; only then is a ``join``/``leave`` frame published, on the channel's companion
-channel (:func:`companion`), so each subscriber everywhere sees it once.
+members; on NATS KV with ``NATS_URL`` alone (:mod:`realtime.topics.kv_presence`). ``join`` returns
+the member on the user's *first* connection and ``leave`` on their *last*, across processes; only
+then is a ``join``/``leave`` frame published, on the channel's companion channel (:func:`companion`),
+so each subscriber everywhere sees it once.
 
 Redis layout, under ``realtime:presence:``: per channel, under its hash tag ``{rt:<n>}`` (one
 cluster slot for all three), ``c:<channel>`` (user → connections, all processes), ``i:<channel>``
@@ -158,6 +159,7 @@ class RedisPresence:
     """Members shared by every process through Redis, for one event loop."""
 
     def __init__(self, url: str) -> None:
+        self.url = url
         self.client = async_client(url)
         self.alive = PREFIX + "alive"
         self.channels = process_channels(PROCESS_ID)
@@ -247,18 +249,28 @@ class RedisPresence:
 
 
 memory_presence = MemoryPresence()
-_redis_stores: dict[asyncio.AbstractEventLoop, RedisPresence] = {}
+_redis_stores: dict[asyncio.AbstractEventLoop, Any] = {}
 
 
-def presence_store() -> MemoryPresence | RedisPresence:
-    """Redis presence when ``REDIS_URL`` is set (one client per event loop), else this process's memory."""
+def presence_store() -> Any:
+    """Redis presence when ``REDIS_URL`` is set (one client per event loop); NATS KV presence
+    (:mod:`realtime.topics.kv_presence`) when only ``NATS_URL`` is; else this process's memory."""
+    from ..pubsub.nats import nats_url
+
     url = redis_url()
-    if url is None:
+    nats = nats_url() if url is None else None
+    if url is None and nats is None:
         return memory_presence
     loop = asyncio.get_running_loop()
     store = _redis_stores.get(loop)
-    if store is None:
+    if store is None or store.url != (url or nats):
         for old in [old for old in _redis_stores if old.is_closed()]:
             del _redis_stores[old]
-        store = _redis_stores[loop] = RedisPresence(url)
+        if url is not None:
+            store = RedisPresence(url)
+        else:
+            from .kv_presence import KVPresence
+
+            store = KVPresence(nats)  # type: ignore[arg-type]  # not None: checked above
+        _redis_stores[loop] = store
     return store
