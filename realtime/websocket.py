@@ -36,6 +36,7 @@ from .closecodes import CloseCode, WebSocketException, refused_credentials_code
 from .conf import setting
 from .connection import WebSocket, WebSocketDisconnect, WebSocketState, parse_headers, parse_query
 from .encoding import loads
+from .forwarding import MESSAGE, forwarded_channel
 from .heartbeat import Beat, beat_for
 from .memory import open_connections
 from .ops.connections import live, track_websocket
@@ -131,6 +132,11 @@ def _cut_short_by(reader: asyncio.Task[Any] | None) -> bool:
     return task is not None and task.uncancel() == 0
 
 
+def _no_gap_message(missed: int) -> None:
+    """A forwarded ``subscribe()`` (no ``gaps=True``) drops silently: no message tells of the gap."""
+    return None
+
+
 class WebSocketView(AsyncConsumer):
     """Base class for WebSocket endpoints. Override the ``on_*`` hooks, and ``stream`` to push."""
 
@@ -213,7 +219,9 @@ class WebSocketView(AsyncConsumer):
         """Override as an async generator to push: each item is sent with the view's encoding.
 
         It starts after ``on_connect`` and is cancelled when the connection ends; when it
-        finishes the connection is closed with 1000.
+        finishes the connection is closed with 1000. One that only forwards a channel
+        (``async for message in channel.subscribe(): yield message``) is served as ``relay = channel``
+        is, by the direct delivery path (``realtime.forwarding``).
         """
         return None
 
@@ -496,24 +504,30 @@ class WebSocketView(AsyncConsumer):
 
     def _start_stream(self, ws: WebSocket) -> None:
         if self.relay is not None:
-            self._start_relay(ws, self.relay)
+            # The default relay_message is the identity: skip the call on the hot path.
+            transform = None if type(self).relay_message is WebSocketView.relay_message else self.relay_message
+            self._start_relay(ws, self.relay, transform, self.relay_gap)
+            return
+        # A stream() that only forwards a channel (realtime.forwarding) is served as a relay of it:
+        # the same messages in the same order, dropped silently as its subscription would drop them.
+        channel = forwarded_channel(self, MESSAGE, WebSocketView.stream)
+        if channel is not None:
+            self._start_relay(ws, channel, None, _no_gap_message)
             return
         items = self.stream(ws, **self.params)
         if items is not None:
             self._spawn(self._push(ws, items))
 
-    def _start_relay(self, ws: WebSocket, channel: Any) -> None:
+    def _start_relay(self, ws: WebSocket, channel: Any, transform: Any, gap: Any) -> None:
         from . import servers
         from .relay import Relay
 
         send = ws._server_send
         writer = servers.websocket_writer(send)
-        # The default relay_message is the identity: skip the call on the hot path.
-        transform = None if type(self).relay_message is WebSocketView.relay_message else self.relay_message
         # Unsubscribed as soon as the connection ends (before its tasks are cancelled), and again
         # on exit in case it never started: a relay must not spawn a task for a closed socket.
         self._relay = Relay(
-            ws, writer, channel, self.encoding, transform=transform, gap=self.relay_gap, spawn=self._spawn,
+            ws, writer, channel, self.encoding, transform=transform, gap=gap, spawn=self._spawn,
             name=type(self).__name__,
         )
 

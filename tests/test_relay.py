@@ -125,6 +125,86 @@ async def test_a_failing_sse_relay_message_ends_the_stream_with_internal_error(w
     assert resumed[2].startswith(b"event: error")
 
 
+async def test_a_stream_that_only_forwards_is_relayed_and_delivers_what_it_would_as_written(wire):
+    """``async for message in fanout.subscribe(): yield message`` runs on the direct path; the same
+    generator with ``subscribe(maxlen=...)`` (not a proven form) runs as written, beside it."""
+    before = await quiet_wire(wire)
+    async with websockets.connect(f"{wire.ws_url}/api/w/forwarded") as forwarded, \
+            websockets.connect(f"{wire.ws_url}/api/w/written-out") as written, \
+            websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+        now = await wire_subscribers(wire, before["subscribers"] + 2)
+        drains = now["drains"]
+        assert drains.get("Relay", 0) == before["drains"].get("Relay", 0) + 1, drains
+        assert drains.get("Reader", 0) == before["drains"].get("Reader", 0) + 1, drains
+        await publisher.send(json.dumps({"count": 300, "size": 100, "pause": 0}))
+        by_forwarded, by_written = await asyncio.gather(received(forwarded, 300), received(written, 300))
+        assert json.loads(await publisher.recv()) == {"published": 300}
+    assert by_forwarded == by_written
+    assert [m["n"] for m in by_forwarded] == list(range(300))
+    await wire_subscribers(wire, before["subscribers"])
+
+
+@pytest.mark.parametrize("path", ["forwarded", "written-out"])
+async def test_a_forwarding_stream_behind_drops_silently_in_order_as_its_subscription_does(wire, path):
+    """Under backpressure both forms keep order, send no duplicate and no gap notice, end with the newest."""
+    before = (await quiet_wire(wire))["subscribers"]
+    slow = RawClient(wire.port, f"/api/w/{path}", rcvbuf=4096)
+    try:
+        await wire_subscribers(wire, before + 1)
+        async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+            await publisher.send(json.dumps({"count": 1500, "size": 4000, "pause": 0}))
+            await publisher.recv()
+        seen: list[int] = []
+        slow.sock.settimeout(3)
+        while not seen or seen[-1] != 1499:
+            _, payload = await asyncio.to_thread(slow.read_frame)
+            seen.append(json.loads(payload)["n"])
+        assert len(seen) < 1500, "the client was never behind: the test did not exercise the queue"
+        assert seen == sorted(seen) and len(seen) == len(set(seen))
+    finally:
+        slow.close()
+    await wire_subscribers(wire, before)
+
+
+forwarded_ticks = Channel("relay-forwarded", maxlen=500)
+
+
+class ForwardedTicks(WebSocketView):
+    keepalive = 0
+
+    async def stream(self, ws, **params):
+        async for message in forwarded_ticks.subscribe():
+            yield message
+
+
+class WrittenOutTicks(WebSocketView):
+    keepalive = 0
+
+    async def stream(self, ws, **params):
+        async for message in forwarded_ticks.subscribe(maxlen=forwarded_ticks.maxlen):
+            yield message
+
+
+@pytest.mark.django_db
+async def test_a_forwarded_stream_drops_the_same_messages_as_its_generator_in_process():
+    """600 messages in one loop turn to a queue of 500: both forms drop the same 100 oldest, silently."""
+    communicators = [WebsocketCommunicator(view.as_asgi(), "/ws") for view in (ForwardedTicks, WrittenOutTicks)]
+    for communicator in communicators:
+        assert (await communicator.connect())[0]
+    await await_until(lambda: forwarded_ticks.subscriber_count == 2, message="both subscriptions")
+    kinds = sorted(type(queue.drain).__name__ for queue in forwarded_ticks.subscribers)
+    assert kinds == ["Reader", "Relay"]
+    for n in range(600):
+        await forwarded_ticks.publish({"n": n})  # no suspension: nothing is sent meanwhile
+    forwarded = [(await communicators[0].receive_json_from())["n"] for _ in range(500)]
+    written = [(await communicators[1].receive_json_from())["n"] for _ in range(500)]
+    assert forwarded == written == list(range(100, 600))
+    for communicator in communicators:
+        assert await communicator.receive_nothing(0.05)
+        await communicator.disconnect()
+    assert forwarded_ticks.subscriber_count == 0
+
+
 ticks = Channel("relay-unit")
 
 
