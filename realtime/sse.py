@@ -22,6 +22,7 @@ from . import lifecycle
 from .admission import Admitted, Denied, admit, shutdown_denial, sse_caps
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .encoding import SharedMessage
+from .forwarding import DATA, forwarded_channel
 from .memory import open_connections
 from .ops.connections import sse_user, track_sse
 from .ops.stats import stats
@@ -116,6 +117,16 @@ def _encode(item: Any) -> bytes:
         if type(data) is SharedMessage:
             return data.encoded(_data_frame)
     return encode_item(item)
+
+
+def data_frame(message: Any, message_id: Any = None) -> bytes:
+    """The frame of ``{"data": message}``, as a generic stream sends it (no id); an encoder's signature
+    (``realtime.pubsub.delivery``), and the same cache entry on a shared message as the generic path's."""
+    if type(message) is SharedMessage:
+        if message.first_encoder is _data_frame:  # the cache's first entry, read inline: this runs per stream
+            return message.first_value
+        return message.encoded(_data_frame)
+    return encode_item({"data": message})
 
 
 def _data_frame(message: SharedMessage, message_id: Any) -> bytes:
@@ -265,7 +276,11 @@ class SSEView(View):
         return IdSeal(f"{channel.name}\n{path}\n{user}")
 
     async def stream(self, request: HttpRequest, **params: Any) -> AsyncIterator[dict[str, Any]]:
-        """Yield dicts with ``data`` and optional ``event``, ``id`` and ``retry``."""
+        """Yield dicts with ``data`` and optional ``event``, ``id`` and ``retry``.
+
+        One that only forwards a channel (``async for message in channel.subscribe(): yield {"data":
+        message}``) is served by the direct delivery path, with the same frames (``realtime.forwarding``).
+        """
         raise NotImplementedError(f"{type(self).__name__} must define 'async def stream(self, request, **params)'")
         yield  # pragma: no cover - makes this an async generator
 
@@ -277,7 +292,12 @@ class SSEView(View):
             return sse_error(admitted.http_status, admitted.error_code, admitted.detail, admitted.headers)
         sse_user(self.user)
         if self.relay is not None:
-            return await self._relay_response(request, admitted)
+            return await self._relay_response(request, admitted, self.relay)
+        # A stream() that only forwards a channel as {"data": message} (realtime.forwarding) is served
+        # by the direct delivery path too, with the generator's frames: no ids, no resume, no resets.
+        channel = forwarded_channel(self, DATA, SSEView.stream)
+        if channel is not None:
+            return await self._relay_response(request, admitted, channel, plain=True)
         events = self.stream(request, **params)
         if is_authenticated(self.user):
             events = _guarded(events, admitted)
@@ -288,7 +308,9 @@ class SSEView(View):
         user = await self.authenticate(request)
         return (user, getattr(self, "auth_token", None)) if user is not None else None
 
-    async def _relay_response(self, request: HttpRequest, admitted: Admitted) -> HttpResponse:
+    async def _relay_response(
+        self, request: HttpRequest, admitted: Admitted, channel: Any, plain: bool = False
+    ) -> HttpResponse:
         from . import servers
         from .sse_relay import relay_body
 
@@ -301,7 +323,7 @@ class SSEView(View):
                 return None
             return servers.response_writer(send)
 
-        body = relay_body(self, self.relay, writer_of, self.ping_interval, admitted)
+        body = relay_body(self, channel, writer_of, self.ping_interval, admitted, plain=plain)
         response = _event_stream(body, self.headers, release=admitted.release)
         return response
 

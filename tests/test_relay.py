@@ -9,6 +9,7 @@ generic path.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import httpx
@@ -205,6 +206,53 @@ async def test_a_forwarded_stream_drops_the_same_messages_as_its_generator_in_pr
     assert forwarded_ticks.subscriber_count == 0
 
 
+class ForwardedTickEvents(SSEView):
+    ping_interval = 0
+
+    async def stream(self, request, **params):
+        async for message in forwarded_ticks.subscribe():
+            yield {"data": message}
+
+
+class WrittenOutTickEvents(SSEView):
+    ping_interval = 0
+
+    async def stream(self, request, **params):
+        async for message in forwarded_ticks.subscribe(maxlen=forwarded_ticks.maxlen):
+            yield {"data": message}
+
+
+@pytest.mark.django_db
+async def test_a_forwarded_sse_stream_drops_the_same_messages_as_its_generator_in_process():
+    """As above for SSE: the same 100 oldest dropped without a reset, the same frames, no ids, no resume."""
+    from django.test import AsyncRequestFactory
+
+    bodies = []
+    for view in (ForwardedTickEvents, WrittenOutTickEvents):
+        request = AsyncRequestFactory().get("/events", headers={"Last-Event-ID": "0-1"})  # neither resumes
+        bodies.append(aiter((await view.as_view()(request)).streaming_content))
+    try:
+        assert [await anext(body) for body in bodies] == [b": connected\n\n"] * 2
+        pending = [asyncio.ensure_future(anext(body)) for body in bodies]  # each subscribes, then waits
+        await await_until(lambda: forwarded_ticks.subscriber_count == 2, message="both streams' subscriptions")
+        kinds = sorted(type(queue.drain).__name__ for queue in forwarded_ticks.subscribers)
+        assert kinds == ["Reader", "StreamDrain"]
+        for n in range(600):
+            await forwarded_ticks.publish({"n": n})
+        frames = []
+        for first, body in zip(pending, bodies, strict=True):
+            frames.append([await first] + [await anext(body) for _ in range(499)])
+        assert frames[0] == frames[1]
+        assert frames[0] == [f'data: {{"n":{n}}}\n\n'.encode() for n in range(100, 600)]
+    finally:
+        for body in bodies:
+            await body.aclose()
+    # Django's wrapper does not close the body it wraps; the loop's finalizer does, once it is unreferenced.
+    del bodies, pending, first, body
+    gc.collect()
+    await await_until(lambda: forwarded_ticks.subscriber_count == 0, message="both streams gone")
+
+
 ticks = Channel("relay-unit")
 
 
@@ -371,6 +419,26 @@ async def sse_frames(url: str, count: int, headers: dict | None = None) -> list[
                 if len(frames) >= count:
                     return frames[:count]
     return frames
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_a_forwarding_sse_stream_is_relayed_and_sends_the_frames_it_would_as_written(wire, encoding):
+    """``yield {"data": message}`` for each message of ``fanout.subscribe()``: no ids, and a
+    Last-Event-ID resumes nothing, on the direct path as on the generator beside it."""
+    headers = {"Accept-Encoding": encoding, "Last-Event-ID": "0-1"}
+    before = await quiet_wire(wire)
+    forwarded = asyncio.create_task(sse_frames(f"{wire.url}/api/w/forwarded-events", 200, headers))
+    written = asyncio.create_task(sse_frames(f"{wire.url}/api/w/written-out-events", 200, headers))
+    now = await wire_subscribers(wire, before["subscribers"] + 2)
+    assert now["drains"].get("StreamDrain", 0) == before["drains"].get("StreamDrain", 0) + 1, now["drains"]
+    assert now["drains"].get("Reader", 0) == before["drains"].get("Reader", 0) + 1, now["drains"]
+    async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+        await publisher.send(json.dumps({"count": 200, "size": 50, "pause": 0}))
+        await publisher.recv()
+    by_forwarded, by_written = await forwarded, await written
+    assert by_forwarded == by_written
+    assert [json.loads(f.removeprefix(b"data: "))["n"] for f in by_forwarded] == list(range(200))
+    await wire_subscribers(wire, before["subscribers"])
 
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])
