@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -35,7 +36,7 @@ from .auth import AuthenticationFailed, TokenAuthenticator
 from .closecodes import CloseCode, WebSocketException, refused_credentials_code
 from .conf import setting
 from .connection import WebSocket, WebSocketDisconnect, WebSocketState, parse_headers, parse_query
-from .encoding import loads
+from .encoding import SharedMessage, loads
 from .forwarding import MESSAGE, forwarded_channel
 from .heartbeat import Beat, beat_for
 from .memory import open_connections
@@ -536,9 +537,26 @@ class WebSocketView(AsyncConsumer):
             self._relay.close()
 
     async def _push(self, ws: WebSocket, items: AsyncIterator[Any]) -> None:
+        from . import servers
+        from .relay import ENCODERS
+
         send = {"json": ws.send_json, "text": ws.send_text, "bytes": ws.send_bytes}[self.encoding]
+        # Each item's frame is written straight to the transport while it has room (a published
+        # message's frame is built once and shared, realtime.frames), as the relay writes it; else
+        # the ASGI send, which waits for the client under the slow-consumer policy. One task sends
+        # the items in turn, so their order is kept either way.
+        writer = servers.websocket_writer(ws._server_send)
+        encode = ENCODERS[self.encoding]
+        connected = WebSocketState.CONNECTED
         try:
             async for item in items:
+                if writer is not None and ws.client_state is connected and writer.ready():
+                    writer.write(encode(item, None))
+                    ws.sent += 1
+                    ws.direct += 1
+                    if ws.latency is not None and type(item) is SharedMessage and item.published_at is not None:
+                        ws.latency.observe(time.perf_counter() - item.published_at)
+                    continue
                 await send(item)
         except WebSocketDisconnect:
             return

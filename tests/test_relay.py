@@ -22,7 +22,7 @@ from realtime.pubsub import ids
 from realtime.sealed_ids import TOKEN_LENGTH
 from tests.history_ids import epoch, seq
 from tests.raw_ws import RawClient
-from tests.waiting import await_until, quiet_wire, wire_subscribers
+from tests.waiting import asettled, await_until, quiet_wire, wire_subscribers
 from tests.wire import report
 
 pytestmark = pytest.mark.also_without_direct_writes
@@ -143,6 +143,16 @@ async def test_a_stream_that_only_forwards_is_relayed_and_delivers_what_it_would
     assert by_forwarded == by_written
     assert [m["n"] for m in by_forwarded] == list(range(300))
     await wire_subscribers(wire, before["subscribers"])
+    # The generator run as written writes its frames straight to the transport too, where it can.
+    was = before["direct"].get("WrittenOut", 0)
+    closes = len(before["closed"].get("WrittenOut", []))
+    after = await asettled(
+        lambda: report(wire), lambda now: len(now["closed"].get("WrittenOut", [])) > closes, 15, 0.05
+    )
+    if before["direct_writes"]:
+        assert after["direct"].get("WrittenOut", 0) > was, after["direct"]
+    else:
+        assert after["direct"].get("WrittenOut", 0) == was, after["direct"]
 
 
 @pytest.mark.parametrize("path", ["forwarded", "written-out"])

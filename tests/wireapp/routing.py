@@ -79,6 +79,10 @@ class WrittenOut(Recorded):
 
     keepalive = 0
 
+    async def on_disconnect(self, ws, code):
+        await super().on_disconnect(ws, code)
+        direct[type(self).__name__] = direct.get(type(self).__name__, 0) + ws.direct
+
     async def stream(self, ws, **params):
         async for message in fanout.subscribe(maxlen=fanout.maxlen):
             yield message
