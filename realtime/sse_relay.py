@@ -1,4 +1,5 @@
-"""The direct delivery path for SSE: an ``SSEView`` with ``relay = channel``.
+"""The direct delivery path for SSE: an ``SSEView`` with ``relay = channel``, or whose ``stream()`` only
+forwards one as ``{"data": message}`` (``realtime.forwarding``; the ``plain`` form below).
 
 It streams what ``follow(channel)`` streams (ids, resume after ``Last-Event-ID`` with ``event:
 reset`` when history cannot reach back, ``event: reset`` with ``missed`` after drops), without the

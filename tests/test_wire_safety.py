@@ -99,7 +99,7 @@ async def test_a_slow_sse_follower_is_dropped_with_event_error_slow_consumer(wir
         await publisher.recv()
     # The 2 s timeout passes; the last frame is queued and the connection dropped 1 s later. A
     # client that reads again in between finds the frame at the end of what it was owed.
-    # Given up on: the follower's stream has ended (on uvicorn's relay path that takes 10-14 s); read now.
+    # Given up on: the follower's stream has ended (Django's response closer closes its body); read now.
     await wire_subscribers(wire, before, timeout=40)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # and read fast: MBs are owed
     sock.settimeout(5)
