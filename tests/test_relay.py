@@ -263,6 +263,130 @@ async def test_a_forwarded_sse_stream_drops_the_same_messages_as_its_generator_i
     await await_until(lambda: forwarded_ticks.subscriber_count == 0, message="both streams gone")
 
 
+class OwnSubscribe(Channel):
+    def subscribe(self, *args, **kwargs):
+        return super().subscribe(*args, **kwargs)
+
+
+own_subscribe = OwnSubscribe()
+not_a_channel = object()
+
+
+def forwarding_views() -> dict[str, tuple[type, bool]]:
+    """Views whose stream() forwards ``forwarded_ticks`` (True) or does something else (False)."""
+    local = forwarded_ticks
+
+    class Global(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in forwarded_ticks.subscribe():
+                yield message
+
+    class Closure(WebSocketView):
+        async def stream(self, ws):
+            async for message in local.subscribe():
+                yield message
+
+    class Attribute(WebSocketView):
+        channel = forwarded_ticks
+
+        async def stream(self, ws, **params):
+            async for m in self.channel.subscribe():
+                yield m
+
+    class Filtered(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in forwarded_ticks.subscribe():
+                if message["n"] % 2:
+                    yield message
+
+    class Transformed(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in forwarded_ticks.subscribe():
+                yield {"tick": message}
+
+    class WithGaps(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in forwarded_ticks.subscribe(gaps=True):
+                yield message
+
+    class Guarded(WebSocketView):
+        async def stream(self, ws, **params):
+            try:
+                async for message in forwarded_ticks.subscribe():
+                    yield message
+            finally:
+                pass
+
+    class ThenMore(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in forwarded_ticks.subscribe():
+                yield message
+            yield {"end": True}
+
+    class YieldsAnother(WebSocketView):
+        async def stream(self, ws, **params):
+            async for _message in forwarded_ticks.subscribe():
+                yield ws.scope["path"]
+
+    class OtherArgument(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in ws.subscribe():
+                yield message
+
+    class Property(WebSocketView):
+        @property
+        def channel(self):
+            return forwarded_ticks
+
+        async def stream(self, ws, **params):
+            async for m in self.channel.subscribe():
+                yield m
+
+    class Subclass(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in own_subscribe.subscribe():
+                yield message
+
+    class NotAChannel(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in not_a_channel.subscribe():
+                yield message
+
+    return {view.__name__: (view, proven) for view, proven in [
+        (Global, True), (Closure, True), (Attribute, True), (Filtered, False), (Transformed, False),
+        (WithGaps, False), (Guarded, False), (ThenMore, False), (YieldsAnother, False), (OtherArgument, False),
+        (Property, False), (Subclass, False), (NotAChannel, False),
+    ]}
+
+
+@pytest.mark.parametrize("name", list(forwarding_views()))
+def test_only_a_stream_that_forwards_a_channel_as_it_is_is_proven(name):
+    from realtime.forwarding import DATA, MESSAGE, forwarded_channel
+
+    view, proven = forwarding_views()[name]
+    assert forwarded_channel(view(), MESSAGE, WebSocketView.stream) is (forwarded_ticks if proven else None)
+    assert forwarded_channel(view(), DATA, WebSocketView.stream) is None  # an SSE stream yields {"data": m}
+
+
+def test_an_sse_stream_is_proven_only_when_it_yields_data_and_nothing_else():
+    from realtime.forwarding import DATA, MESSAGE, forwarded_channel
+
+    assert forwarded_channel(ForwardedTickEvents(), DATA, SSEView.stream) is forwarded_ticks
+    assert forwarded_channel(ForwardedTickEvents(), MESSAGE, SSEView.stream) is None
+    assert forwarded_channel(WrittenOutTickEvents(), DATA, SSEView.stream) is None
+
+    class WithEvent(SSEView):
+        async def stream(self, request, **params):
+            async for message in forwarded_ticks.subscribe():
+                yield {"data": message, "event": "tick"}
+
+    assert forwarded_channel(WithEvent(), DATA, SSEView.stream) is None
+    # Set on the instance rather than the class: not proven either.
+    instance = ForwardedTickEvents()
+    instance.stream = WrittenOutTickEvents.stream.__get__(instance)
+    assert forwarded_channel(instance, DATA, SSEView.stream) is None
+
+
 ticks = Channel("relay-unit")
 
 
