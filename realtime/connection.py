@@ -94,6 +94,10 @@ async def deny_handshake(
 class WebSocket:
     """One client connection, as the hooks see it."""
 
+    #: Frames a ``stream()`` wrote straight to the transport (counted in ``sent`` too); a class
+    #: default, so that a connection that never writes one keeps no attribute for it.
+    direct = 0
+
     def __init__(
         self, scope: dict[str, Any], send: Any, receive: Any = None, view: Any = None, on_accept: Any = None
     ) -> None:

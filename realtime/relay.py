@@ -1,4 +1,5 @@
-"""The direct delivery path for WebSockets: a WebSocketView that relays a Channel (``relay = ticks``).
+"""The direct delivery path for WebSockets: a WebSocketView that relays a Channel (``relay = ticks``),
+or whose ``stream()`` only forwards one (``realtime.forwarding``).
 
 The general ``stream()`` hook runs user code per socket: every published message wakes one task
 per socket (the push task, the generator, the subscription), and goes through the ASGI ``send``.

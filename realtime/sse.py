@@ -22,6 +22,7 @@ from . import lifecycle
 from .admission import Admitted, Denied, admit, shutdown_denial, sse_caps
 from .auth import AuthenticationFailed, TokenAuthenticator
 from .encoding import SharedMessage
+from .forwarding import DATA, forwarded_channel
 from .memory import open_connections
 from .ops.connections import sse_user, track_sse
 from .ops.stats import stats
@@ -43,7 +44,19 @@ SSE_HEADERS = {
 _END = object()
 
 
-async def _frames(events: AsyncIterator[Any], ping_interval: float | None) -> AsyncIterator[bytes]:
+class _Idle:
+    """Whether the response body waits for its next frame, with nothing queued: a frame written
+    straight to the response then keeps the stream's order."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting = False
+
+
+async def _frames(
+    events: AsyncIterator[Any], ping_interval: float | None, writer_of: Any = None
+) -> AsyncIterator[bytes]:
     """Encoded events, with a ``: ping`` whenever ``ping_interval`` seconds pass without one.
 
     The first frame is an ``OPENED`` comment, sent at once: daphne writes the status line and
@@ -55,15 +68,28 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float | None) -> As
     An exception in the generator is logged with its traceback and ends the stream with
     ``event: error`` (``internal_error``): the client reconnects, as after a WebSocket's 1011. It
     never reaches Django, which would take a ``TypeError`` for a sync iterator and hide it.
+
+    ``writer_of()``, once the headers are out, gives the response's direct writer (``realtime.servers``)
+    or None: while the body waits with nothing queued and the transport has room, the generator's
+    task writes each frame itself (a published message's frame built once, ``data_frame``), with no
+    hop through the queue, the body and Django's send. Otherwise frames take that path, which waits
+    for the client under the slow-consumer policy.
     """
     yield OPENED
     release_request_thread()
     queue: asyncio.Queue[Any] = asyncio.Queue(16)
+    writer = writer_of() if writer_of is not None else None
+    idle = _Idle()
 
     async def pump() -> None:
         try:
             async for item in events:
-                await queue.put(_encode(item))
+                frame = _encode(item)
+                if writer is not None and idle.waiting and queue.empty() and writer.ready():
+                    writer.write(frame)
+                    record.sent += 1
+                    continue
+                await queue.put(frame)
         except Exception:  # handed to the response task, which logs it and ends the stream
             logger.exception("SSE stream failed: the client gets event: error (internal_error)")
             await queue.put(FAILED)
@@ -85,12 +111,17 @@ async def _frames(events: AsyncIterator[Any], ping_interval: float | None) -> As
     try:
         while True:
             if queue.empty():  # only a wait needs a timer: none when a frame is ready
+                idle.waiting = True
+                sent = record.sent
                 try:
                     async with asyncio.timeout(interval):
                         frame = await queue.get()
                 except TimeoutError:
-                    yield PING
+                    idle.waiting = False
+                    if record.sent == sent:  # no frame went out meanwhile, not even directly
+                        yield PING
                     continue
+                idle.waiting = False
             else:
                 frame = queue.get_nowait()
             if frame is _END:
@@ -116,6 +147,16 @@ def _encode(item: Any) -> bytes:
         if type(data) is SharedMessage:
             return data.encoded(_data_frame)
     return encode_item(item)
+
+
+def data_frame(message: Any, message_id: Any = None) -> bytes:
+    """The frame of ``{"data": message}``, as a generic stream sends it (no id); an encoder's signature
+    (``realtime.pubsub.delivery``), and the same cache entry on a shared message as the generic path's."""
+    if type(message) is SharedMessage:
+        if message.first_encoder is _data_frame:  # the cache's first entry, read inline: this runs per stream
+            return message.first_value
+        return message.encoded(_data_frame)
+    return encode_item({"data": message})
 
 
 def _data_frame(message: SharedMessage, message_id: Any) -> bytes:
@@ -190,8 +231,9 @@ def sse_response(
 def _event_stream(
     body: AsyncIterator[bytes], headers: Mapping[str, str] | None = None, status: int = 200, release: Any = None
 ) -> StreamingHttpResponse:
-    """The ``text/event-stream`` response over ``body``; ``release()`` runs when Django closes it."""
-    response = StreamingHttpResponse(body if release is None else _Releasing(body, release), status=status)
+    """The ``text/event-stream`` response over ``body``; ``release()`` runs when Django closes it, and
+    the body is closed then too (see :class:`_Releasing`)."""
+    response = StreamingHttpResponse(_Releasing(body, release), status=status)
     for name, value in {**SSE_HEADERS, **(headers or {})}.items():
         response[name] = value
     return response
@@ -265,7 +307,11 @@ class SSEView(View):
         return IdSeal(f"{channel.name}\n{path}\n{user}")
 
     async def stream(self, request: HttpRequest, **params: Any) -> AsyncIterator[dict[str, Any]]:
-        """Yield dicts with ``data`` and optional ``event``, ``id`` and ``retry``."""
+        """Yield dicts with ``data`` and optional ``event``, ``id`` and ``retry``.
+
+        One that only forwards a channel (``async for message in channel.subscribe(): yield {"data":
+        message}``) is served by the direct delivery path, with the same frames (``realtime.forwarding``).
+        """
         raise NotImplementedError(f"{type(self).__name__} must define 'async def stream(self, request, **params)'")
         yield  # pragma: no cover - makes this an async generator
 
@@ -277,31 +323,32 @@ class SSEView(View):
             return sse_error(admitted.http_status, admitted.error_code, admitted.detail, admitted.headers)
         sse_user(self.user)
         if self.relay is not None:
-            return await self._relay_response(request, admitted)
+            return await self._relay_response(request, admitted, self.relay)
+        # A stream() that only forwards a channel as {"data": message} (realtime.forwarding) is served
+        # by the direct delivery path too, with the generator's frames: no ids, no resume, no resets.
+        channel = forwarded_channel(self, DATA, SSEView.stream)
+        if channel is not None:
+            return await self._relay_response(request, admitted, channel, plain=True)
         events = self.stream(request, **params)
         if is_authenticated(self.user):
             events = _guarded(events, admitted)
-        return _event_stream(_frames(events, self.ping_interval), self.headers, release=admitted.release)
+        body = _frames(events, self.ping_interval, lambda: _direct_writer(request, response, body))
+        response = _event_stream(body, self.headers, release=admitted.release)
+        return response
 
     async def _credentials(self, request: HttpRequest) -> tuple[Any, Any] | None:
         """``(user, token)`` for the admission, from the ``authenticate`` hook; None for no one."""
         user = await self.authenticate(request)
         return (user, getattr(self, "auth_token", None)) if user is not None else None
 
-    async def _relay_response(self, request: HttpRequest, admitted: Admitted) -> HttpResponse:
-        from . import servers
+    async def _relay_response(
+        self, request: HttpRequest, admitted: Admitted, channel: Any, plain: bool = False
+    ) -> HttpResponse:
         from .sse_relay import relay_body
 
-        send = request.scope.get("realtime.server_send") if hasattr(request, "scope") else None
-
-        def writer_of() -> Any:
-            # Direct writes only while the body reaches the client as we yield it: a middleware
-            # that re-encodes the stream (GZipMiddleware) gets every frame through its iterator.
-            if response.has_header("Content-Encoding") or getattr(response, "_iterator", None) is not body:
-                return None
-            return servers.response_writer(send)
-
-        body = relay_body(self, self.relay, writer_of, self.ping_interval, admitted)
+        body = relay_body(
+            self, channel, lambda: _direct_writer(request, response, body), self.ping_interval, admitted, plain=plain
+        )
         response = _event_stream(body, self.headers, release=admitted.release)
         return response
 
@@ -358,6 +405,20 @@ class SSEView(View):
         return None
 
 
+def _direct_writer(request: HttpRequest, response: HttpResponse, body: AsyncIterator[bytes]) -> Any:
+    """The writer of SSE frames straight to ``response`` (``realtime.servers``), or None.
+
+    Only while the body reaches the client as it is yielded: a middleware that re-encodes the stream
+    (GZipMiddleware) gets every frame through its iterator.
+    """
+    from . import servers
+
+    if response.has_header("Content-Encoding") or getattr(response, "_iterator", None) is not body:
+        return None
+    send = request.scope.get("realtime.server_send") if hasattr(request, "scope") else None
+    return servers.response_writer(send)
+
+
 class _Releasing:
     """A response body with a ``close()``, which Django adds to the response's closers.
 
@@ -365,16 +426,53 @@ class _Releasing:
     its first frame closes an async generator that never reached its ``try``, so its ``finally``
     never runs, but Django closes every response it sent (a release after the body's own is a no-op).
     ``aiter()`` of it is the body itself, so Django iterates the body with no layer between.
+
+    It closes the body too: when Django's request task is cancelled while it sends a frame (a
+    client given up on as a slow consumer: ``realtime.flow``), the body is left suspended at its
+    ``yield``, and nothing else would close it before the garbage collector found it (its queue
+    stayed subscribed to the channel for as long: seconds, or more on an idle process).
     """
 
-    __slots__ = ("close", "iterable")
+    __slots__ = ("iterable", "loop", "release")
 
-    def __init__(self, iterable: AsyncIterator[bytes], close: Any) -> None:
+    def __init__(self, iterable: AsyncIterator[bytes], release: Any) -> None:
         self.iterable = iterable
-        self.close = close
+        self.release = release
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
+
+    def close(self) -> None:
+        """Django's closer (called from a worker thread): release, and close the body on its loop."""
+        if self.release is not None:
+            self.release()
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_close_body, self.iterable)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return aiter(self.iterable)
+
+
+#: The closes of bodies under way (asyncio keeps only weak references to tasks).
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_body(body: Any) -> None:
+    aclose = getattr(body, "aclose", None)
+    if aclose is None:
+        return
+    task = asyncio.ensure_future(_aclose_quietly(aclose))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _aclose_quietly(aclose: Any) -> None:
+    try:
+        await aclose()
+    except RuntimeError:  # still being iterated: whoever iterates it ends it
+        pass
 
 
 def _anonymous() -> Any:

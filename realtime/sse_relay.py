@@ -1,4 +1,5 @@
-"""The direct delivery path for SSE: an ``SSEView`` with ``relay = channel``.
+"""The direct delivery path for SSE: an ``SSEView`` with ``relay = channel``, or whose ``stream()`` only
+forwards one as ``{"data": message}`` (``realtime.forwarding``; the ``plain`` form below).
 
 It streams what ``follow(channel)`` streams (ids, resume after ``Last-Event-ID`` with ``event:
 reset`` when history cannot reach back, ``event: reset`` with ``missed`` after drops), without the
@@ -31,6 +32,7 @@ from .ops.connections import track_sse
 from .ops.stats import stats
 from .pubsub.delivery import DeliveryQueue, Reader
 from .sealed_ids import IdSeal
+from .sse import data_frame
 from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, encode_event, encode_item
 from .threads import release_request_thread
 
@@ -123,22 +125,33 @@ def _ended(data: dict[str, str]) -> bytes:
 
 
 async def relay_body(
-    view: Any, channel: Any, writer_of: Any, ping_interval: float | None, admitted: Any = None,
+    view: Any, channel: Any, writer_of: Any, ping_interval: float | None, admitted: Any = None, plain: bool = False,
 ) -> AsyncIterator[bytes]:
     """The response body of a relay stream; ``writer_of()`` gives the direct writer once headers are out.
 
     ``admitted`` (realtime.admission) is held while the stream is open: a revocation or the token's
     expiry ends it with ``event: error``, and it is released however the stream ends.
+
+    ``plain``: the stream of a ``stream()`` that only forwards ``channel.subscribe()`` as ``{"data":
+    message}`` (``realtime.forwarding``), with that generator's frames: no ids, no resume after
+    ``Last-Event-ID``, and drops unsignalled (a subscription without ``gaps=True``); ``relay_message``
+    is not the generator's and is not called.
     """
     yield OPENED
     release_request_thread()
     record = track_sse()
     drain = StreamDrain(writer_of(), record)
-    transform = view.relay_transform()
-    seal = view.id_seal(channel, transform is not None)
-    encoder = RelayFrames.for_event(view.relay_event) if seal is None else SealedFrames(view.relay_event, seal)
+    transform = None if plain else view.relay_transform()
+    seal = None if plain else view.id_seal(channel, transform is not None)
+    encoder: Any
+    if plain:
+        encoder = data_frame
+    elif seal is None:
+        encoder = RelayFrames.for_event(view.relay_event)
+    else:
+        encoder = SealedFrames(view.relay_event, seal)
     queue = DeliveryQueue(drain, channel.maxlen, encoder, channel=channel, transform=transform)
-    resume = view.last_event_id if channel.history else None
+    resume = view.last_event_id if channel.history and not plain else None
     forget_shutdown = lifecycle.on_shutdown(lambda: drain.end(SHUTDOWN))
     if admitted is not None:
         admitted.hold(lambda code: drain.end(_ended(admitted.error_data(code))))
@@ -178,7 +191,7 @@ async def relay_body(
                 yield drain.ended
                 return
             missed = queue.missed()
-            if missed:
+            if missed and not plain:
                 yield _reset(missed, None)
             entry = queue.take()
             if entry is None:

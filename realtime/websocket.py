@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -35,7 +36,8 @@ from .auth import AuthenticationFailed, TokenAuthenticator
 from .closecodes import CloseCode, WebSocketException, refused_credentials_code
 from .conf import setting
 from .connection import WebSocket, WebSocketDisconnect, WebSocketState, parse_headers, parse_query
-from .encoding import loads
+from .encoding import SharedMessage, loads
+from .forwarding import MESSAGE, forwarded_channel
 from .heartbeat import Beat, beat_for
 from .memory import open_connections
 from .ops.connections import live, track_websocket
@@ -131,6 +133,11 @@ def _cut_short_by(reader: asyncio.Task[Any] | None) -> bool:
     return task is not None and task.uncancel() == 0
 
 
+def _no_gap_message(missed: int) -> None:
+    """A forwarded ``subscribe()`` (no ``gaps=True``) drops silently: no message tells of the gap."""
+    return None
+
+
 class WebSocketView(AsyncConsumer):
     """Base class for WebSocket endpoints. Override the ``on_*`` hooks, and ``stream`` to push."""
 
@@ -213,7 +220,9 @@ class WebSocketView(AsyncConsumer):
         """Override as an async generator to push: each item is sent with the view's encoding.
 
         It starts after ``on_connect`` and is cancelled when the connection ends; when it
-        finishes the connection is closed with 1000.
+        finishes the connection is closed with 1000. One that only forwards a channel
+        (``async for message in channel.subscribe(): yield message``) is served as ``relay = channel``
+        is, by the direct delivery path (``realtime.forwarding``).
         """
         return None
 
@@ -496,24 +505,30 @@ class WebSocketView(AsyncConsumer):
 
     def _start_stream(self, ws: WebSocket) -> None:
         if self.relay is not None:
-            self._start_relay(ws, self.relay)
+            # The default relay_message is the identity: skip the call on the hot path.
+            transform = None if type(self).relay_message is WebSocketView.relay_message else self.relay_message
+            self._start_relay(ws, self.relay, transform, self.relay_gap)
+            return
+        # A stream() that only forwards a channel (realtime.forwarding) is served as a relay of it:
+        # the same messages in the same order, dropped silently as its subscription would drop them.
+        channel = forwarded_channel(self, MESSAGE, WebSocketView.stream)
+        if channel is not None:
+            self._start_relay(ws, channel, None, _no_gap_message)
             return
         items = self.stream(ws, **self.params)
         if items is not None:
             self._spawn(self._push(ws, items))
 
-    def _start_relay(self, ws: WebSocket, channel: Any) -> None:
+    def _start_relay(self, ws: WebSocket, channel: Any, transform: Any, gap: Any) -> None:
         from . import servers
         from .relay import Relay
 
         send = ws._server_send
         writer = servers.websocket_writer(send)
-        # The default relay_message is the identity: skip the call on the hot path.
-        transform = None if type(self).relay_message is WebSocketView.relay_message else self.relay_message
         # Unsubscribed as soon as the connection ends (before its tasks are cancelled), and again
         # on exit in case it never started: a relay must not spawn a task for a closed socket.
         self._relay = Relay(
-            ws, writer, channel, self.encoding, transform=transform, gap=self.relay_gap, spawn=self._spawn,
+            ws, writer, channel, self.encoding, transform=transform, gap=gap, spawn=self._spawn,
             name=type(self).__name__,
         )
 
@@ -522,9 +537,26 @@ class WebSocketView(AsyncConsumer):
             self._relay.close()
 
     async def _push(self, ws: WebSocket, items: AsyncIterator[Any]) -> None:
+        from . import servers
+        from .relay import ENCODERS
+
         send = {"json": ws.send_json, "text": ws.send_text, "bytes": ws.send_bytes}[self.encoding]
+        # Each item's frame is written straight to the transport while it has room (a published
+        # message's frame is built once and shared, realtime.frames), as the relay writes it; else
+        # the ASGI send, which waits for the client under the slow-consumer policy. One task sends
+        # the items in turn, so their order is kept either way.
+        writer = servers.websocket_writer(ws._server_send)
+        encode = ENCODERS[self.encoding]
+        connected = WebSocketState.CONNECTED
         try:
             async for item in items:
+                if writer is not None and ws.client_state is connected and writer.ready():
+                    writer.write(encode(item, None))
+                    ws.sent += 1
+                    ws.direct += 1
+                    if ws.latency is not None and type(item) is SharedMessage and item.published_at is not None:
+                        ws.latency.observe(time.perf_counter() - item.published_at)
+                    continue
                 await send(item)
         except WebSocketDisconnect:
             return

@@ -9,6 +9,7 @@ generic path.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import httpx
@@ -21,7 +22,7 @@ from realtime.pubsub import ids
 from realtime.sealed_ids import TOKEN_LENGTH
 from tests.history_ids import epoch, seq
 from tests.raw_ws import RawClient
-from tests.waiting import await_until, quiet_wire, wire_subscribers
+from tests.waiting import asettled, await_until, quiet_wire, wire_subscribers
 from tests.wire import report
 
 pytestmark = pytest.mark.also_without_direct_writes
@@ -123,6 +124,267 @@ async def test_a_failing_sse_relay_message_ends_the_stream_with_internal_error(w
     )
     assert [json.loads(f.split(b"data: ")[1]).get("n") for f in resumed[:2]] == [1, 2]
     assert resumed[2].startswith(b"event: error")
+
+
+async def test_a_stream_that_only_forwards_is_relayed_and_delivers_what_it_would_as_written(wire):
+    """``async for message in fanout.subscribe(): yield message`` runs on the direct path; the same
+    generator with ``subscribe(maxlen=...)`` (not a proven form) runs as written, beside it."""
+    before = await quiet_wire(wire)
+    async with websockets.connect(f"{wire.ws_url}/api/w/forwarded") as forwarded, \
+            websockets.connect(f"{wire.ws_url}/api/w/written-out") as written, \
+            websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+        now = await wire_subscribers(wire, before["subscribers"] + 2)
+        drains = now["drains"]
+        assert drains.get("Relay", 0) == before["drains"].get("Relay", 0) + 1, drains
+        assert drains.get("Reader", 0) == before["drains"].get("Reader", 0) + 1, drains
+        await publisher.send(json.dumps({"count": 300, "size": 100, "pause": 0}))
+        by_forwarded, by_written = await asyncio.gather(received(forwarded, 300), received(written, 300))
+        assert json.loads(await publisher.recv()) == {"published": 300}
+    assert by_forwarded == by_written
+    assert [m["n"] for m in by_forwarded] == list(range(300))
+    await wire_subscribers(wire, before["subscribers"])
+    # The generator run as written writes its frames straight to the transport too, where it can.
+    was = before["direct"].get("WrittenOut", 0)
+    closes = len(before["closed"].get("WrittenOut", []))
+    after = await asettled(
+        lambda: report(wire), lambda now: len(now["closed"].get("WrittenOut", [])) > closes, 15, 0.05
+    )
+    if before["direct_writes"]:
+        assert after["direct"].get("WrittenOut", 0) > was, after["direct"]
+    else:
+        assert after["direct"].get("WrittenOut", 0) == was, after["direct"]
+
+
+@pytest.mark.parametrize("path", ["forwarded", "written-out"])
+async def test_a_forwarding_stream_behind_drops_silently_in_order_as_its_subscription_does(wire, path):
+    """Under backpressure both forms keep order, send no duplicate and no gap notice, end with the newest."""
+    before = (await quiet_wire(wire))["subscribers"]
+    slow = RawClient(wire.port, f"/api/w/{path}", rcvbuf=4096)
+    try:
+        await wire_subscribers(wire, before + 1)
+        async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+            await publisher.send(json.dumps({"count": 1500, "size": 4000, "pause": 0}))
+            await publisher.recv()
+        seen: list[int] = []
+        slow.sock.settimeout(3)
+        while not seen or seen[-1] != 1499:
+            _, payload = await asyncio.to_thread(slow.read_frame)
+            seen.append(json.loads(payload)["n"])
+        assert len(seen) < 1500, "the client was never behind: the test did not exercise the queue"
+        assert seen == sorted(seen) and len(seen) == len(set(seen))
+    finally:
+        slow.close()
+    await wire_subscribers(wire, before)
+
+
+forwarded_ticks = Channel("relay-forwarded", maxlen=500)
+
+
+class ForwardedTicks(WebSocketView):
+    keepalive = 0
+
+    async def stream(self, ws, **params):
+        async for message in forwarded_ticks.subscribe():
+            yield message
+
+
+class WrittenOutTicks(WebSocketView):
+    keepalive = 0
+
+    async def stream(self, ws, **params):
+        async for message in forwarded_ticks.subscribe(maxlen=forwarded_ticks.maxlen):
+            yield message
+
+
+@pytest.mark.django_db
+async def test_a_forwarded_stream_drops_the_same_messages_as_its_generator_in_process():
+    """600 messages in one loop turn to a queue of 500: both forms drop the same 100 oldest, silently."""
+    communicators = [WebsocketCommunicator(view.as_asgi(), "/ws") for view in (ForwardedTicks, WrittenOutTicks)]
+    for communicator in communicators:
+        assert (await communicator.connect())[0]
+    await await_until(lambda: forwarded_ticks.subscriber_count == 2, message="both subscriptions")
+    kinds = sorted(type(queue.drain).__name__ for queue in forwarded_ticks.subscribers)
+    assert kinds == ["Reader", "Relay"]
+    for n in range(600):
+        await forwarded_ticks.publish({"n": n})  # no suspension: nothing is sent meanwhile
+    forwarded = [(await communicators[0].receive_json_from())["n"] for _ in range(500)]
+    written = [(await communicators[1].receive_json_from())["n"] for _ in range(500)]
+    assert forwarded == written == list(range(100, 600))
+    for communicator in communicators:
+        assert await communicator.receive_nothing(0.05)
+        await communicator.disconnect()
+    assert forwarded_ticks.subscriber_count == 0
+
+
+class ForwardedTickEvents(SSEView):
+    ping_interval = 0
+
+    async def stream(self, request, **params):
+        async for message in forwarded_ticks.subscribe():
+            yield {"data": message}
+
+
+class WrittenOutTickEvents(SSEView):
+    ping_interval = 0
+
+    async def stream(self, request, **params):
+        async for message in forwarded_ticks.subscribe(maxlen=forwarded_ticks.maxlen):
+            yield {"data": message}
+
+
+@pytest.mark.django_db
+async def test_a_forwarded_sse_stream_drops_the_same_messages_as_its_generator_in_process():
+    """As above for SSE: the same 100 oldest dropped without a reset, the same frames, no ids, no resume."""
+    from django.test import AsyncRequestFactory
+
+    bodies = []
+    for view in (ForwardedTickEvents, WrittenOutTickEvents):
+        request = AsyncRequestFactory().get("/events", headers={"Last-Event-ID": "0-1"})  # neither resumes
+        bodies.append(aiter((await view.as_view()(request)).streaming_content))
+    try:
+        assert [await anext(body) for body in bodies] == [b": connected\n\n"] * 2
+        pending = [asyncio.ensure_future(anext(body)) for body in bodies]  # each subscribes, then waits
+        await await_until(lambda: forwarded_ticks.subscriber_count == 2, message="both streams' subscriptions")
+        kinds = sorted(type(queue.drain).__name__ for queue in forwarded_ticks.subscribers)
+        assert kinds == ["Reader", "StreamDrain"]
+        for n in range(600):
+            await forwarded_ticks.publish({"n": n})
+        frames = []
+        for first, body in zip(pending, bodies, strict=True):
+            frames.append([await first] + [await anext(body) for _ in range(499)])
+        assert frames[0] == frames[1]
+        assert frames[0] == [f'data: {{"n":{n}}}\n\n'.encode() for n in range(100, 600)]
+    finally:
+        for body in bodies:
+            await body.aclose()
+    # Django's wrapper does not close the body it wraps; the loop's finalizer does, once it is unreferenced.
+    del bodies, pending, first, body
+    gc.collect()
+    await await_until(lambda: forwarded_ticks.subscriber_count == 0, message="both streams gone")
+
+
+class OwnSubscribe(Channel):
+    def subscribe(self, *args, **kwargs):
+        return super().subscribe(*args, **kwargs)
+
+
+own_subscribe = OwnSubscribe()
+not_a_channel = object()
+
+
+def forwarding_views() -> dict[str, tuple[type, bool]]:
+    """Views whose stream() forwards ``forwarded_ticks`` (True) or does something else (False)."""
+    local = forwarded_ticks
+
+    class Global(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in forwarded_ticks.subscribe():
+                yield message
+
+    class Closure(WebSocketView):
+        async def stream(self, ws):
+            async for message in local.subscribe():
+                yield message
+
+    class Attribute(WebSocketView):
+        channel = forwarded_ticks
+
+        async def stream(self, ws, **params):
+            async for m in self.channel.subscribe():
+                yield m
+
+    class Filtered(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in forwarded_ticks.subscribe():
+                if message["n"] % 2:
+                    yield message
+
+    class Transformed(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in forwarded_ticks.subscribe():
+                yield {"tick": message}
+
+    class WithGaps(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in forwarded_ticks.subscribe(gaps=True):
+                yield message
+
+    class Guarded(WebSocketView):
+        async def stream(self, ws, **params):
+            try:
+                async for message in forwarded_ticks.subscribe():
+                    yield message
+            finally:
+                pass
+
+    class ThenMore(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in forwarded_ticks.subscribe():
+                yield message
+            yield {"end": True}
+
+    class YieldsAnother(WebSocketView):
+        async def stream(self, ws, **params):
+            async for _message in forwarded_ticks.subscribe():
+                yield ws.scope["path"]
+
+    class OtherArgument(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in ws.subscribe():
+                yield message
+
+    class Property(WebSocketView):
+        @property
+        def channel(self):
+            return forwarded_ticks
+
+        async def stream(self, ws, **params):
+            async for m in self.channel.subscribe():
+                yield m
+
+    class Subclass(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in own_subscribe.subscribe():
+                yield message
+
+    class NotAChannel(WebSocketView):
+        async def stream(self, ws, **params):
+            async for message in not_a_channel.subscribe():
+                yield message
+
+    return {view.__name__: (view, proven) for view, proven in [
+        (Global, True), (Closure, True), (Attribute, True), (Filtered, False), (Transformed, False),
+        (WithGaps, False), (Guarded, False), (ThenMore, False), (YieldsAnother, False), (OtherArgument, False),
+        (Property, False), (Subclass, False), (NotAChannel, False),
+    ]}
+
+
+@pytest.mark.parametrize("name", list(forwarding_views()))
+def test_only_a_stream_that_forwards_a_channel_as_it_is_is_proven(name):
+    from realtime.forwarding import DATA, MESSAGE, forwarded_channel
+
+    view, proven = forwarding_views()[name]
+    assert forwarded_channel(view(), MESSAGE, WebSocketView.stream) is (forwarded_ticks if proven else None)
+    assert forwarded_channel(view(), DATA, WebSocketView.stream) is None  # an SSE stream yields {"data": m}
+
+
+def test_an_sse_stream_is_proven_only_when_it_yields_data_and_nothing_else():
+    from realtime.forwarding import DATA, MESSAGE, forwarded_channel
+
+    assert forwarded_channel(ForwardedTickEvents(), DATA, SSEView.stream) is forwarded_ticks
+    assert forwarded_channel(ForwardedTickEvents(), MESSAGE, SSEView.stream) is None
+    assert forwarded_channel(WrittenOutTickEvents(), DATA, SSEView.stream) is None
+
+    class WithEvent(SSEView):
+        async def stream(self, request, **params):
+            async for message in forwarded_ticks.subscribe():
+                yield {"data": message, "event": "tick"}
+
+    assert forwarded_channel(WithEvent(), DATA, SSEView.stream) is None
+    # Set on the instance rather than the class: not proven either.
+    instance = ForwardedTickEvents()
+    instance.stream = WrittenOutTickEvents.stream.__get__(instance)
+    assert forwarded_channel(instance, DATA, SSEView.stream) is None
 
 
 ticks = Channel("relay-unit")
@@ -291,6 +553,26 @@ async def sse_frames(url: str, count: int, headers: dict | None = None) -> list[
                 if len(frames) >= count:
                     return frames[:count]
     return frames
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_a_forwarding_sse_stream_is_relayed_and_sends_the_frames_it_would_as_written(wire, encoding):
+    """``yield {"data": message}`` for each message of ``fanout.subscribe()``: no ids, and a
+    Last-Event-ID resumes nothing, on the direct path as on the generator beside it."""
+    headers = {"Accept-Encoding": encoding, "Last-Event-ID": "0-1"}
+    before = await quiet_wire(wire)
+    forwarded = asyncio.create_task(sse_frames(f"{wire.url}/api/w/forwarded-events", 200, headers))
+    written = asyncio.create_task(sse_frames(f"{wire.url}/api/w/written-out-events", 200, headers))
+    now = await wire_subscribers(wire, before["subscribers"] + 2)
+    assert now["drains"].get("StreamDrain", 0) == before["drains"].get("StreamDrain", 0) + 1, now["drains"]
+    assert now["drains"].get("Reader", 0) == before["drains"].get("Reader", 0) + 1, now["drains"]
+    async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
+        await publisher.send(json.dumps({"count": 200, "size": 50, "pause": 0}))
+        await publisher.recv()
+    by_forwarded, by_written = await forwarded, await written
+    assert by_forwarded == by_written
+    assert [json.loads(f.removeprefix(b"data: "))["n"] for f in by_forwarded] == list(range(200))
+    await wire_subscribers(wire, before["subscribers"])
 
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])

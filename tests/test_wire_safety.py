@@ -35,10 +35,12 @@ def closed_with(server, view: str) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    "path", ["fanout", pytest.param("relay", marks=ALSO_ASGI)], ids=["stream", "relay"]
+    "path",
+    ["fanout", pytest.param("relay", marks=ALSO_ASGI), pytest.param("forwarded", marks=ALSO_ASGI)],
+    ids=["stream", "relay", "forwarded"],
 )
 async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get_everything(wire, path):
-    view = {"fanout": "Fanout", "relay": "Relay"}[path]
+    view = {"fanout": "Fanout", "relay": "Relay", "forwarded": "Forwarded"}[path]
     before = await quiet_wire(wire)
     rss_before = rss_mib(wire)
     slow_ws = RawClient(wire.port, f"/api/w/{path}", rcvbuf=4096)
@@ -84,7 +86,9 @@ async def test_a_subscriber_that_never_reads_costs_bounded_memory_and_others_get
 
 
 @pytest.mark.parametrize(
-    "path", ["fanout-events", pytest.param("relay-events", marks=ALSO_ASGI)], ids=["follow", "relay"]
+    "path",
+    ["fanout-events", pytest.param("relay-events", marks=ALSO_ASGI), pytest.param("forwarded-events", marks=ALSO_ASGI)],
+    ids=["follow", "relay", "forwarded"],
 )
 async def test_a_slow_sse_follower_is_dropped_with_event_error_slow_consumer(wire, path):
     before = (await quiet_wire(wire))["subscribers"]
@@ -95,7 +99,7 @@ async def test_a_slow_sse_follower_is_dropped_with_event_error_slow_consumer(wir
         await publisher.recv()
     # The 2 s timeout passes; the last frame is queued and the connection dropped 1 s later. A
     # client that reads again in between finds the frame at the end of what it was owed.
-    # Given up on: the follower's stream has ended (on uvicorn's relay path that takes 10-14 s); read now.
+    # Given up on: the follower's stream has ended (Django's response closer closes its body); read now.
     await wire_subscribers(wire, before, timeout=40)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # and read fast: MBs are owed
     sock.settimeout(5)

@@ -9,6 +9,7 @@ publishing through ``Channel.publish``. Default class attributes (keepalive 30 s
     uvicorn --host 127.0.0.1 --port PORT bench.peers.realtime_app:application
     REDIS_URL=redis://127.0.0.1:6379/0 daphne ...   # several processes through Redis
     BENCH_RELAY=1 daphne ...                         # /ws as ``relay = CHANNEL`` (the direct path)
+    BENCH_AS_WRITTEN=1 daphne ...                    # /ws as a stream() the engine cannot prove forwards
 """
 
 import os
@@ -32,6 +33,15 @@ CHANNEL = Channel("bench")
 class FanoutWS(WebSocketView):
     async def stream(self, ws, **params):
         async for message in CHANNEL.subscribe():
+            yield message
+
+
+class FanoutAsWritten(WebSocketView):
+    """FanoutWS with an argument to ``subscribe()``: not a proven forward (realtime.forwarding), so the
+    generator runs as written (``BENCH_AS_WRITTEN=1``, to profile that path)."""
+
+    async def stream(self, ws, **params):
+        async for message in CHANNEL.subscribe(maxlen=CHANNEL.maxlen):
             yield message
 
 
@@ -99,7 +109,8 @@ async def topic_stats(request):
 
 
 router = Router()
-router.register_websocket("/ws", FanoutRelay if os.environ.get("BENCH_RELAY") else FanoutWS)
+WS_VIEW = FanoutRelay if os.environ.get("BENCH_RELAY") else FanoutWS
+router.register_websocket("/ws", FanoutAsWritten if os.environ.get("BENCH_AS_WRITTEN") else WS_VIEW)
 router.register_websocket("/topics", BenchTopics)
 router.register_sse("/sse", FanoutSSERelay if os.environ.get("BENCH_RELAY") else FanoutSSE)
 

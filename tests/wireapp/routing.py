@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+from collections import Counter
 
 from realtime import Channel, Gap, Router, SSEView, Topic, TopicSocket, WebSocketView, servers
 from realtime.encoding import UnencodableMessage
@@ -63,6 +64,30 @@ class ResumableFanout(Recorded):
             yield {"gap": item.missed} if isinstance(item, Gap) else {"id": item[0], "m": item[1]}
 
 
+class Forwarded(Recorded):
+    """A stream() that only forwards the channel: served by the direct delivery path (realtime.forwarding)."""
+
+    keepalive = 0
+
+    async def stream(self, ws, **params):
+        async for message in fanout.subscribe():
+            yield message
+
+
+class WrittenOut(Recorded):
+    """The same stream(), run as written: ``subscribe()`` with an argument is not a proven form."""
+
+    keepalive = 0
+
+    async def on_disconnect(self, ws, code):
+        await super().on_disconnect(ws, code)
+        direct[type(self).__name__] = direct.get(type(self).__name__, 0) + ws.direct
+
+    async def stream(self, ws, **params):
+        async for message in fanout.subscribe(maxlen=fanout.maxlen):
+            yield message
+
+
 class Relay(Recorded):
     """The same relay by the direct delivery path; a drop becomes {"gap": missed}."""
 
@@ -92,6 +117,26 @@ class RelayEvents(SSEView):
     ping_interval = 0
     relay = fanout
     relay_event = "m"
+
+
+class ForwardedEvents(SSEView):
+    """An SSE stream() that only forwards the channel as {"data": message}: the direct delivery path."""
+
+    ping_interval = 0
+
+    async def stream(self, request, **params):
+        async for message in fanout.subscribe():
+            yield {"data": message}
+
+
+class WrittenOutEvents(SSEView):
+    """The same SSE stream(), run as written (``subscribe()`` with an argument is not proven)."""
+
+    ping_interval = 0
+
+    async def stream(self, request, **params):
+        async for message in fanout.subscribe(maxlen=fanout.maxlen):
+            yield {"data": message}
 
 
 def faulty(message):
@@ -142,6 +187,9 @@ class Report(WebSocketView):
             "topic_subscribers": sum(c.subscriber_count for name, c in list(registry.items()) if name.startswith(WT)),
             "tasks": len(asyncio.all_tasks()), "direct": direct, "direct_writes": servers.direct_writes_enabled(),
             "open": open_connections.count,  # this probe's own included
+            # Which engine serves each subscriber of the channel: Relay and StreamDrain are the direct
+            # delivery path's, Reader a subscribe() iterated by a generator.
+            "drains": dict(Counter(type(getattr(queue, "drain", queue)).__name__ for queue in fanout.subscribers)),
         })
 
 
@@ -235,6 +283,10 @@ router.register_websocket("/empty", Empty)
 router.register_websocket("/bytes-beat", BytesBeat)
 router.register_websocket("/fanout", Fanout)
 router.register_websocket("/relay", Relay)
+router.register_websocket("/forwarded", Forwarded)
+router.register_websocket("/written-out", WrittenOut)
+router.register_sse("/forwarded-events", ForwardedEvents)
+router.register_sse("/written-out-events", WrittenOutEvents)
 router.register_websocket("/resumable-fanout", ResumableFanout)
 router.register_websocket("/even-relay", EvenRelay)
 router.register_websocket("/faulty-relay", FaultyRelay)
