@@ -27,6 +27,7 @@ REALTIME = {
     "MAX_SUBSCRIPTIONS": 100,         # channels per TopicSocket connection
     "PRESENCE_TIMEOUT": 30,           # seconds after which a silent process's presence members leave (Redis)
     "DIRECT_WRITES": True,            # relays write ready-made frames to the server's transport; False: ASGI only
+    "FORWARD_STREAMS": True,          # a stream() proven to only forward a channel is served as its relay
     "SHUTDOWN_RETRY_AFTER": 5,        # seconds in the Retry-After of the 503 a shutting-down server answers
     "PUBLISH_ON_COMMIT": True,        # a publish in transaction.atomic() waits for the commit (realtime.pubsub.commit)
     "PUBLISH_API_RATE": "100/s",      # HTTP publish API requests per API key, per process (realtime.publish_api)
@@ -69,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_SUBSCRIPTIONS": 100,
     "PRESENCE_TIMEOUT": 30,
     "DIRECT_WRITES": True,
+    "FORWARD_STREAMS": True,
     "SHUTDOWN_RETRY_AFTER": 5,
     "PUBLISH_ON_COMMIT": True,
     "PUBLISH_API_RATE": "100/s",

@@ -24,6 +24,8 @@ release that compiles them differently changes both sides alike. Anything else (
 transform, a ``try``, an argument to ``subscribe()``, a decorator, a Channel subclass that
 overrides ``subscribe``) is not proven and runs as written.
 
+``REALTIME["FORWARD_STREAMS"] = False`` turns the proof off: every ``stream()`` runs as written.
+
 The channel is looked up when a connection starts, as the generator would look it up when it
 starts; a name that does not resolve to a Channel leaves the generator to run (and fail) as written.
 """
@@ -185,6 +187,10 @@ def forwarded_channel(view: Any, form: str, base_stream: Any) -> Any:
 
     ``base_stream`` is the base class's ``stream`` (which forwards nothing).
     """
+    from .conf import setting
+
+    if not setting("FORWARD_STREAMS"):
+        return None
     if "stream" in getattr(view, "__dict__", {}):  # set on the instance (``as_asgi(stream=...)``): not proven
         return None
     function = getattr(type(view), "stream", None)

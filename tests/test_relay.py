@@ -387,6 +387,16 @@ def test_an_sse_stream_is_proven_only_when_it_yields_data_and_nothing_else():
     assert forwarded_channel(instance, DATA, SSEView.stream) is None
 
 
+def test_forward_streams_off_runs_every_stream_as_written(settings):
+    from realtime.forwarding import DATA, MESSAGE, forwarded_channel
+
+    view = next(view for view, proven in forwarding_views().values() if proven)
+    assert forwarded_channel(view(), MESSAGE, WebSocketView.stream) is forwarded_ticks
+    settings.REALTIME = {**getattr(settings, "REALTIME", {}), "FORWARD_STREAMS": False}
+    assert forwarded_channel(view(), MESSAGE, WebSocketView.stream) is None
+    assert forwarded_channel(ForwardedTickEvents(), DATA, SSEView.stream) is None
+
+
 ticks = Channel("relay-unit")
 
 
