@@ -103,16 +103,17 @@ async def test_ready_writers_get_the_frame_directly_and_nothing_is_queued():
     queue = DeliveryQueue(drain, 3, encode)
     for i in range(5):
         queue.offer(i, str(i))
-    assert writer.writes == []  # written at the end of the loop turn
+    assert [payload(f)["m"] for f in writer.frames] == [0]  # the turn's first frame: at once
     await asyncio.sleep(0)
     assert [payload(f)["m"] for f in writer.frames] == [0, 1, 2, 3, 4]
-    assert len(writer.writes) == 1  # the turn's five frames in one write
+    assert len(writer.writes) == 2  # the turn's four others in one write, at its end
     assert not queue.items and drain.woken == [] and drain.direct == drain.counter.sent == 5
 
 
 async def test_frames_of_one_turn_go_in_one_write_per_connection_and_an_unsubscribed_ones_are_dropped():
-    """Two connections, two queues on the first: each connection gets one write with its frames in
-    publish order; a queue closed before the end of the turn (an unsubscribe) loses its frames."""
+    """Two connections, two queues on the first: each connection gets its first frame at once and the
+    turn's others in one write, in publish order; a queue closed before the end of the turn (an
+    unsubscribe) loses its frames."""
     first, second = FakeWriter(), FakeWriter()
     a, b = FakeDrain(first), FakeDrain(second)
     q1, q2, q3 = DeliveryQueue(a, 5, encode), DeliveryQueue(a, 5, encode), DeliveryQueue(b, 5, encode)
@@ -121,29 +122,29 @@ async def test_frames_of_one_turn_go_in_one_write_per_connection_and_an_unsubscr
         q2.offer(f"y{n}", f"2-{n}")
         q3.offer(f"z{n}", f"3-{n}")
     gone = DeliveryQueue(b, 5, encode)
-    gone.offer("unsubscribed", "9")
+    gone.offer("unsubscribed", "9")  # after z0: kept for the turn's second write
     gone.closed = True  # as Outbox.forget does
     await asyncio.sleep(0)
     assert [payload(f)["m"] for f in first.frames] == ["x0", "y0", "x1", "y1", "x2", "y2"]
     assert [payload(f)["m"] for f in second.frames] == ["z0", "z1", "z2"]
-    assert len(first.writes) == len(second.writes) == 1
+    assert len(first.writes) == len(second.writes) == 2
     assert a.direct == a.counter.sent == 6 and b.direct == 3
 
 
 async def test_frames_taken_for_a_connection_whose_transport_filled_meanwhile_go_back_to_their_queue():
-    """The room is checked at the turn's first frame and again at the write: frames that find none go
-    back, in order and before anything queued after them, to the drain (drop-oldest past maxlen)."""
+    """The room is checked when a turn's frames are taken and again at their write: those that find none
+    go back, in order and before anything queued after them, to the drain (drop-oldest past maxlen)."""
     writer = FakeWriter()
     drain = FakeDrain(writer)
     queue = DeliveryQueue(drain, 3, encode)
-    for n in range(3):
-        queue.offer(n, str(n))
+    for n in range(5):
+        queue.offer(n, str(n))  # 0 at once; 1 to 4 for the turn's second write
     writer.paused = True  # another write of the connection filled its buffer
-    queue.offer(3, "3")  # the turn's batch holds it too: the room is checked once per turn
+    queue.offer(5, "5")  # joins the turn's batch: nothing overtakes 1 to 4
     await asyncio.sleep(0)
-    assert writer.writes == [] and drain.woken == [queue]
-    assert [m for _, m in queue.items] == [1, 2, 3] and queue.missed() == 1
-    assert drain.direct == drain.counter.sent == 0
+    assert [payload(f)["m"] for f in writer.frames] == [0] and drain.woken == [queue]
+    assert [m for _, m in queue.items] == [3, 4, 5] and queue.missed() == 2
+    assert drain.direct == drain.counter.sent == 1
 
 
 async def test_an_asgi_send_never_overtakes_the_turns_direct_frames():
@@ -158,9 +159,10 @@ async def test_an_asgi_send_never_overtakes_the_turns_direct_frames():
         order.append(("asgi", len(writer.frames)))
 
     guard = SendGuard({"type": "websocket"}, server_send)
-    queue.offer("published first", "1")
+    queue.offer("published first", "1")  # written at once
+    queue.offer("published second", "2")  # kept for the turn's end
     await guard.send({"type": "websocket.send", "text": "the reply"})
-    assert order == [("asgi", 1)]
+    assert order == [("asgi", 2)]
 
 
 async def test_backpressure_queues_keeps_order_drops_oldest_and_reports_the_gap_once():

@@ -8,10 +8,11 @@ happens:
 - **the direct write**: when nothing of the queue is pending, the queue is not held, no drop is
   still to be reported, and its :class:`Drain` (the connection) is idle and has a writer, the
   message's frame is built by the queue's encoder (once per publish for a shared message, see
-  ``SharedMessage.encoded``) and handed to the loop's :class:`WriteBatch`. At the end of the loop
-  turn (or before any ASGI send of the process, so nothing overtakes it) the batch writes each
-  connection's frames of that turn in **one** write, if its transport has room; if not, they go
-  back to the front of their queues, for the drain. No task wakes, no ASGI hop.
+  ``SharedMessage.encoded``) and handed to the loop's :class:`WriteBatch`, which writes a
+  connection's first frame of the turn at once if its transport has room, and the turn's later
+  ones in **one** write at the end of the turn (or before any ASGI send of the loop, so nothing
+  overtakes them); those that then find no room go back to the front of their queues, for the
+  drain. No task wakes, no ASGI hop.
 - otherwise **the queue**: the message is appended, dropping the oldest one when the queue is full
   (``dropped`` counts them: the drain reports a gap before the next message), and the drain is woken.
   The drain sends what is queued through the ordinary path, which waits for the client and applies
@@ -85,45 +86,58 @@ class Writer(Protocol):
 
 
 class WriteBatch:
-    """The direct writes of one event loop's turn, per writer: one write per connection per turn.
+    """The direct writes of one event loop's turn, per writer: two writes per connection per turn, not one per frame.
 
     A publish fanned out to many channels in one turn (a TopicSocket on 100 channels), or several
     messages read from the broker in one turn, gives a connection several frames: written one by
-    one, each costs a system call (uvicorn, daphne's direct send) or a buffer append and a
-    writer registration in the reactor (Twisted). Here they are joined and written once, when the
-    turn's callbacks are done (``call_soon``), or earlier, before any ASGI send of this loop
-    (:func:`flush_writes`, called by ``realtime.flow.SendGuard``): so a reply sent after a publish
-    never overtakes the publish's frame. A frame whose queue closed meanwhile (an unsubscribe) is
-    dropped; a connection whose transport has no room (or is closing) gets its frames back at the
-    front of their queues, for its drain's ASGI path, as if they had never gone direct.
+    one, each costs a system call (uvicorn, daphne's direct send). A connection's first frame of a
+    turn is written at once (one frame per turn, the common case, costs no more than before); the
+    rest of the turn's are joined and written once, when the turn's callbacks are done
+    (``call_soon``), or earlier, before any ASGI send of this loop (:func:`flush_writes`, called by
+    ``realtime.flow.SendGuard``): so a reply sent after a publish never overtakes the publish's frame.
+    (More only past ``FLUSH_AT`` frames, or when an ASGI send flushes mid-turn.) A frame whose queue
+    closed meanwhile (an unsubscribe) is dropped; a connection whose transport has no room (or is
+    closing) gets its frames back at the front of their queues, for its drain's ASGI path, as if they
+    had never gone direct.
     """
 
-    __slots__ = ("__weakref__", "entries")
+    __slots__ = ("__weakref__", "entries", "written")
 
     def __init__(self) -> None:
-        #: writer -> its ``(queue, message_id, message, frame)`` entries of this turn, in order.
+        #: writer -> its ``(queue, message_id, message, frame)`` entries of this turn after its first, in order.
         self.entries: dict[Writer, list[tuple[DeliveryQueue, Any, Any, bytes]]] = {}
+        #: Writers that wrote their first frame of this turn at once.
+        self.written: set[Writer] = set()
 
     def add(self, writer: Writer, queue: DeliveryQueue, message_id: Any, message: Any, frame: bytes) -> bool:
-        """Take ``frame`` for ``writer``'s write of this turn; False (nothing taken) when the writer's first
-        frame of the turn finds no room: the caller queues it, for the drain."""
+        """Write ``frame`` now if it is ``writer``'s first of this turn, else keep it for the turn's one write
+        of the rest; False (nothing taken) when the writer has no room: the caller queues it, for the drain."""
         entries = self.entries
         pending = entries.get(writer)
-        if pending is None:
-            if not writer.ready():
-                return False
-            if not entries:
-                asyncio.get_running_loop().call_soon(self.flush)
+        if pending is not None:
+            pending.append((queue, message_id, message, frame))
+            if len(pending) >= FLUSH_AT:  # a publisher that never yields: bound what one turn holds
+                del entries[writer]
+                _write(writer, pending)
+            return True
+        if not writer.ready():
+            return False
+        written = self.written
+        if writer in written:
             entries[writer] = [(queue, message_id, message, frame)]
             return True
-        pending.append((queue, message_id, message, frame))
-        if len(pending) >= FLUSH_AT:  # a publisher that never yields: bound what one turn holds
-            del entries[writer]
-            _write(writer, pending)
+        if not written:
+            asyncio.get_running_loop().call_soon(self.flush)
+        written.add(writer)
+        writer.write(frame)  # one frame per turn (the common case) costs what an immediate write does
+        drain = queue.drain
+        drain.counter.sent += 1  # counted as the ASGI path counts its sends (realtime.ops)
+        drain.direct += 1
         return True
 
     def flush(self) -> None:
-        """Write what this turn gave each connection; idempotent."""
+        """Write what this turn gave each connection after its first frame; the turn is over. Idempotent."""
+        self.written.clear()
         entries = self.entries
         if entries:
             self.entries = {}
@@ -179,7 +193,9 @@ def flush_writes() -> None:
         except RuntimeError:
             return
         if batch is not None and batch.entries:
-            batch.flush()
+            entries, batch.entries = batch.entries, {}
+            for writer, pending in entries.items():
+                _write(writer, pending)
 
 
 class Drain(Protocol):
