@@ -58,9 +58,33 @@ class WsListener(WSListener):
             transport.disconnect()
 
 
+#: ``--topics K``: each socket opens ``/topics`` (a TopicSocket) and subscribes to ``bench:0`` .. ``bench:K-1``.
+TOPICS = 0
+TOPIC_MESSAGE = b'{"op":"message"'
+
+
+class TopicListener(WSListener):
+    """A TopicSocket client: subscribes once connected, records every ``message`` frame (not the replies)."""
+
+    __slots__ = ()
+
+    def on_ws_connected(self, transport):
+        for i in range(TOPICS):
+            transport.send(WSMsgType.TEXT, b'{"op":"subscribe","ref":"%d","channel":"bench:%d"}' % (i, i))
+
+    def on_ws_frame(self, transport, frame):
+        if frame.msg_type == WSMsgType.TEXT:
+            payload = frame.get_payload_as_bytes()
+            if payload.startswith(TOPIC_MESSAGE):
+                RECEIVED.append((time.time(), payload))
+        elif frame.msg_type == WSMsgType.CLOSE:
+            transport.disconnect()
+
+
 async def open_ws(base: str):
-    url = base.replace("http://", "ws://", 1) + "/ws"
-    transport, _ = await ws_connect(WsListener, url, websocket_handshake_timeout=30)
+    path, listener = ("/topics", TopicListener) if TOPICS else ("/ws", WsListener)
+    url = base.replace("http://", "ws://", 1) + path
+    transport, _ = await ws_connect(listener, url, websocket_handshake_timeout=30)
     return transport
 
 
@@ -256,11 +280,21 @@ def redis_commandstats(addr: str) -> dict[str, int]:
     return stats
 
 
+def redis_commandstats_of(addrs: list[str]) -> dict[str, int]:
+    """Calls per command, summed over the nodes ``addrs`` (one Redis, or every node of a cluster)."""
+    total: dict[str, int] = {}
+    for addr in addrs:
+        for name, calls in redis_commandstats(addr).items():
+            total[name] = total.get(name, 0) + calls
+    return total
+
+
 async def server_subscribers(urls: list[str]) -> int | None:
     total = 0
     for url in urls:
         try:
-            total += int(json.loads(await aget(url + "/stats", 5))["subscribers"])
+            stats = url + (f"/stats?topics={TOPICS}" if TOPICS else "/stats")
+            total += int(json.loads(await aget(stats, 5))["subscribers"])
         except (OSError, ValueError, KeyError):
             return None
     return total
@@ -308,14 +342,15 @@ async def run(args) -> dict:
 
     # ---- wait until the server(s) count every subscriber (GET /stats), bounded
     deadline = time.monotonic() + args.wait_timeout
+    wanted = len(transports) * max(1, TOPICS)  # subscriptions: one per socket, or K per TopicSocket
     seen = await server_subscribers(urls)
-    while seen is not None and seen < len(transports) and time.monotonic() < deadline:
+    while seen is not None and seen < wanted and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
         seen = await server_subscribers(urls)
     result["connect_s"] = time.perf_counter() - t_connect
     result["server_subscribers"] = seen
-    if seen is not None and seen < len(transports):
-        result["errors"].append(f"server counts {seen} of {len(transports)} subscribers")
+    if seen is not None and seen < wanted:
+        result["errors"].append(f"server counts {seen} of {wanted} subscribers")
 
     await asyncio.sleep(args.settle)
     rss_after = rss_of(server_pids)
@@ -324,17 +359,18 @@ async def run(args) -> dict:
     result["rss_per_conn"] = (rss_after - rss_before) / max(1, len(transports))
 
     if args.m > 0 and transports:
-        expected = len(transports) * args.m
+        expected = wanted * args.m
         sprocs = procs_of(server_pids)
         for p in sprocs:
             p.cpu_percent(None)
         RECEIVED.clear()
         aprocs = procs_of(args.aux_pid)
         cpu_s0, cpu_c0, cpu_a0 = cpu_of(sprocs), cpu_of([me]), cpu_of(aprocs)
-        redis0 = redis_commandstats(args.redis_stats) if args.redis_stats else None
+        redis0 = redis_commandstats_of(args.redis_stats) if args.redis_stats else None
         t0 = time.time()
         result["publish_t0"] = t0  # wall clock, for a caller timing its own events against it
-        await aget(f"{urls[0]}/publish?count={args.m}&rate={args.rate}&size={args.size}")
+        publish = f"/publish-topics?channels={TOPICS}&" if TOPICS else "/publish?"
+        await aget(f"{urls[0]}{publish}count={args.m}&rate={args.rate}&size={args.size}")
         hard = time.monotonic() + args.timeout
         last_n, last_change = 0, time.monotonic()
         while True:
@@ -356,9 +392,9 @@ async def run(args) -> dict:
         if redis0 is not None:
             # Commands Redis served from the /publish request to the last message (this INFO
             # call excluded); the servers' own idle traffic, if any, lands here too.
-            redis1 = redis_commandstats(args.redis_stats)
+            redis1 = redis_commandstats_of(args.redis_stats)
             delta = {k: v - redis0.get(k, 0) for k, v in redis1.items()}
-            delta["info"] = delta.get("info", 0) - 1
+            delta["info"] = delta.get("info", 0) - len(args.redis_stats)
             delta = {k: v for k, v in sorted(delta.items()) if v > 0}
             result["redis_commands"] = delta
             result["redis_cmds_per_msg"] = sum(delta.values()) / args.m
@@ -368,7 +404,8 @@ async def run(args) -> dict:
         bad = 0
         for t_recv, raw in received:
             try:
-                lat.append((t_recv - json.loads(raw)["ts"]) * 1000.0)
+                message = json.loads(raw)
+                lat.append((t_recv - (message["data"] if TOPICS else message)["ts"]) * 1000.0)
             except (ValueError, KeyError, TypeError):
                 bad += 1
         lat.sort()
@@ -391,6 +428,7 @@ async def run(args) -> dict:
             server_cpu_util=server_cpu / wall,  # 1.0 == one core busy for the whole run
             client_cpu_util=client_cpu / wall,
             aux_cpu_util=(cpu_a1 - cpu_a0) / wall if aprocs else None,
+            aux_cpu_us_per_msg=(cpu_a1 - cpu_a0) * 1e6 / args.m if aprocs else None,  # the broker's CPU per message
             server_cpu_us_per_delivery=(server_cpu * 1e6 / len(received)) if received else None,
         )
         RECEIVED.clear()
@@ -414,15 +452,20 @@ def main(argv=None) -> int:
     parser.add_argument("--server-pid", type=int, action="append", default=[])
     parser.add_argument("--aux-pid", type=int, action="append", default=[],
                         help="other processes whose CPU is reported (e.g. redis-server)")
-    parser.add_argument("--redis-stats", metavar="HOST:PORT", default=None,
-                        help="count Redis commands (INFO commandstats) during the publish phase")
+    parser.add_argument("--redis-stats", metavar="HOST:PORT", action="append", default=[],
+                        help="count Redis commands (INFO commandstats) during the publish phase "
+                        "(repeat for every node of a cluster: the counts are summed)")
     parser.add_argument("--connect-concurrency", type=int, default=100)
     parser.add_argument("--connect-timeout", type=float, default=120.0)
     parser.add_argument("--wait-timeout", type=float, default=30.0)
     parser.add_argument("--settle", type=float, default=0.5)
     parser.add_argument("--timeout", type=float, default=180.0, help="hard cap on receive phase")
     parser.add_argument("--idle-timeout", type=float, default=5.0)
+    parser.add_argument("--topics", type=int, default=0,
+                        help="K > 0: TopicSocket clients on /topics, each subscribed to K channels")
     args = parser.parse_args(argv)
+    global TOPICS
+    TOPICS = args.topics
     raise_fd_limit()
     if uvloop is not None:
         result = uvloop.run(run(args))

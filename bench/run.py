@@ -46,7 +46,8 @@ class ServerSpec:
     compare_to: list[str] = field(default_factory=list)  # names of reference rows, same scenario
     notes: str = ""
     scenarios: list[str] = field(default_factory=list)  # only these scenario keys (empty = all)
-    broker: str = ""  # "nats": a nats-server of the row's own, NATS_URL for its processes (bench/nats_broker.py)
+    broker: str = ""  # a broker of the row's own: "nats" (bench/nats_broker.py, NATS_URL) or "redis-cluster"
+    topics: int = 0  # > 0: TopicSocket clients (/topics), each subscribed to this many channels
 
 
 def daphne(app: str) -> list[str]:
@@ -66,6 +67,7 @@ SSE_STARLETTE = "sse-starlette (uvicorn)"
 ASGI_UVICORN = "asgi broadcast (uvicorn)"
 CHANNELS_UVICORN = "channels idiom (uvicorn)"
 DJANGO_STREAMING = "django streaming (daphne)"
+PICOWS = "picows broadcast (uvloop)"
 OURS = "bench.peers.realtime_app:application"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -82,6 +84,9 @@ SERVERS: list[ServerSpec] = [
     ServerSpec("websockets.broadcast", "ws",
                [PY, "-m", "bench.peers.websockets_broadcast", "--port", "{port}"],
                compare_to=[ASGI_DAPHNE], notes="websockets asyncio server, stdlib event loop"),
+    ServerSpec(PICOWS, "ws", [PY, "-m", "bench.peers.picows_broadcast", "--port", "{port}"],
+               compare_to=[ASGI_UVICORN],
+               notes="picows server on uvloop, framing in C, transport.send to every client"),
     ServerSpec(CHANNELS_REDIS, "ws", daphne("bench.peers.channels_idiom:application"),
                processes=2, needs_redis=True, env={"BENCH_CHANNEL_LAYER": "redis_pubsub"},
                notes="channels_redis.pubsub.RedisPubSubChannelLayer"),
@@ -96,11 +101,17 @@ SERVERS: list[ServerSpec] = [
     ServerSpec("realtime (uvicorn)", "ws", uvicorn(OURS), ours=True,
                compare_to=[ASGI_UVICORN, CHANNELS_UVICORN]),
     ServerSpec("realtime relay (daphne)", "ws", daphne(OURS), env={"BENCH_RELAY": "1"}, ours=True,
-               compare_to=[ASGI_DAPHNE, "realtime (daphne)"],
+               compare_to=[ASGI_DAPHNE, "realtime (daphne)", PICOWS],
                notes="relay = CHANNEL: frames built once per publish, written to each transport"),
     ServerSpec("realtime relay (uvicorn)", "ws", uvicorn(OURS), env={"BENCH_RELAY": "1"}, ours=True,
-               compare_to=[ASGI_UVICORN, "realtime (uvicorn)"],
-               notes="relay = CHANNEL on uvicorn: the queue and the ASGI path, no generator per socket"),
+               compare_to=[ASGI_UVICORN, "realtime (uvicorn)", PICOWS],
+               notes="relay = CHANNEL on uvicorn: frames built once per publish, written to each transport"),
+    ServerSpec("realtime TopicSocket (daphne)", "ws", daphne(OURS), topics=1, ours=True,
+               compare_to=["realtime relay (daphne)"], scenarios=["ws_fanout", "ws_topics_many"],
+               notes="TopicSocket on /topics, each socket subscribed to bench:0 (or bench:0..99)"),
+    ServerSpec("realtime TopicSocket (uvicorn)", "ws", uvicorn(OURS), topics=1, ours=True,
+               compare_to=["realtime relay (uvicorn)"], scenarios=["ws_fanout", "ws_topics_many"],
+               notes="TopicSocket on /topics, each socket subscribed to bench:0 (or bench:0..99)"),
     ServerSpec("realtime + redis pubsub (2x daphne)", "ws", daphne(OURS), processes=2,
                needs_redis=True, env={"REDIS_URL": REDIS_URL}, ours=True,
                compare_to=[CHANNELS_REDIS],
@@ -114,6 +125,11 @@ SERVERS: list[ServerSpec] = [
                compare_to=["realtime relay + redis pubsub (2x daphne)"],
                notes="relay = CHANNEL over realtime.pubsub.nats.NatsChannelLayer, a nats-server of its own; "
                      "its CPU is the \"redis cores\" column"),
+    ServerSpec("realtime relay + redis cluster (2x daphne)", "ws", daphne(OURS), processes=2,
+               needs_redis=True, broker="redis-cluster", env={"BENCH_RELAY": "1"}, ours=True,
+               compare_to=["realtime relay + redis pubsub (2x daphne)"],
+               notes="relay = CHANNEL over realtime.pubsub.sharded (SPUBLISH/SSUBSCRIBE) on a 3-master cluster "
+                     "started by the bench; commands and CPU summed over its six nodes"),
     ServerSpec("realtime SSE (daphne)", "sse", daphne(OURS), ours=True,
                compare_to=[DJANGO_STREAMING, SSE_STARLETTE]),
     ServerSpec("realtime SSE (uvicorn)", "sse", uvicorn(OURS), ours=True,
@@ -141,6 +157,7 @@ class Scenario:
     higher_is_better: bool = True
     fresh_per_run: bool = False  # restart the server before every run (memory scenarios)
     quick: dict = field(default_factory=dict)  # overrides applied by --quick (said in the output)
+    topics: int = 0  # > 0: only TopicSocket rows, each socket subscribed to this many channels
 
 
 SCENARIOS: list[Scenario] = [
@@ -157,6 +174,8 @@ SCENARIOS: list[Scenario] = [
              "ws", 1000, 200, processes=2),
     Scenario("sse_fanout", "SSE fan-out, 1,000 subscribers x 200 messages, flat out",
              "sse", 1000, 200),
+    Scenario("ws_topics_many", "TopicSocket, one socket x 100 channels x 2,000 messages, flat out",
+             "ws", 1, 2000, topics=100, quick={"m": 500}),
 ]
 
 # Columns of the markdown tables: (result key, header, format)
@@ -175,7 +194,7 @@ THROUGHPUT_COLS = [
     ("redis_cmds_per_msg", "redis cmds/msg", "{:.2f}"),
     ("nats_in_per_msg", "nats msgs in/msg", "{:.2f}"),
     ("nats_out_per_msg", "nats msgs out/msg", "{:.2f}"),
-    ("broker_cpu_us_per_msg", "broker CPU µs/msg", "{:.1f}"),
+    ("aux_cpu_us_per_msg", "broker CPU µs/msg", "{:.0f}"),
 ]
 IDLE_COLS = [
     ("connected", "connected", "{:,.0f}"),
@@ -243,7 +262,11 @@ def nats_broker():
 
 
 class Servers:
-    """Context manager: start ``spec.processes`` copies of a server, always stop them."""
+    """Context manager: start ``spec.processes`` copies of a server, always stop them.
+
+    A ``broker="redis-cluster"`` spec gets a Redis Cluster of its own first (``tests/redis_cluster.py``, six nodes
+    on free loopback ports, never the shared Redis), as its ``REDIS_URL``; stopped last.
+    """
 
     def __init__(self, spec: ServerSpec, tag: str):
         self.spec, self.tag = spec, tag
@@ -251,6 +274,11 @@ class Servers:
         self.ports: list[int] = []
         self.logs: list = []
         self.broker = None  # bench.nats_broker.NatsBroker for a row with broker="nats"
+        self.cluster = None
+        self._cluster_dir = None
+        #: Redis nodes whose INFO commandstats the load generator sums, and processes whose CPU it reports.
+        self.redis_nodes = ["127.0.0.1:6379"]
+        self.aux_pids: list[int] = []
 
     def __enter__(self) -> Self:
         env = dict(os.environ)
@@ -261,6 +289,21 @@ class Servers:
             if self.spec.broker == "nats":
                 self.broker = nats_broker().NatsBroker().start()
                 env["NATS_URL"] = self.broker.url
+                self.aux_pids = [self.broker.pid]
+            elif self.spec.broker == "redis-cluster":
+                import tempfile
+
+                if str(REPO) not in sys.path:
+                    sys.path.insert(0, str(REPO))
+                from tests.redis_cluster import RedisCluster
+
+                self._cluster_dir = tempfile.TemporaryDirectory(prefix="bench-cluster-")
+                self.cluster = RedisCluster(Path(self._cluster_dir.name)).start()
+                env["REDIS_URL"] = self.cluster.url
+                self.redis_nodes = [f"127.0.0.1:{port}" for port in self.cluster.ports]
+                self.aux_pids = [process.pid for process in self.cluster.processes.values()]
+            elif self.spec.needs_redis:
+                self.aux_pids = redis_pids()
             for i in range(self.spec.processes):
                 port = free_port()
                 cmd = [a.replace("{python}", sys.executable).replace("{port}", str(port))
@@ -294,6 +337,12 @@ class Servers:
             log.close()
         if self.broker is not None:
             self.broker.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+        if self._cluster_dir is not None:
+            self._cluster_dir.cleanup()
+            self._cluster_dir = None
 
 
 def redis_ok() -> bool:
@@ -314,7 +363,8 @@ def redis_pids() -> list[int]:
 
 
 def loadgen(sc: Scenario, servers: Servers, m: int) -> dict:
-    cmd = [sys.executable, str(BENCH / "loadgen.py"), "--kind", sc.kind,
+    topics = sc.topics or servers.spec.topics
+    cmd = [sys.executable, str(BENCH / "loadgen.py"), "--kind", sc.kind, "--topics", str(topics),
            "--n", str(sc.n), "--m", str(m), "--rate", str(sc.rate), "--size", str(sc.size),
            "--timeout", "180", "--connect-timeout", "120", "--wait-timeout", "30"]
     for url in servers.urls:
@@ -322,11 +372,10 @@ def loadgen(sc: Scenario, servers: Servers, m: int) -> dict:
     for pid in servers.pids:
         cmd += ["--server-pid", str(pid)]
     if servers.spec.needs_redis:
-        cmd += ["--redis-stats", "127.0.0.1:6379"]
-        for pid in redis_pids():
-            cmd += ["--aux-pid", str(pid)]
-    if servers.broker is not None:
-        cmd += ["--aux-pid", str(servers.broker.pid)]
+        for node in servers.redis_nodes:
+            cmd += ["--redis-stats", node]
+    for pid in servers.aux_pids:  # the broker's processes: shared Redis, the row's cluster or nats-server
+        cmd += ["--aux-pid", str(pid)]
     try:
         out = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=400,
                              stdin=subprocess.DEVNULL)
@@ -382,6 +431,8 @@ def run_matrix(args) -> dict:
                 continue
             if spec.scenarios and sc.key not in spec.scenarios:
                 continue
+            if sc.topics and not spec.topics:
+                continue
             row = {"server": spec.name, "ours": spec.ours, "compare_to": spec.compare_to,
                    "processes": spec.processes, "runs": [], "skipped": None}
             entry["rows"].append(row)
@@ -418,8 +469,6 @@ def one_run(sc: Scenario, spec: ServerSpec, srv: Servers, m: int, i: int) -> dic
     res = loadgen(sc, srv, m)
     if before is not None and "deliveries_per_s" in res:
         res.update(nats_broker().per_message(before, srv.broker.varz(), m))
-        if res.get("aux_cpu_util") is not None:
-            res["broker_cpu_us_per_msg"] = res["aux_cpu_util"] * res["wall_s"] * 1e6 / m
     res["saturated"] = saturation(res, spec.processes) if m else ""
     summary = (f"{res.get('deliveries_per_s', 0):,.0f}/s p99={res.get('p99_ms') or 0:.1f}ms "
                f"lost={res.get('lost')} srv={res.get('server_cpu_util', 0):.2f} "

@@ -32,6 +32,7 @@ from typing import Any
 from . import servers
 from .closecodes import CloseCode
 from .conf import setting
+from .pubsub.delivery import flush_writes
 from .servers.base import ABORT_GRACE_SECONDS as ABORT_GRACE_SECONDS
 from .servers.base import ABORT_KEY, SlowConsumer
 from .servers.base import ClientDisconnected as ClientDisconnected
@@ -63,6 +64,7 @@ class SendGuard:
         return self._gone is not None and self._gone.done()
 
     async def send(self, message: dict[str, Any]) -> None:
+        flush_writes()  # the direct frames of this turn go first: a send never overtakes them
         if self.slow:
             if self.websocket:
                 raise SlowConsumer()

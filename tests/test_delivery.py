@@ -15,15 +15,22 @@ from realtime.pubsub.delivery import UNORDERED, DeliveryQueue, Listener, Reader,
 
 
 class FakeWriter:
+    """Records each write, and the frames in it (one write may carry several: ``WriteBatch``)."""
+
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        self.writes: list[bytes] = []
         self.paused = False
 
     def ready(self) -> bool:
         return not self.paused
 
     def write(self, data: bytes) -> None:
-        self.frames.append(data)
+        self.writes.append(data)
+        while data:
+            assert data[1] < 126  # the tests' frames are short
+            self.frames.append(data[: 2 + data[1]])
+            data = data[2 + data[1]:]
 
 
 class Counter:
@@ -96,8 +103,66 @@ async def test_ready_writers_get_the_frame_directly_and_nothing_is_queued():
     queue = DeliveryQueue(drain, 3, encode)
     for i in range(5):
         queue.offer(i, str(i))
+    assert [payload(f)["m"] for f in writer.frames] == [0]  # the turn's first frame: at once
+    await asyncio.sleep(0)
     assert [payload(f)["m"] for f in writer.frames] == [0, 1, 2, 3, 4]
+    assert len(writer.writes) == 2  # the turn's four others in one write, at its end
     assert not queue.items and drain.woken == [] and drain.direct == drain.counter.sent == 5
+
+
+async def test_frames_of_one_turn_go_in_one_write_per_connection_and_an_unsubscribed_ones_are_dropped():
+    """Two connections, two queues on the first: each connection gets its first frame at once and the
+    turn's others in one write, in publish order; a queue closed before the end of the turn (an
+    unsubscribe) loses its frames."""
+    first, second = FakeWriter(), FakeWriter()
+    a, b = FakeDrain(first), FakeDrain(second)
+    q1, q2, q3 = DeliveryQueue(a, 5, encode), DeliveryQueue(a, 5, encode), DeliveryQueue(b, 5, encode)
+    for n in range(3):
+        q1.offer(f"x{n}", f"1-{n}")
+        q2.offer(f"y{n}", f"2-{n}")
+        q3.offer(f"z{n}", f"3-{n}")
+    gone = DeliveryQueue(b, 5, encode)
+    gone.offer("unsubscribed", "9")  # after z0: kept for the turn's second write
+    gone.closed = True  # as Outbox.forget does
+    await asyncio.sleep(0)
+    assert [payload(f)["m"] for f in first.frames] == ["x0", "y0", "x1", "y1", "x2", "y2"]
+    assert [payload(f)["m"] for f in second.frames] == ["z0", "z1", "z2"]
+    assert len(first.writes) == len(second.writes) == 2
+    assert a.direct == a.counter.sent == 6 and b.direct == 3
+
+
+async def test_frames_taken_for_a_connection_whose_transport_filled_meanwhile_go_back_to_their_queue():
+    """The room is checked when a turn's frames are taken and again at their write: those that find none
+    go back, in order and before anything queued after them, to the drain (drop-oldest past maxlen)."""
+    writer = FakeWriter()
+    drain = FakeDrain(writer)
+    queue = DeliveryQueue(drain, 3, encode)
+    for n in range(5):
+        queue.offer(n, str(n))  # 0 at once; 1 to 4 for the turn's second write
+    writer.paused = True  # another write of the connection filled its buffer
+    queue.offer(5, "5")  # joins the turn's batch: nothing overtakes 1 to 4
+    await asyncio.sleep(0)
+    assert [payload(f)["m"] for f in writer.frames] == [0] and drain.woken == [queue]
+    assert [m for _, m in queue.items] == [3, 4, 5] and queue.missed() == 2
+    assert drain.direct == drain.counter.sent == 1
+
+
+async def test_an_asgi_send_never_overtakes_the_turns_direct_frames():
+    """``SendGuard.send`` writes the pending direct frames first: a reply after a publish comes after it."""
+    from realtime.flow import SendGuard
+
+    writer = FakeWriter()
+    queue = DeliveryQueue(FakeDrain(writer), 5, encode)
+    order = []
+
+    async def server_send(message):
+        order.append(("asgi", len(writer.frames)))
+
+    guard = SendGuard({"type": "websocket"}, server_send)
+    queue.offer("published first", "1")  # written at once
+    queue.offer("published second", "2")  # kept for the turn's end
+    await guard.send({"type": "websocket.send", "text": "the reply"})
+    assert order == [("asgi", 2)]
 
 
 async def test_backpressure_queues_keeps_order_drops_oldest_and_reports_the_gap_once():
@@ -115,6 +180,7 @@ async def test_backpressure_queues_keeps_order_drops_oldest_and_reports_the_gap_
     assert queue.missed() == 3 and queue.missed() == 0
     assert [queue.take(), queue.take(), queue.take(), queue.take()] == [("3", 3), ("4", 4), ("5", 5), None]
     queue.offer(6, "6")  # drained and reported: direct again
+    await asyncio.sleep(0)
     assert [payload(f)["m"] for f in writer.frames] == [6]
 
 
@@ -165,6 +231,7 @@ async def test_a_held_queue_neither_writes_nor_wakes_until_released_and_skips_re
     assert [queue.take(), queue.take(), queue.take()] == [(UNORDERED, "presence"), ("2", "m2"), None]
     assert queue.skip is None  # past the seam
     queue.offer("m1 again", "1")  # ids are not remembered for ever: the seam was passed
+    await asyncio.sleep(0)
     assert payload(writer.frames[-1])["m"] == "m1 again"
 
 
@@ -279,6 +346,7 @@ async def test_a_relay_writes_directly_then_drains_through_asgi_in_order_with_th
     relay = Relay(Socket(), writer, channel, "json", transform=None, gap=lambda n: {"missed": n}, spawn=spawn,
                   name="View")
     await channel.publish({"n": 0})
+    await asyncio.sleep(0)  # the turn ends: its direct frame is written
     writer.paused = True
     for n in range(1, 5):
         await channel.publish({"n": n})  # 1, 2 dropped for 3, 4 (maxlen 2)
@@ -287,6 +355,7 @@ async def test_a_relay_writes_directly_then_drains_through_asgi_in_order_with_th
     assert [payload(f) for f in writer.frames] == [{"n": 0}]
     assert sent == [{"missed": 2}, {"n": 3}, {"n": 4}] and len(tasks) == 1
     await channel.publish({"n": 5})  # the drain task has ended: direct again
+    await asyncio.sleep(0)
     assert payload(writer.frames[-1]) == {"n": 5} and relay.idle
     relay.close()
     assert channel.subscriber_count == 0

@@ -32,14 +32,16 @@ async def received(ws, count: int) -> list[dict]:
     return [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(count)]
 
 
-async def test_relay_and_stream_deliver_the_same_messages_in_the_same_order(wire):
+@pytest.mark.parametrize("burst", [False, True], ids=["a-turn-each", "one-turn"])
+async def test_relay_and_stream_deliver_the_same_messages_in_the_same_order(wire, burst):
+    """One message per loop turn, or all 300 in one turn (one write carries each socket's frames)."""
     before = (await quiet_wire(wire))["subscribers"]
     async with websockets.connect(f"{wire.ws_url}/api/w/fanout") as generic, \
             websockets.connect(f"{wire.ws_url}/api/w/relay") as relay, \
             websockets.connect(f"{wire.ws_url}/api/w/even-relay") as even, \
             websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
         await wire_subscribers(wire, before + 3)
-        await publisher.send(json.dumps({"count": 300, "size": 100, "pause": 0}))
+        await publisher.send(json.dumps({"count": 300, "size": 100, "pause": 0, "burst": burst}))
         by_generic, by_relay, by_even = await asyncio.gather(
             received(generic, 300), received(relay, 300), received(even, 150)
         )
@@ -49,14 +51,17 @@ async def test_relay_and_stream_deliver_the_same_messages_in_the_same_order(wire
     assert [m["n"] for m in by_even] == list(range(0, 300, 2))
 
 
-async def test_a_relay_client_that_falls_behind_is_told_how_many_it_missed(wire):
-    """Nothing is lost without being counted and signalled: received + missed == published."""
+@pytest.mark.parametrize("burst", [False, True], ids=["a-turn-each", "one-turn"])
+async def test_a_relay_client_that_falls_behind_is_told_how_many_it_missed(wire, burst):
+    """Nothing is lost without being counted and signalled: received + missed == published, in order,
+    whether the messages come one per loop turn or all in one turn (the turn's frames go back to the
+    queue when the transport has no room)."""
     before = (await quiet_wire(wire))["subscribers"]
     slow = RawClient(wire.port, "/api/w/relay", rcvbuf=4096)
     try:
         await wire_subscribers(wire, before + 1)
         async with websockets.connect(f"{wire.ws_url}/api/w/publish") as publisher:
-            await publisher.send(json.dumps({"count": 1500, "size": 4000, "pause": 0}))
+            await publisher.send(json.dumps({"count": 1500, "size": 4000, "pause": 0, "burst": burst}))
             await publisher.recv()  # published: what the queue could not hold is dropped and counted
         seen, missed = [], 0
         slow.sock.settimeout(3)

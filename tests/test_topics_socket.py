@@ -305,17 +305,23 @@ async def test_a_message_republished_on_another_channel_gets_that_channel_s_enve
 
 
 class FakeWriter:
-    """A direct writer whose transport has room until ``paused``."""
+    """A direct writer whose transport has room until ``paused``; records each write and the frames in it
+    (the frames of one loop turn go in one write, ``realtime.pubsub.delivery.WriteBatch``)."""
 
     def __init__(self):
         self.frames = []
+        self.writes = []
         self.paused = False
 
     def ready(self):
         return not self.paused
 
     def write(self, data):
-        self.frames.append(data)
+        self.writes.append(data)
+        while data:
+            assert data[1] < 126  # the tests' frames are short
+            self.frames.append(data[: 2 + data[1]])
+            data = data[2 + data[1]:]
 
 
 class FakeSocket:
@@ -356,26 +362,35 @@ async def test_a_publish_to_ready_subscribers_is_written_once_built_and_wakes_no
         for i in range(5):
             await channel.publish({"i": i})
         assert scheduled == [] and len(asyncio.all_tasks()) == tasks
+        await asyncio.sleep(0)  # the turn ends: each connection's frames are written
+        assert scheduled == [] and len(asyncio.all_tasks()) == tasks
         assert all(not sink.items and not sink.outbox.ready_sinks for sink in sinks)
         frames = sinks[0].outbox.writer.frames
         id_ = await ids_of(channel)
         assert [payload(f) for f in frames] == [
             {"op": "message", "channel": "unit-direct", "id": id_(i + 1), "data": {"i": i}} for i in range(5)
         ]
-        for sink in sinks:  # the same bytes object for every socket: one frame per publish
-            assert all(a is b for a, b in zip(sink.outbox.writer.frames, frames, strict=True))
+        for sink in sinks:  # the turn's first frame at once (the same bytes object for every socket), its
+            # four others in one write per socket
+            writes = sink.outbox.writer.writes
+            assert writes[0] is sinks[0].outbox.writer.writes[0] and len(writes) == 2
+            assert writes == sinks[0].outbox.writer.writes
             assert sink.outbox.ws.sent == sink.outbox.direct == 5
 
         # A transport that pushes back: that one socket's message is queued, and its outbox woken.
         sinks[0].outbox.writer.paused = True
         await channel.publish({"i": 5})
+        await asyncio.sleep(0)
         assert scheduled == [sinks[0]] and [m for m, _ in sinks[0].items] == [id_(6)]
+        last = sinks[1].outbox.writer.writes[-1]  # one frame in a turn: the same bytes object for every socket
+        assert all(sink.outbox.writer.writes[-1] is last for sink in sinks[1:])
         assert len(sinks[1].outbox.writer.frames) == 6
         # Its room back, it still queues while anything is queued (no overtaking), and drops count.
         sinks[0].outbox.writer.paused = False
         for i in range(6, 12):
             await channel.publish({"i": i})
         assert [m for m, _ in sinks[0].items] == [id_(n) for n in range(8, 13)] and sinks[0].dropped == 2
+        await asyncio.sleep(0)
         assert payload(sinks[1].outbox.writer.frames[-1])["data"] == {"i": 11}  # the others: direct
     finally:
         for sink in sinks:
@@ -412,6 +427,7 @@ async def test_nothing_goes_direct_while_another_channel_of_the_connection_has_f
         assert [s.split('"data":')[1] for s in sent] == ['"a0"}', '"b0"}', '"a1"}']
         assert not outbox.ready_sinks and not outbox.sending
         await b.publish("b1")  # all sent: direct again
+        await asyncio.sleep(0)
         assert [payload(f)["data"] for f in outbox.writer.frames] == ["b1"] and len(sent) == 3
         # The connection's own publish holds the direct path until its reply is out.
         outbox.held += 1
@@ -442,6 +458,7 @@ async def test_the_direct_path_skips_replayed_ids_once_and_sends_presence_frames
         await channel.publish({"i": 1})
         sink.offer({"op": "join", "channel": "unit-seam", "member": {"id": 1}}, PRESENCE)
         await channel.publish({"i": 2})
+        await asyncio.sleep(0)
         frames = [payload(f) for f in sink.outbox.writer.frames]
         assert [f.get("id", f["op"]) for f in frames] == ["join", id_(4)] and not sink.skip
         assert scheduled == []

@@ -75,7 +75,12 @@ async def publish(request):
 
 
 async def stats(request):
-    return JsonResponse({"subscribers": CHANNEL.subscriber_count})
+    """Subscribers of ``/ws`` (``bench``), or with ``?topics=K`` of ``bench:0`` .. ``bench:K-1`` together."""
+    topics = int(request.GET.get("topics", "0"))
+    if not topics:
+        return JsonResponse({"subscribers": CHANNEL.subscriber_count})
+    channels = (registry.get(f"bench:{i}") for i in range(topics))
+    return JsonResponse({"subscribers": sum(c.subscriber_count for c in channels if c is not None)})
 
 
 class BenchTopic(Topic):

@@ -21,7 +21,11 @@ USE_TZ = True
 LOGGING_CONFIG = None
 
 REDIS_URL = os.environ.get("REDIS_URL") or None
-if REDIS_URL:
+if REDIS_URL and REDIS_URL.startswith("redis+cluster://"):  # the cluster row: sharded pub/sub
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "realtime.pubsub.sharded.RedisClusterChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",

@@ -6,10 +6,13 @@ Channel's fan-out calls :meth:`DeliveryQueue.offer` in the publisher's turn, and
 happens:
 
 - **the direct write**: when nothing of the queue is pending, the queue is not held, no drop is
-  still to be reported, and its :class:`Drain` (the connection) is idle and has a writer whose
-  transport has room, the message's frame is built by the queue's encoder (once per publish for a
-  shared message, see ``SharedMessage.encoded``) and written straight to the transport. No task
-  wakes, no ASGI hop.
+  still to be reported, and its :class:`Drain` (the connection) is idle and has a writer, the
+  message's frame is built by the queue's encoder (once per publish for a shared message, see
+  ``SharedMessage.encoded``) and handed to the loop's :class:`WriteBatch`, which writes a
+  connection's first frame of the turn at once if its transport has room, and the turn's later
+  ones in **one** write at the end of the turn (or before any ASGI send of the loop, so nothing
+  overtakes them); those that then find no room go back to the front of their queues, for the
+  drain. No task wakes, no ASGI hop.
 - otherwise **the queue**: the message is appended, dropping the oldest one when the queue is full
   (``dropped`` counts them: the drain reports a gap before the next message), and the drain is woken.
   The drain sends what is queued through the ordinary path, which waits for the client and applies
@@ -29,6 +32,7 @@ presence frames folded into a subscription's queue).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import deque
 from collections.abc import Callable, Container, Iterable
 from typing import Any, Protocol
@@ -81,6 +85,119 @@ class Writer(Protocol):
         """Hand ``data`` to the transport, whole."""
 
 
+class WriteBatch:
+    """The direct writes of one event loop's turn, per writer: two writes per connection per turn, not one per frame.
+
+    A publish fanned out to many channels in one turn (a TopicSocket on 100 channels), or several
+    messages read from the broker in one turn, gives a connection several frames: written one by
+    one, each costs a system call (uvicorn, daphne's direct send). A connection's first frame of a
+    turn is written at once (one frame per turn, the common case, costs no more than before); the
+    rest of the turn's are joined and written once, when the turn's callbacks are done
+    (``call_soon``), or earlier, before any ASGI send of this loop (:func:`flush_writes`, called by
+    ``realtime.flow.SendGuard``): so a reply sent after a publish never overtakes the publish's frame.
+    (More only past ``FLUSH_AT`` frames, or when an ASGI send flushes mid-turn.) A frame whose queue
+    closed meanwhile (an unsubscribe) is dropped; a connection whose transport has no room (or is
+    closing) gets its frames back at the front of their queues, for its drain's ASGI path, as if they
+    had never gone direct.
+    """
+
+    __slots__ = ("__weakref__", "entries", "written")
+
+    def __init__(self) -> None:
+        #: writer -> its ``(queue, message_id, message, frame)`` entries of this turn after its first, in order.
+        self.entries: dict[Writer, list[tuple[DeliveryQueue, Any, Any, bytes]]] = {}
+        #: Writers that wrote their first frame of this turn at once.
+        self.written: set[Writer] = set()
+
+    def add(self, writer: Writer, queue: DeliveryQueue, message_id: Any, message: Any, frame: bytes) -> bool:
+        """Write ``frame`` now if it is ``writer``'s first of this turn, else keep it for the turn's one write
+        of the rest; False (nothing taken) when the writer has no room: the caller queues it, for the drain."""
+        entries = self.entries
+        pending = entries.get(writer)
+        if pending is not None:
+            pending.append((queue, message_id, message, frame))
+            if len(pending) >= FLUSH_AT:  # a publisher that never yields: bound what one turn holds
+                del entries[writer]
+                _write(writer, pending)
+            return True
+        if not writer.ready():
+            return False
+        written = self.written
+        if writer in written:
+            entries[writer] = [(queue, message_id, message, frame)]
+            return True
+        if not written:
+            asyncio.get_running_loop().call_soon(self.flush)
+        written.add(writer)
+        writer.write(frame)  # one frame per turn (the common case) costs what an immediate write does
+        drain = queue.drain
+        drain.counter.sent += 1  # counted as the ASGI path counts its sends (realtime.ops)
+        drain.direct += 1
+        return True
+
+    def flush(self) -> None:
+        """Write what this turn gave each connection after its first frame; the turn is over. Idempotent."""
+        self.written.clear()
+        entries = self.entries
+        if entries:
+            self.entries = {}
+            for writer, pending in entries.items():
+                _write(writer, pending)
+
+
+#: Frames one connection's write carries at most: past it, the batch writes at once.
+FLUSH_AT = 64
+
+
+def _write(writer: Writer, pending: list[tuple[DeliveryQueue, Any, Any, bytes]]) -> None:
+    """One write of ``pending`` (minus closed queues'), or back to their queues when there is no room."""
+    if len(pending) == 1:
+        live = pending if not pending[0][0].closed else []
+    else:
+        live = [entry for entry in pending if not entry[0].closed]
+    if not live:
+        return
+    if writer.ready():
+        writer.write(live[0][3] if len(live) == 1 else b"".join([entry[3] for entry in live]))
+        drain = live[0][0].drain
+        drain.counter.sent += len(live)  # counted as the ASGI path counts its sends (realtime.ops)
+        drain.direct += len(live)
+        return
+    back: dict[DeliveryQueue, list[tuple[Any, Any]]] = {}
+    for queue, message_id, message, _ in live:
+        back.setdefault(queue, []).append((message_id, message))
+    for queue, returned in back.items():
+        queue.requeue(returned)
+
+
+_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteBatch] = weakref.WeakKeyDictionary()
+
+
+def write_batch() -> WriteBatch | None:
+    """The running loop's :class:`WriteBatch`, or None outside a loop (then writes are immediate)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    batch = _batches.get(loop)
+    if batch is None:
+        batch = _batches[loop] = WriteBatch()
+    return batch
+
+
+def flush_writes() -> None:
+    """Write the running loop's pending direct frames now (before an ASGI send, which must not overtake them)."""
+    if _batches:
+        try:
+            batch = _batches.get(asyncio.get_running_loop())
+        except RuntimeError:
+            return
+        if batch is not None and batch.entries:
+            entries, batch.entries = batch.entries, {}
+            for writer, pending in entries.items():
+                _write(writer, pending)
+
+
 class Drain(Protocol):
     """The consumer side of one connection's queues."""
 
@@ -102,8 +219,8 @@ class Drain(Protocol):
 class DeliveryQueue:
     """One subscription's pending ``(id, message)`` entries, and the direct write."""
 
-    __slots__ = ("__weakref__", "channel", "closed", "drain", "dropped", "encoder", "held", "items", "maxlen",
-                 "reported", "skip", "transform")
+    __slots__ = ("__weakref__", "batch", "channel", "closed", "drain", "dropped", "encoder", "held", "items",
+                 "maxlen", "reported", "skip", "transform")
 
     def __init__(
         self, drain: Drain, maxlen: int, encoder: Callable[[Any, Any], bytes] | None = None, *,
@@ -126,6 +243,8 @@ class DeliveryQueue:
         #: Ids a replay already sent (a set, or a :class:`Seam`), dropped once when their live copies arrive.
         self.skip: Container[str] | None = None
         self.closed = False
+        #: The loop's batch of direct writes (None outside a loop: a direct write is then immediate).
+        self.batch = write_batch() if encoder is not None else None
 
     def offer(self, message: Any, message_id: Any) -> None:
         """Called by the Channel for each published message, in the publisher's turn."""
@@ -149,16 +268,21 @@ class DeliveryQueue:
         if not items and not self.held and self.dropped == self.reported:
             drain = self.drain
             writer = drain.writer
-            if writer is not None and drain.idle and writer.ready():
-                try:
-                    frame = self.encoder(message, message_id)
-                except Exception:
-                    self.fail()
-                    return
-                writer.write(frame)
-                drain.counter.sent += 1  # counted as the ASGI path counts its sends (realtime.ops)
-                drain.direct += 1
-                return
+            if writer is not None and drain.idle:
+                batch = self.batch
+                if batch is not None or writer.ready():
+                    try:
+                        frame = self.encoder(message, message_id)
+                    except Exception:
+                        self.fail()
+                        return
+                    if batch is None:  # outside a loop: written at once
+                        writer.write(frame)
+                        drain.counter.sent += 1  # counted as the ASGI path counts its sends (realtime.ops)
+                        drain.direct += 1
+                        return
+                    if batch.add(writer, self, message_id, message, frame):
+                        return
         if type(items) is not deque:
             items = self.items = deque()
         elif len(items) >= self.maxlen:
@@ -180,6 +304,21 @@ class DeliveryQueue:
                 self.skip = None
             return message_id, message
         return None
+
+    def requeue(self, entries: list[tuple[Any, Any]]) -> None:
+        """``(id, message)`` entries handed to the direct write that could not go (no room): back to the
+        front of the queue, in order, before anything queued since; the oldest dropped past ``maxlen``."""
+        if self.closed:
+            return
+        items: deque[tuple[Any, Any]] = deque(entries)
+        if self.items:
+            items.extend(self.items)
+        while len(items) > self.maxlen:
+            items.popleft()
+            self.dropped += 1
+        self.items = items
+        if not self.held:
+            self.drain.wake(self)
 
     def missed(self) -> int:
         """Messages dropped since the last call (a gap to report before the next message)."""
@@ -223,6 +362,7 @@ class DeliveryQueue:
 
     def fail(self) -> None:
         """The transform or the encoder raised on a message: stop, and let the drain end its connection."""
+        flush_writes()  # what was taken for the direct write before the failure goes, as if written at once
         self.close()
         self.drain.failed(self)
 

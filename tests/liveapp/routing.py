@@ -331,6 +331,14 @@ class Resumable(SSEView):
             finalized["count"] += 1
 
 
+class ResumableRelay(SSEView):
+    """``Resumable`` on the direct path: ``relay`` instead of a ``follow()`` generator."""
+
+    ping_interval = 0
+    relay = history_channel
+    relay_event = "entry"
+
+
 class Publish(WebSocketView):
     """Publishes each received message to the Channel named in the path."""
 
@@ -426,6 +434,7 @@ router.register_sse("/sse/silent", Silent)
 router.register_sse("/sse/orm", UsesTheORM)
 router.register_sse("/sse/fails", Fails)
 router.register_sse("/sse/resumable", Resumable)
+router.register_sse("/sse/resumable-relay", ResumableRelay)
 router.register_websocket("/publish/{name}", Publish)
 router.register_websocket("/publish-or-report/{name}", PublishOrReport)
 

@@ -162,7 +162,12 @@ POISON = {"surrogate": "\ud800", "nan": float("nan"), "inf": float("inf"), "obje
 
 
 class Publish(WebSocketView):
-    """{"count", "size"}: publish that many messages; {"poison": kind}: publish a bad one."""
+    """{"count", "size"}: publish that many messages; {"poison": kind}: publish a bad one.
+
+    ``"pause"`` (seconds, default 0.002) is slept between messages; ``"burst": true`` publishes them
+    all in one loop turn, never yielding, as a publisher loop that awaits nothing would: each socket
+    then has many frames ready in one turn (``realtime.pubsub.delivery.WriteBatch``).
+    """
 
     async def on_receive(self, ws, data):
         if "poison" in data:
@@ -174,9 +179,11 @@ class Publish(WebSocketView):
                 await ws.send_json({"error": None})
             return
         payload = data.get("prefix", "") + "x" * data.get("size", 10)
+        burst = data.get("burst", False)
         for n in range(data["count"]):
             await fanout.publish({"n": n, "p": payload})
-            await asyncio.sleep(data.get("pause", 0.002))
+            if not burst:
+                await asyncio.sleep(data.get("pause", 0.002))
         await ws.send_json({"published": data["count"]})
 
 
