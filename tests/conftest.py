@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,3 +114,35 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def _children(pid: int) -> list[int]:
+    """The running PIDs whose parent is ``pid`` (from /proc; empty where there is none)."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":  # a zombie has ended already
+                found.append(int(entry.name))
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A safety net: no server this test process started outlives the run, even one whose fixture
+    failed half-way through its set-up. The xdist controller's children are its workers: left alone."""
+    import os
+    import signal
+    import sys
+
+    config = session.config
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    left = _children(os.getpid())
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        print(f"\ntests/conftest.py: killed {len(left)} process(es) a test left running: {left}", file=sys.stderr)

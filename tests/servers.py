@@ -41,6 +41,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: Seconds a server may take to listen: generous, since a loaded machine (another test run beside
+#: this one) can take tens of seconds to import Django; a quiet one takes one or two.
+START_TIMEOUT = 60.0
+
+
 def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,7 +105,11 @@ class Daphne:
             self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
-        wait_for_port(self.port, process=self.process)
+        try:
+            wait_for_port(self.port, timeout=START_TIMEOUT, process=self.process)
+        except BaseException:  # never listening (or the wait was interrupted): it must not outlive the test
+            stop(self.process)
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
