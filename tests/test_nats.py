@@ -132,6 +132,9 @@ async def test_the_layer_keeps_one_subscription_per_group_and_process_and_counts
                       message="no inbox subscription left after flush()")
 
 
+# Channels' consumer closes stale database connections around each message; where an earlier test of
+# this process left one open in the sync thread, that touches the database.
+@pytest.mark.django_db(transaction=True)
 async def test_plain_channels_consumers_use_the_layer(on_nats, settings):
     """A Channels consumer that knows nothing of realtime: group_add on connect, group_send on receive."""
     from channels.generic.websocket import AsyncJsonWebsocketConsumer
