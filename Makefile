@@ -25,9 +25,11 @@ run: venv
 run-prod: venv
 	scripts/run-prod
 
-## make test: venv, install, services the tests use, then the whole suite
+## make test: venv, install, services the tests use, then the whole suite in TEST_WORKERS processes
+## (pytest-xdist; each test module stays in one worker, each worker has a Redis database of its own)
+TEST_WORKERS ?= 2
 test: venv services
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 services:
 	scripts/ensure-services
