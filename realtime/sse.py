@@ -30,7 +30,7 @@ from .permissions import is_authenticated
 from .pubsub.subscription import Gap
 from .sealed_ids import IdSeal
 from .sessions import SessionCredentials, revocation_key
-from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, encode_event, encode_item
+from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, data_frame, encode_event, encode_item
 from .threads import release_request_thread, shared_thread_context
 
 logger = logging.getLogger("realtime.sse")
@@ -145,22 +145,8 @@ def _encode(item: Any) -> bytes:
     if type(item) is dict and len(item) == 1:
         data = item.get("data")
         if type(data) is SharedMessage:
-            return data.encoded(_data_frame)
+            return data_frame(data)
     return encode_item(item)
-
-
-def data_frame(message: Any, message_id: Any = None) -> bytes:
-    """The frame of ``{"data": message}``, as a generic stream sends it (no id); an encoder's signature
-    (``realtime.pubsub.delivery``), and the same cache entry on a shared message as the generic path's."""
-    if type(message) is SharedMessage:
-        if message.first_encoder is _data_frame:  # the cache's first entry, read inline: this runs per stream
-            return message.first_value
-        return message.encoded(_data_frame)
-    return encode_item({"data": message})
-
-
-def _data_frame(message: SharedMessage, message_id: Any) -> bytes:
-    return encode_item({"data": message})
 
 
 async def _aclose(events: Any) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .encoding import check_text, dumps
+from .encoding import SharedMessage, check_text, dumps
 
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
@@ -88,3 +88,17 @@ def encode_item(item: Any) -> bytes:
 
 #: Sent when a stream's generator raised: the error is logged, the client reconnects.
 FAILED = encode_event({"code": "internal_error", "detail": "The stream failed; reconnect"}, event="error").encode()
+
+
+def data_frame(message: Any, message_id: Any = None) -> bytes:
+    """The frame of ``{"data": message}``, as a generic stream sends it (no id); an encoder's signature
+    (``realtime.pubsub.delivery``), and the same cache entry on a shared message as the generic path's."""
+    if type(message) is SharedMessage:
+        if message.first_encoder is _data_frame:  # the cache's first entry, read inline: this runs per stream
+            return message.first_value
+        return message.encoded(_data_frame)
+    return encode_item({"data": message})
+
+
+def _data_frame(message: SharedMessage, message_id: Any) -> bytes:
+    return encode_item({"data": message})

@@ -32,8 +32,7 @@ from .ops.connections import track_sse
 from .ops.stats import stats
 from .pubsub.delivery import DeliveryQueue, Reader
 from .sealed_ids import IdSeal
-from .sse import data_frame
-from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, encode_event, encode_item
+from .sse_encoder import FAILED, OPENED, PING, SHUTDOWN, data_frame, encode_event, encode_item
 from .threads import release_request_thread
 
 logger = logging.getLogger("realtime.relay")

@@ -28,7 +28,8 @@ from ..pubsub.channel import occupancy_observers
 from ..pubsub.redis import redis_url
 from ..revocation import CONTROL_CHANNEL
 from ..security import sse_users, websocket_users
-from ..topics.presence import memory_presence, presence_store, reap_listeners
+from ..topics.presence import memory_presence, reap_listeners
+from ..topics.stores import presence_store
 from .memory import MemoryEvents
 from .signals import CHANNELS, PRESENCE_NAMES, USERS, wanted
 from .stream import RedisEvents

@@ -9,7 +9,7 @@
 
 Channels without history travel on the channel layer whichever broker it is on
 (:mod:`realtime.pubsub.layer`), so they need no decision here. Presence picks its store in
-:func:`realtime.topics.presence.presence_store` (Redis, else NATS KV, else memory); idempotency
+:func:`realtime.topics.stores.presence_store` (Redis, else NATS KV, else memory); idempotency
 records, lifecycle events and the ops snapshots are on Redis only (``REDIS_URL``).
 """
 

@@ -48,7 +48,8 @@ from ..pubsub.delivery import Listener, Seam
 from ..websocket import WebSocketView
 from . import protocol as p
 from .delivery import ChannelSink, Outbox, message_event, presence_listener
-from .presence import announce, companion, presence_store
+from .presence import announce, companion
+from .stores import presence_store
 from .topic import Refused, Snapshot, Topic, release_channel
 
 logger = logging.getLogger("realtime.topics")

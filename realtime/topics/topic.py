@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from ..pubsub.channel import Channel, registry
 from .channels import release_channel as release_channel  # its old home: topics.socket imports it from here
-from .presence import presence_store
+from .stores import presence_store
 
 _PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
 
