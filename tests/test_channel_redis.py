@@ -199,21 +199,27 @@ async def test_one_redis_subscription_per_process_and_channel_for_200_clients(cl
     await asyncio.gather(*(ws.close() for ws in clients))
 
 
+async def two_entries_followed(reader, publisher) -> list:
+    """``{"n": 1}`` and ``{"n": 2}`` published on live-history through ``publisher``, as an SSE follower of
+    ``reader`` (primed first, so it reads the stream) saw them: ``(event, id, data)`` each."""
+    followed: list = []
+    follower = asyncio.create_task(follow(reader, "/api/t/sse/resumable", followed))
+    try:
+        await primed_followers([followed], publisher)
+        await publish_via(publisher, "live-history", {"n": 1}, {"n": 2})
+        return (await await_until(lambda: len(entries(followed)) >= 2 and entries(followed), 8))[:2]
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+
+
 async def read_resumable(server, count, last_event_id=None):
     return await read_events(server.url, count, last_event_id)
 
 
 async def test_resume_across_two_processes_with_redis_stream_ids(cluster):
     a, b, _ = cluster
-    followed: list = []
-    follower = asyncio.create_task(follow(a, "/api/t/sse/resumable", followed))
-    try:
-        await primed_followers([followed], b)
-        await publish_via(b, "live-history", {"n": 1}, {"n": 2})
-        seen = (await await_until(lambda: len(entries(followed)) >= 2 and entries(followed), 8))[:2]
-    finally:
-        follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
+    seen = await two_entries_followed(a, b)
     assert [d["n"] for _, _, d in seen] == [1, 2]
     await publish_via(a, "live-history", {"n": 3}, {"n": 4}, {"n": 5})
     resumed = await read_resumable(b, 3, last_event_id=seen[-1][1])

@@ -21,7 +21,14 @@ from realtime.topics.presence import COMPANION
 from tests.nats_server import NatsServer
 from tests.servers import Daphne, prepare_database
 from tests.sse_client import read_events
-from tests.test_channel_redis import entries, follow, primed_followers, publish_via, receive, subscribed
+from tests.test_channel_redis import (
+    follow,
+    primed_followers,
+    publish_via,
+    receive,
+    subscribed,
+    two_entries_followed,
+)
 from tests.test_checks import found
 from tests.test_redis_cluster import resume_until
 from tests.test_topics_live import member_socket, opened, request, until
@@ -379,15 +386,7 @@ async def test_history_resume_across_the_two_processes(servers, nats):
     from realtime.pubsub.jetstream import stream_name
 
     (a, b), _ = servers
-    followed: list = []
-    follower = asyncio.create_task(follow(a, "/api/t/sse/resumable", followed))
-    try:
-        await primed_followers([followed], b)
-        await publish_via(b, "live-history", {"n": 1}, {"n": 2})
-        seen = (await await_until(lambda: len(entries(followed)) >= 2 and entries(followed), 8))[:2]
-    finally:
-        follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
+    seen = await two_entries_followed(a, b)
     await publish_via(a, "live-history", {"n": 3}, {"n": 4})
     resumed = await read_events(b.url, 2, last_event_id=seen[-1][1])
     assert [(e, json.loads(d)["n"]) for e, _, d in resumed] == [("entry", 3), ("entry", 4)]

@@ -24,7 +24,15 @@ from realtime.topics.presence import COMPANION, counts_key
 from tests.redis_cluster import RedisCluster
 from tests.servers import Daphne, prepare_database
 from tests.sse_client import read_events
-from tests.test_channel_redis import entries, follow, primed_followers, publish_via, receive, subscribed
+from tests.test_channel_redis import (
+    entries,
+    follow,
+    primed_followers,
+    publish_via,
+    receive,
+    subscribed,
+    two_entries_followed,
+)
 from tests.test_lifecycle_live import of
 from tests.test_topics_live import member_socket, opened, request, token_from, until
 from tests.waiting import asettled, await_until, primed, settled, ws_receiver
@@ -265,15 +273,7 @@ async def test_lifecycle_events_are_decided_in_one_slot_and_delivered_once(serve
 
 async def test_history_resume_across_the_two_processes(servers, cluster):
     (a, b), _ = servers
-    followed: list = []
-    follower = asyncio.create_task(follow(a, "/api/t/sse/resumable", followed))
-    try:
-        await primed_followers([followed], b)
-        await publish_via(b, "live-history", {"n": 1}, {"n": 2})
-        seen = (await await_until(lambda: len(entries(followed)) >= 2 and entries(followed), 8))[:2]
-    finally:
-        follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
+    seen = await two_entries_followed(a, b)
     await publish_via(a, "live-history", {"n": 3}, {"n": 4})
     resumed = await read_events(b.url, 2, last_event_id=seen[-1][1])
     assert [(e, json.loads(d)["n"]) for e, _, d in resumed] == [("entry", 3), ("entry", 4)]

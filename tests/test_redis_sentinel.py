@@ -25,7 +25,15 @@ from realtime.pubsub.history import key as history_key
 from realtime.topics.presence import COMPANION
 from tests.redis_sentinel import SERVICE, RedisSentinel
 from tests.servers import PYTHON, ROOT, Daphne, prepare_database
-from tests.test_channel_redis import entries, follow, primed_followers, publish_via, receive, subscribed
+from tests.test_channel_redis import (
+    entries,
+    follow,
+    primed_followers,
+    publish_via,
+    receive,
+    subscribed,
+    two_entries_followed,
+)
 from tests.test_redis_cluster import resume_until, settled_value
 from tests.test_topics_live import member_socket, opened, request, until
 from tests.waiting import await_until, layer_group
@@ -102,15 +110,7 @@ async def test_a_publish_in_one_process_reaches_subscribers_in_the_other(servers
 
 async def test_history_resume_across_the_two_processes(servers, group):
     (a, b), _ = servers
-    followed: list = []
-    follower = asyncio.create_task(follow(a, "/api/t/sse/resumable", followed))
-    try:
-        await primed_followers([followed], b)
-        await publish_via(b, "live-history", {"n": 1}, {"n": 2})
-        seen = (await await_until(lambda: len(entries(followed)) >= 2 and entries(followed), 8))[:2]
-    finally:
-        follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
+    seen = await two_entries_followed(a, b)
     await publish_via(a, "live-history", {"n": 3}, {"n": 4})
     resumed = await resume_until(b, seen[-1][1], 4)
     assert [(e, d["n"]) for e, d, _ in resumed] == [("entry", 3), ("entry", 4)]
