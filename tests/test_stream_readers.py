@@ -125,3 +125,36 @@ async def test_a_stream_watched_as_the_last_other_one_leaves_is_read(single):
         readers.unwatch(second.key, later)
         await asyncio.gather(*(g.task for g in list(readers.groups.values()) if g.task), return_exceptions=True)
         await readers.client.aclose()
+
+
+async def test_a_subscriber_told_it_is_listening_gets_a_message_published_at_once(single, settings, monkeypatch):
+    """``Channel.listening()`` waits for the stream reader's position: a publish right after it (a
+    client's own publish after its subscribe reply) reaches the subscriber even when reading the
+    position is slow. Without the wait the reader started after the entry, from its id, and skipped it."""
+    import uuid
+
+    from realtime.pubsub.channel import Channel
+
+    settings.REDIS_URL = single.url
+    slow_last_id = RedisHistory.last_id
+
+    async def last_id(self):
+        await asyncio.sleep(0.3)  # a busy Redis or client pool: the position comes late
+        return await slow_last_id(self)
+
+    monkeypatch.setattr(RedisHistory, "last_id", last_id)
+    channel = Channel(f"listening-{uuid.uuid4().hex[:8]}", history=10)
+    got: list = []
+
+    class Subscriber:
+        def offer(self, message, message_id):
+            got.append(message)
+
+    subscriber = Subscriber()
+    channel.attach(subscriber)
+    try:
+        await channel.listening()
+        await channel.publish({"n": 1})
+        await await_until(lambda: got == [{"n": 1}], 10, message="the message published after listening()")
+    finally:
+        channel.detach(subscriber)

@@ -13,6 +13,7 @@ hands out the ids.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -45,6 +46,10 @@ class Transport(Protocol):
     #: A coroutine to run while the process has subscribers, or None when nothing comes from elsewhere.
     listen: Callable[[], Awaitable[None]] | None
 
+    #: Done once the running listener reads everything published from then on (a stream reader's first
+    #: position); None when publishes here reach local subscribers without it.
+    positioned: asyncio.Future[None] | None
+
     async def replay_after(self, last_id: str) -> Replay: ...
 
     async def newest_id(self) -> str | None: ...
@@ -54,6 +59,7 @@ class LocalTransport:
     """This process only: a publish is the local fan-out; history, if any, is in memory."""
 
     listen = None
+    positioned = None
 
     def __init__(self, channel: Fanout, history: MemoryHistory | None) -> None:
         self.channel = channel

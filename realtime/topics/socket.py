@@ -383,6 +383,7 @@ class TopicSocket(WebSocketView):
                 if taken is not None:
                     snapshot, replay, continued = taken
                     recovered = recovered and continued
+            await channel.listening()  # a publish right after the reply must reach this sink
             if replay:
                 newest = replay[-1][0]
             elif snapshot is not None:
