@@ -41,9 +41,9 @@ Patches, applied once by :meth:`DaphneAdapter.install` when daphne is the runnin
 
 Direct writes: :class:`DirectWriter` and :class:`ResponseWriter` hand the delivery path
 ready-made frames for the transport, through Twisted's ``write`` (buffered until the reactor's
-next turn). A ``send`` straight to the socket when Twisted buffers nothing was tried and withdrawn:
-with it, the JavaScript end-to-end tests lost a TopicSocket frame in 5 runs of 13, and none in 7
-without it, for a reason not found yet (``docs/explanation/performance.md``).
+next turn). A ``send`` straight to the socket when Twisted buffers nothing was tried and withdrawn
+while a lost TopicSocket frame was blamed on it; the loss had another cause, since fixed
+(``docs/explanation/performance.md``), so it may come back.
 
 Versions. Outside ``tested_versions`` the direct writers are refused (one warning at start-up,
 :meth:`ServerAdapter.trusted`): they read daphne's and Twisted's private state and skip daphne's
