@@ -58,7 +58,7 @@ def test_daphne_adapter_declares_the_names_it_patches():
     assert {"registerProducer", "dataBuffer"} <= set(tables["twisted.internet.abstract.FileDescriptor"])
     assert {"onMessage", "dataReceived"} <= set(tables["daphne.ws_protocol.WebSocketProtocol"])  # inbound bytes
     assert {"application_queue", "remoteCloseCode", "data"} <= set(daphne_servers.WEBSOCKET_ATTRIBUTES)
-    assert {"dataBuffer", "_tempDataLen"} <= set(daphne_servers.TRANSPORT_ATTRIBUTES)
+    assert {"dataBuffer", "_tempDataLen", "socket", "connected", "TLS"} <= set(daphne_servers.TRANSPORT_ATTRIBUTES)
     assert "connections" in daphne_servers.SERVER_ATTRIBUTES
 
 
@@ -345,3 +345,57 @@ def test_direct_writes_false_gives_no_writer(name, monkeypatch, settings):
     assert servers.websocket_writer(send) is None
     assert servers.response_writer(send) is None
     assert not servers.direct_writes_enabled()
+
+
+class _TwistedTransport:
+    """The state of a Twisted TCP transport that ``send_now`` reads, over a real socket."""
+
+    def __init__(self, sock, *, tls: bool = False, buffered: bytes = b"") -> None:
+        self.socket, self.TLS, self.connected = sock, tls, 1
+        self.dataBuffer, self._tempDataLen = buffered, len(buffered)
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def _read_all(sock) -> bytes:
+    sock.setblocking(False)
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return b"".join(chunks)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def test_send_now_sends_at_once_when_twisted_holds_nothing_and_keeps_order_otherwise():
+    import socket
+
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        transport = _TwistedTransport(ours)
+        daphne_servers.send_now(transport, b"frame")
+        assert _read_all(peer) == b"frame" and transport.written == []
+
+        behind = _TwistedTransport(ours, buffered=b"earlier")  # Twisted holds bytes: they go first
+        daphne_servers.send_now(behind, b"later")
+        assert behind.written == [b"later"] and _read_all(peer) == b""
+
+        tls = _TwistedTransport(ours, tls=True)  # TLS bytes must go through the TLS layer
+        daphne_servers.send_now(tls, b"secret")
+        assert tls.written == [b"secret"] and _read_all(peer) == b""
+
+        big = bytes(range(256)) * 40_000  # more than the socket buffer takes: the rest is Twisted's
+        full = _TwistedTransport(ours)
+        daphne_servers.send_now(full, big)
+        assert len(full.written) == 1 and 0 < len(full.written[0]) < len(big)
+        sent = len(big) - len(full.written[0])
+        assert _read_all(peer) == big[:sent] and full.written[0] == big[sent:]
+    finally:
+        ours.close()
+        peer.close()

@@ -40,10 +40,10 @@ Patches, applied once by :meth:`DaphneAdapter.install` when daphne is the runnin
   are added.
 
 Direct writes: :class:`DirectWriter` and :class:`ResponseWriter` hand the delivery path
-ready-made frames for the transport, through Twisted's ``write`` (buffered until the reactor's
-next turn). A ``send`` straight to the socket when Twisted buffers nothing was tried and withdrawn
-while a lost TopicSocket frame was blamed on it; the loss had another cause, since fixed
-(``docs/explanation/performance.md``), so it may come back.
+ready-made frames for the transport. A WebSocket frame goes to the socket with one ``send`` when
+Twisted holds nothing for it (:func:`send_now`): Twisted's own ``write`` buffers every write
+until the reactor's next turn, which costs registering the socket for writing and unregistering
+it (two ``epoll_ctl``) and a reactor callback per connection per turn, more than the ``send``.
 
 Versions. Outside ``tested_versions`` the direct writers are refused (one warning at start-up,
 :meth:`ServerAdapter.trusted`): they read daphne's and Twisted's private state and skip daphne's
@@ -110,7 +110,10 @@ WEBSOCKET_ATTRIBUTES = (
     "client_addr",
 )
 REQUEST_ATTRIBUTES = ("finished", "channel", "_realtime_gate")
-TRANSPORT_ATTRIBUTES = ("write", "dataBuffer", "_tempDataLen", "bufferSize", "abortConnection")
+TRANSPORT_ATTRIBUTES = (
+    "write", "dataBuffer", "_tempDataLen", "bufferSize", "abortConnection", "socket", "connected",
+    "TLS",
+)
 SERVER_ATTRIBUTES = ("connections",)
 
 
@@ -188,7 +191,26 @@ class DirectWriter:
         return not gate.paused and not gate.stopped and self.protocol.state == self.protocol.STATE_OPEN
 
     def write(self, data: bytes) -> None:
-        self.gate.transport.write(data)
+        send_now(self.gate.transport, data)
+
+
+def send_now(transport: Any, data: bytes) -> None:
+    """Write ``data`` to a Twisted TCP transport: straight to the socket when nothing is buffered
+    before it (order kept), the rest (or all of it, on TLS or an error) through ``transport.write``,
+    which buffers it, applies the producer's pause and finds a lost connection itself."""
+    sock = getattr(transport, "socket", None)  # none on a TLS endpoint's transport
+    if sock is None or transport.TLS or transport.dataBuffer or transport._tempDataLen or not transport.connected:
+        transport.write(data)
+        return
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        transport.write(data)  # a lost connection: Twisted's next write attempt finds and reports it
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
 
 
 class ResponseWriter:
