@@ -639,3 +639,43 @@ async def test_a_resume_misses_nothing_published_while_the_stream_reader_starts(
     finally:
         following.cancel()
         subscription.close()
+
+
+async def test_a_subscriber_told_it_is_listening_hears_a_publish_in_another_process_at_once(own_redis, monkeypatch):
+    """``Channel.listening()`` waits for this process's ``group_add``: another process's publish right
+    after it (a client's publish after its subscribe reply, served elsewhere) reaches the subscriber
+    even when joining the group is slow. Without the wait, that ``group_send`` found the group
+    without this process and was lost."""
+    import uuid
+
+    from channels.layers import get_channel_layer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    from realtime.pubsub.layer import MESSAGE_TYPE
+
+    layer = get_channel_layer()
+    join = layer.group_add
+
+    async def slow_group_add(group, channel_name):
+        await asyncio.sleep(0.3)  # a busy Redis or connection pool: the membership comes late
+        return await join(group, channel_name)
+
+    monkeypatch.setattr(layer, "group_add", slow_group_add)
+    channel = Channel(f"layer-listening-{uuid.uuid4().hex[:8]}")
+    elsewhere = RedisPubSubChannelLayer(hosts=[own_redis.url])  # another process's layer
+    got: list = []
+
+    class Subscriber:
+        def offer(self, message, message_id):
+            got.append(message)
+
+    subscriber = Subscriber()
+    channel.attach(subscriber)
+    try:
+        await channel.listening()
+        event = {"type": MESSAGE_TYPE, "m": {"n": 1}, "i": None, "o": "another-process"}
+        await elsewhere.group_send(channel.group, event)
+        await await_until(lambda: got == [{"n": 1}], 10, message="the other process's publish after listening()")
+    finally:
+        channel.detach(subscriber)
+        await elsewhere.flush()

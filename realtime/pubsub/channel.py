@@ -51,9 +51,8 @@ from .brokers import history_broker, history_transport
 from .commit import hold, transaction_to_wait_for
 from .history import MemoryHistory
 from .layer import PROCESS_ID, LayerTransport, cross_process_layer
-from .redis import COMMAND_TIMEOUT
 from .subscription import Gap, SubscriberQueue, Subscription
-from .transport import LocalTransport, Transport
+from .transport import LocalTransport, Transport, until_positioned
 
 logger = logging.getLogger("realtime.channel")
 
@@ -266,11 +265,11 @@ class Channel:
 
     async def listening(self) -> None:
         """Wait until this process's listener receives whatever is published from now on (a stream
-        reader has its position), at most ``COMMAND_TIMEOUT``. A subscriber told "subscribed" before
-        that could miss a message published right after the answer: the reader would start after it."""
-        positioned = self.transport().positioned
-        if positioned is not None and not positioned.done():
-            await asyncio.wait((positioned,), timeout=COMMAND_TIMEOUT)
+        reader has its position, the layer's group has this process), at most ``POSITION_TIMEOUT``.
+        A subscriber told "subscribed" before that could miss a message published right after the
+        answer: the reader would start after it, or another process's ``group_send`` would not
+        include this one yet."""
+        await until_positioned(self.transport())
 
     def detach(self, subscriber: Hashable) -> None:
         """Stop offering to ``subscriber``; idempotent. The last one gone ends the listener."""

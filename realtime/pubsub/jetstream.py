@@ -39,7 +39,7 @@ from ..encoding import SharedMessage
 from . import ids
 from .broker import BrokerUnavailable, broker_state, reach
 from .nats import COMMAND_TIMEOUT, NatsUnreachable, client, unreachable
-from .transport import Fanout, Replay
+from .transport import Fanout, Replay, until_positioned
 
 logger = logging.getLogger("realtime.history")
 
@@ -268,9 +268,7 @@ class JetStreamTransport:
 
     async def replay_after(self, last_id: str) -> Replay:
         """The replay, read once the reader has its position (as :class:`~realtime.pubsub.streams.StreamTransport`)."""
-        positioned = self.positioned
-        if positioned is not None and not positioned.done():
-            await asyncio.wait((positioned,), timeout=COMMAND_TIMEOUT)
+        await until_positioned(self)
         return await reach("history", self.channel.name, lambda: self.store.after(last_id), broker="NATS")
 
     async def newest_id(self) -> str | None:

@@ -33,7 +33,8 @@ class LayerTransport(LocalTransport):
     def __init__(self, channel: Fanout, history: MemoryHistory | None, layer: Any) -> None:
         super().__init__(channel, history)
         self.layer = layer
-        self.listen = self._listen
+        #: Set once this process is in the channel's group: another process's publish reaches it.
+        self.positioned: asyncio.Future[None] | None = None
 
     async def publish(self, message: Any) -> tuple[int, str | None]:
         channel, history = self.channel, self.history
@@ -49,19 +50,28 @@ class LayerTransport(LocalTransport):
             raise
         return channel.deliver(message, message_id), message_id
 
-    async def _listen(self) -> None:
+    def listen(self) -> Any:
+        """The subscription's coroutine; whoever asks ``listening()`` from now on waits for its group_add."""
+        self.positioned = asyncio.get_running_loop().create_future()
+        return self._listen(self.positioned)
+
+    async def _listen(self, positioned: asyncio.Future[None]) -> None:
         """This process's single layer subscription for the channel."""
         layer, channel = self.layer, self.channel
         delay = 0.1
-        while True:
-            try:
-                channel_name = await layer.new_channel(prefix="realtime.")
-                await layer.group_add(channel.group, channel_name)
-                break
-            except Exception as error:  # broker unreachable at start-up: keep trying
-                broker_state.failed("subscribe", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        try:
+            while True:
+                try:
+                    channel_name = await layer.new_channel(prefix="realtime.")
+                    await layer.group_add(channel.group, channel_name)
+                    break
+                except Exception as error:  # broker unreachable at start-up: keep trying
+                    broker_state.failed("subscribe", error)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        finally:
+            if not positioned.done():
+                positioned.set_result(None)
         broker_state.recovered()
         try:
             while True:

@@ -16,8 +16,7 @@ from . import ids
 from .broker import BrokerUnavailable, broker_state, reach
 from .history import RedisHistory
 from .readers import stream_readers
-from .redis import COMMAND_TIMEOUT
-from .transport import Fanout, Replay
+from .transport import Fanout, Replay, until_positioned
 
 
 class StreamTransport:
@@ -48,9 +47,7 @@ class StreamTransport:
         """The replay, read once the reader has its position: everything after that comes live, the rest
         is in the replay (the seam drops what is in both), so a message published while the reader
         starts cannot fall between the two."""
-        positioned = self.positioned
-        if positioned is not None and not positioned.done():
-            await asyncio.wait((positioned,), timeout=COMMAND_TIMEOUT)
+        await until_positioned(self)
         return await self.store.after(last_id)
 
     async def newest_id(self) -> str | None:

@@ -46,13 +46,25 @@ class Transport(Protocol):
     #: A coroutine to run while the process has subscribers, or None when nothing comes from elsewhere.
     listen: Callable[[], Awaitable[None]] | None
 
-    #: Done once the running listener reads everything published from then on (a stream reader's first
-    #: position); None when publishes here reach local subscribers without it.
+    #: Done once the running listener hears everything published from then on (a stream reader's first
+    #: position, a layer's group membership); None when publishes reach local subscribers without one.
     positioned: asyncio.Future[None] | None
 
     async def replay_after(self, last_id: str) -> Replay: ...
 
     async def newest_id(self) -> str | None: ...
+
+
+#: How long a subscriber waits for its listener's position at most (a broker that is away is not waited for).
+POSITION_TIMEOUT = 5.0
+
+
+async def until_positioned(transport: Transport) -> None:
+    """Wait until ``transport``'s running listener hears whatever is published from now on (its
+    ``positioned``), at most :data:`POSITION_TIMEOUT`; at once when it has no such moment."""
+    positioned = transport.positioned
+    if positioned is not None and not positioned.done():
+        await asyncio.wait((positioned,), timeout=POSITION_TIMEOUT)
 
 
 class LocalTransport:
