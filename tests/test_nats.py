@@ -95,7 +95,7 @@ async def test_the_layer_keeps_one_subscription_per_group_and_process_and_counts
         members = [await receiver.new_channel() for _ in range(3)]
         for name in members:
             await receiver.group_add("room.one", name)
-        subject = receiver.group_subject("room.one")
+        subject = receiver.group_address("room.one")
         assert subject == "asgi.g.room~one"  # one token: not a sub-subject of "room"
         assert await asyncio.to_thread(nats.subscribers, subject) == 1
         await sender.group_send("room.one", {"type": "chat", "n": 1})
@@ -134,7 +134,7 @@ async def test_the_layer_keeps_one_subscription_per_group_and_process_and_counts
         await sender.flush()
         await receiver.flush()
     assert receiver.queues == {} and receiver.groups == {} and receiver.subscriptions() == 0
-    inboxes = (sender.inbox_subject(sender.process), receiver.inbox_subject(receiver.process))
+    inboxes = (sender.process_address(sender.process), receiver.process_address(receiver.process))
     await await_until(lambda: not any(nats.subscribers(inbox) for inbox in inboxes), 5,
                       message="no inbox subscription left after flush()")
 
@@ -192,7 +192,7 @@ async def test_a_publish_while_nats_is_down_raises_at_once_and_is_never_sent_lat
                     await sender.group_send("outage", {"type": "lost"})
                     await asyncio.sleep(0.05)
         own.start()
-        await await_until(lambda: own.subscribers(receiver.group_subject("outage")) == 1, 20,
+        await await_until(lambda: own.subscribers(receiver.group_address("outage")) == 1, 20,
                           message="the receiver resubscribed after the restart")
         await sender.group_send("outage", {"type": "after"})
         got = []

@@ -27,15 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import string
 import weakref
-from collections import defaultdict
 from typing import Any
 
-from channels.layers import BaseChannelLayer
-
 from .broker import broker_state
+from .local_layer import ProcessLocalLayer
 
 logger = logging.getLogger("realtime.layer")
 
@@ -151,24 +147,16 @@ async def confirmed_publish(connection: Any, subject: str, data: bytes) -> None:
 layers: weakref.WeakSet[NatsChannelLayer] = weakref.WeakSet()
 
 
-class NatsChannelLayer(BaseChannelLayer):
+class NatsChannelLayer(ProcessLocalLayer):
     """Groups on core NATS subjects, one subscription per group per process; channels in this process."""
-
-    extensions = ["groups", "flush"]
     #: What realtime.pubsub.broker names in its log lines and in BrokerUnavailable.
     broker_name = "NATS"
 
     def __init__(self, hosts: list[str] | None = None, prefix: str = "asgi", capacity: int = 100,
                  expiry: int = 60, group_expiry: int = 86400, channel_capacity: Any = None,
                  **kwargs: Any) -> None:
-        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        super().__init__(prefix=prefix, capacity=capacity, expiry=expiry, channel_capacity=channel_capacity)
         self.url = ",".join(hosts) if hosts else None
-        self.prefix = prefix
-        self.process = "".join(random.choices(string.ascii_letters + string.digits, k=12))
-        self.queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
-        self.groups: dict[str, set[str]] = defaultdict(set)
-        #: Messages this layer could not deliver or publish (reported; never silent).
-        self.undelivered = 0
         self._subscriptions: dict[str, Any] = {}  # group -> nats-py subscription
         self._inbox: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,23 +165,17 @@ class NatsChannelLayer(BaseChannelLayer):
 
     # -- names ------------------------------------------------------------------------------------
 
-    def group_subject(self, group: str) -> str:
+    def group_address(self, group: str) -> str:
         """``<prefix>.g.<group>``; a ``.`` of the group name becomes ``~`` (never in a group name), so a
         group is one subject token and ``a.b`` is not a sub-subject of ``a``."""
         return f"{self.prefix}.g.{group.replace('.', '~')}"
 
-    def inbox_subject(self, process: str) -> str:
+    def process_address(self, process: str) -> str:
         return f"{self.prefix}.p.{process}"
-
-    async def new_channel(self, prefix: str = "specific") -> str:
-        await self._ensure()
-        name = f"{prefix}.{self.process}!" + "".join(random.choices(string.ascii_letters, k=12))
-        self.queues[name] = asyncio.Queue(maxsize=self.get_capacity(name))
-        return name
 
     # -- the connection and the subscriptions ----------------------------------------------------------
 
-    async def _ensure(self) -> Any:
+    async def connect(self) -> Any:
         """The process's NATS connection and this layer's inbox subscription, for the running loop."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests; a reloaded server): subscriptions start over
@@ -204,91 +186,27 @@ class NatsChannelLayer(BaseChannelLayer):
             assert self._lock is not None
             async with self._lock:
                 if self._inbox is None:
-                    self._inbox = await connection.subscribe(self.inbox_subject(self.process), cb=self._on_message)
+                    self._inbox = await connection.subscribe(self.process_address(self.process), cb=self._on_message)
                     for group in self.groups:  # members added on another loop
                         if group not in self._subscriptions:
                             self._subscriptions[group] = await connection.subscribe(
-                                self.group_subject(group), cb=self._on_message)
+                                self.group_address(group), cb=self._on_message)
         return connection
 
     async def _on_message(self, msg: Any) -> None:
-        import msgpack
-
         if not broker_state.up:
             broker_state.recovered()
-        try:
-            payload = msgpack.unpackb(msg.data, raw=False)
-            targets = list(self.groups.get(payload["g"], ())) if "g" in payload else [payload["c"]]
-            message = payload["m"]
-        except Exception:
-            self._lost("an unreadable message")
-            return
-        for name in targets:
-            queue = self.queues.get(name)
-            if queue is None:
-                if "g" not in payload:
-                    self._lost(f"a message for {name!r}, which is gone")
-                continue
-            try:
-                queue.put_nowait(message)
-            except asyncio.QueueFull:
-                self._lost(f"a message for {name!r}, whose queue is full")
-
-    def _lost(self, what: str) -> None:
-        self.undelivered += 1
-        logger.warning("Channel layer could not deliver %s (%d undelivered so far)", what, self.undelivered)
+        self.fan_in(msg.data)
 
     # -- the channel layer API ------------------------------------------------------------------------
 
-    async def send(self, channel: str, message: dict[str, Any]) -> None:
-        self.require_valid_channel_name(channel)
-        if "!" not in channel:
-            raise NotImplementedError("NatsChannelLayer only sends to process-local channels (new_channel)")
-        connection = await self._ensure()
-        process = channel.split("!", 1)[0].rsplit(".", 1)[-1]
-        if process == self.process:
-            queue = self.queues.get(channel)
-            if queue is None:
-                return  # a channel that is gone: as channels-redis, the message expires unread
-            if queue.full():
-                from channels.exceptions import ChannelFull
-
-                raise ChannelFull(channel)
-            queue.put_nowait(message)
-            return
-        await self._publish(connection, self.inbox_subject(process), {"c": channel, "m": message})
-
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        self.require_valid_group_name(group)
-        connection = await self._ensure()
-        await self._publish(connection, self.group_subject(group), {"g": group, "m": message})
-
-    async def _publish(self, connection: Any, subject: str, payload: dict[str, Any]) -> None:
-        import msgpack  # with nats-py (the [nats] extra); not needed to read NATS_URL
-
-        try:
-            await confirmed_publish(connection, subject, msgpack.packb(payload, use_bin_type=True))
-        except Exception:
-            self._lost(f"a publish to {subject!r}")
-            raise
-
-    async def receive(self, channel: str) -> dict[str, Any]:
-        self.require_valid_channel_name(channel)
-        await self._ensure()
-        queue = self.queues.get(channel)
-        if queue is None:
-            queue = self.queues[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
-        try:
-            return await queue.get()
-        except asyncio.CancelledError:
-            if not any(channel in members for members in self.groups.values()) and queue.empty():
-                self.queues.pop(channel, None)  # its consumer is gone: nothing outlives it
-            raise
+    async def publish_payload(self, address: str, data: bytes) -> None:
+        await confirmed_publish(await client(self.url), address, data)  # connect() ran in send or group_send
 
     async def group_add(self, group: str, channel: str) -> None:
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        connection = await self._ensure()
+        connection = await self.connect()
         members = self.groups[group]
         members.add(channel)
         if group in self._subscriptions:
@@ -297,7 +215,7 @@ class NatsChannelLayer(BaseChannelLayer):
         try:
             async with self._lock:
                 if group not in self._subscriptions and self.groups.get(group):
-                    self._subscriptions[group] = await connection.subscribe(self.group_subject(group),
+                    self._subscriptions[group] = await connection.subscribe(self.group_address(group),
                                                                             cb=self._on_message)
                     # the SUB has reached the server once this returns: a publish after group_add is heard
                     await connection.flush(timeout=COMMAND_TIMEOUT)
@@ -310,16 +228,8 @@ class NatsChannelLayer(BaseChannelLayer):
                 raise NatsUnreachable(f"cannot subscribe to {group!r}: {error or type(error).__name__}") from error
             raise
 
-    async def group_discard(self, group: str, channel: str) -> None:
-        self.require_valid_group_name(group)
-        self.require_valid_channel_name(channel)
-        members = self.groups.get(group)
-        if members is None:
-            return
-        members.discard(channel)
-        if not members:
-            del self.groups[group]
-            await self._unsubscribe(group)
+    async def left(self, group: str) -> None:
+        await self._unsubscribe(group)
 
     async def _unsubscribe(self, group: str) -> None:
         subscription = self._subscriptions.pop(group, None)
@@ -327,14 +237,9 @@ class NatsChannelLayer(BaseChannelLayer):
             with contextlib.suppress(Exception):  # reconnecting: the server forgets it with the connection
                 await subscription.unsubscribe()
 
-    async def flush(self) -> None:
-        """Forget every channel and group of this process, and drop its subscriptions (not the shared
-        connection, which history channels use too: :func:`close_clients` closes it)."""
-        self.queues.clear()
-        self.groups.clear()
-        await self.close()
-
     async def close(self) -> None:
+        """Drop this layer's subscriptions; not the shared connection, which history channels use too
+        (:func:`close_clients` closes it)."""
         subscriptions = [*self._subscriptions.values(), self._inbox]
         self._subscriptions, self._inbox = {}, None
         if self._loop is asyncio.get_running_loop():

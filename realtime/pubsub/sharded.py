@@ -26,15 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import string
 import weakref
-from collections import defaultdict
 from typing import Any
 
-import msgpack
-from channels.layers import BaseChannelLayer
-
+from .local_layer import ProcessLocalLayer
 from .redis import async_client, redis_url
 
 logger = logging.getLogger("realtime.layer")
@@ -43,22 +38,14 @@ logger = logging.getLogger("realtime.layer")
 layers: weakref.WeakSet[RedisClusterChannelLayer] = weakref.WeakSet()
 
 
-class RedisClusterChannelLayer(BaseChannelLayer):
+class RedisClusterChannelLayer(ProcessLocalLayer):
     """Groups on sharded pub/sub, one subscription per group per process; channels in this process."""
-
-    extensions = ["groups", "flush"]
 
     def __init__(self, hosts: list[str] | None = None, prefix: str = "asgi", capacity: int = 100,
                  expiry: int = 60, group_expiry: int = 86400, channel_capacity: Any = None,
                  **kwargs: Any) -> None:
-        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        super().__init__(prefix=prefix, capacity=capacity, expiry=expiry, channel_capacity=channel_capacity)
         self.url = (hosts or [None])[0]
-        self.prefix = prefix
-        self.process = "".join(random.choices(string.ascii_letters + string.digits, k=12))
-        self.queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
-        self.groups: dict[str, set[str]] = defaultdict(set)
-        #: Messages this layer could not deliver or publish (reported; never silent).
-        self.undelivered = 0
         #: Times the listener resubscribed after a failover or a slot move.
         self.resubscribes = 0
         self._client: Any = None
@@ -70,21 +57,15 @@ class RedisClusterChannelLayer(BaseChannelLayer):
 
     # -- names ------------------------------------------------------------------------------------
 
-    def _group_channel(self, group: str) -> str:
+    def group_address(self, group: str) -> str:
         return f"{self.prefix}:g:{{{group}}}"
 
-    def _inbox(self, process: str) -> str:
+    def process_address(self, process: str) -> str:
         return f"{self.prefix}:p:{{{process}}}"
-
-    async def new_channel(self, prefix: str = "specific") -> str:
-        await self._ensure()
-        name = f"{prefix}.{self.process}!" + "".join(random.choices(string.ascii_letters, k=12))
-        self.queues[name] = asyncio.Queue(maxsize=self.get_capacity(name))
-        return name
 
     # -- the client and the listener -----------------------------------------------------------------
 
-    async def _ensure(self) -> None:
+    async def connect(self) -> None:
         """The cluster client, this process's inbox subscription and the listener, for the running loop."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (tests; a reloaded server): start over on it
@@ -107,7 +88,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
                 await old.aclose()
         await self._client.initialize()
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.ssubscribe(self._inbox(self.process), *(self._group_channel(g) for g in self.groups))
+        await pubsub.ssubscribe(self.process_address(self.process), *(self.group_address(g) for g in self.groups))
         self._pubsub = pubsub
 
     async def _listen(self) -> None:
@@ -131,7 +112,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
                 kind = message["type"]
                 kind = kind.decode() if isinstance(kind, bytes) else kind
                 if kind == "smessage":
-                    self._dispatch(message["channel"], message["data"])
+                    self.fan_in(message["data"])
                 elif kind == "sunsubscribe" and self._wanted(message["channel"]):
                     raise ConnectionError("a subscribed slot moved")  # Redis unsubscribed us: resubscribe
             except asyncio.CancelledError:
@@ -151,83 +132,14 @@ class RedisClusterChannelLayer(BaseChannelLayer):
 
     def _wanted(self, channel: Any) -> bool:
         name = channel.decode() if isinstance(channel, bytes) else channel
-        return name == self._inbox(self.process) or any(name == self._group_channel(g) for g in self.groups)
-
-    def _dispatch(self, shard_channel: Any, data: bytes) -> None:
-        try:
-            payload = msgpack.unpackb(data, raw=False)
-        except Exception:
-            self._lost(1, "an unreadable message")
-            return
-        if "g" in payload:
-            targets = list(self.groups.get(payload["g"], ()))
-        else:
-            targets = [payload["c"]]
-        for name in targets:
-            queue = self.queues.get(name)
-            if queue is None:
-                if "g" not in payload:
-                    self._lost(1, f"a message for {name!r}, which is gone")
-                continue
-            try:
-                queue.put_nowait(payload["m"])
-            except asyncio.QueueFull:
-                self._lost(1, f"a message for {name!r}, whose queue is full")
-
-    def _lost(self, count: int, what: str) -> None:
-        self.undelivered += count
-        logger.warning("Channel layer could not deliver %s (%d undelivered so far)", what, self.undelivered)
+        return name == self.process_address(self.process) or any(name == self.group_address(g) for g in self.groups)
 
     # -- the channel layer API ------------------------------------------------------------------------
-
-    async def send(self, channel: str, message: dict[str, Any]) -> None:
-        self.require_valid_channel_name(channel)
-        if "!" not in channel:
-            raise NotImplementedError("RedisClusterChannelLayer only sends to process-local channels (new_channel)")
-        await self._ensure()
-        process = channel.split("!", 1)[0].rsplit(".", 1)[-1]
-        if process == self.process:
-            queue = self.queues.get(channel)
-            if queue is None:
-                return  # a channel that is gone: as channels-redis, the message expires unread
-            if queue.full():
-                from channels.exceptions import ChannelFull
-
-                raise ChannelFull(channel)
-            queue.put_nowait(message)
-            return
-        await self._publish(self._inbox(process), {"c": channel, "m": message})
-
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        self.require_valid_group_name(group)
-        await self._ensure()
-        await self._publish(self._group_channel(group), {"g": group, "m": message})
-
-    async def _publish(self, shard_channel: str, payload: dict[str, Any]) -> None:
-        data = msgpack.packb(payload, use_bin_type=True)
-        try:
-            await self._client.spublish(shard_channel, data)
-        except Exception:
-            self._lost(1, f"a publish to {shard_channel!r}")
-            raise
-
-    async def receive(self, channel: str) -> dict[str, Any]:
-        self.require_valid_channel_name(channel)
-        await self._ensure()
-        queue = self.queues.get(channel)
-        if queue is None:
-            queue = self.queues[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
-        try:
-            return await queue.get()
-        except asyncio.CancelledError:
-            if not any(channel in members for members in self.groups.values()) and queue.empty():
-                self.queues.pop(channel, None)  # its consumer is gone: nothing outlives it
-            raise
 
     async def group_add(self, group: str, channel: str) -> None:
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        await self._ensure()
+        await self.connect()
         members = self.groups[group]
         first = not members
         members.add(channel)
@@ -236,31 +148,20 @@ class RedisClusterChannelLayer(BaseChannelLayer):
                 assert self._lock is not None
                 async with self._lock:  # not during a resubscription (which includes this group if it ran)
                     if self._pubsub is not None:
-                        await self._pubsub.ssubscribe(self._group_channel(group))
+                        await self._pubsub.ssubscribe(self.group_address(group))
             except Exception:
                 members.discard(channel)
                 if not members:
                     self.groups.pop(group, None)
                 raise
 
-    async def group_discard(self, group: str, channel: str) -> None:
-        self.require_valid_group_name(group)
-        self.require_valid_channel_name(channel)
-        members = self.groups.get(group)
-        if members is None:
-            return
-        members.discard(channel)
-        if not members:
-            del self.groups[group]
-            if self._pubsub is not None and self._loop is asyncio.get_running_loop():
-                with contextlib.suppress(Exception):
-                    await self._pubsub.sunsubscribe(self._group_channel(group))
+    async def left(self, group: str) -> None:
+        if self._pubsub is not None and self._loop is asyncio.get_running_loop():
+            with contextlib.suppress(Exception):
+                await self._pubsub.sunsubscribe(self.group_address(group))
 
-    async def flush(self) -> None:
-        """Forget every channel and group of this process, and close its connections."""
-        self.queues.clear()
-        self.groups.clear()
-        await self.close()
+    async def publish_payload(self, address: str, data: bytes) -> None:
+        await self._client.spublish(address, data)
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
