@@ -24,6 +24,7 @@ from tests.sse_client import read_events, text_until
 from tests.waiting import (
     asettled,
     await_until,
+    heard_after_listening,
     layer_group,
     list_receiver,
     live_subscribers,
@@ -663,19 +664,8 @@ async def test_a_subscriber_told_it_is_listening_hears_a_publish_in_another_proc
     monkeypatch.setattr(layer, "group_add", slow_group_add)
     channel = Channel(f"layer-listening-{uuid.uuid4().hex[:8]}")
     elsewhere = RedisPubSubChannelLayer(hosts=[own_redis.url])  # another process's layer
-    got: list = []
-
-    class Subscriber:
-        def offer(self, message, message_id):
-            got.append(message)
-
-    subscriber = Subscriber()
-    channel.attach(subscriber)
+    event = {"type": MESSAGE_TYPE, "m": {"n": 1}, "i": None, "o": "another-process"}
     try:
-        await channel.listening()
-        event = {"type": MESSAGE_TYPE, "m": {"n": 1}, "i": None, "o": "another-process"}
-        await elsewhere.group_send(channel.group, event)
-        await await_until(lambda: got == [{"n": 1}], 10, message="the other process's publish after listening()")
+        await heard_after_listening(channel, lambda: elsewhere.group_send(channel.group, event), [{"n": 1}])
     finally:
-        channel.detach(subscriber)
         await elsewhere.flush()

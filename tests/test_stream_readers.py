@@ -17,7 +17,7 @@ from realtime.pubsub.readers import StreamReaders
 from tests.js_runner import RedisServer
 from tests.redis_cluster import RedisCluster
 from tests.servers import which
-from tests.waiting import await_until
+from tests.waiting import await_until, heard_after_listening
 
 
 @pytest.fixture(scope="module")
@@ -144,17 +144,4 @@ async def test_a_subscriber_told_it_is_listening_gets_a_message_published_at_onc
 
     monkeypatch.setattr(RedisHistory, "last_id", last_id)
     channel = Channel(f"listening-{uuid.uuid4().hex[:8]}", history=10)
-    got: list = []
-
-    class Subscriber:
-        def offer(self, message, message_id):
-            got.append(message)
-
-    subscriber = Subscriber()
-    channel.attach(subscriber)
-    try:
-        await channel.listening()
-        await channel.publish({"n": 1})
-        await await_until(lambda: got == [{"n": 1}], 10, message="the message published after listening()")
-    finally:
-        channel.detach(subscriber)
+    await heard_after_listening(channel, lambda: channel.publish({"n": 1}), [{"n": 1}])

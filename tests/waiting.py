@@ -247,3 +247,23 @@ def list_receiver(items: list, probe_of: Callable[[Any], int | None]) -> Receive
         return returned[0]
 
     return receive
+
+
+async def heard_after_listening(channel: Any, publish: Callable[[], Awaitable[Any]], expected: list,
+                                timeout: float = 10.0) -> None:
+    """Attach a subscriber to ``channel``, wait for ``channel.listening()``, run ``publish()`` at
+    once, and wait until the subscriber was offered exactly ``expected``; detached however it ends."""
+    got: list = []
+
+    class Recorder:
+        def offer(self, message: Any, message_id: Any) -> None:
+            got.append(message)
+
+    recorder = Recorder()
+    channel.attach(recorder)
+    try:
+        await channel.listening()
+        await publish()
+        await await_until(lambda: got == expected, timeout, message="the publish right after listening()")
+    finally:
+        channel.detach(recorder)
