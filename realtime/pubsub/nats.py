@@ -12,7 +12,7 @@ channels keep their history in JetStream (:mod:`realtime.pubsub.jetstream`) on t
 - Channels are process-local (``new_channel`` names carry this process's id after ``!``); a
   ``send`` to another process's channel goes to that process's inbox subject ``<prefix>.p.<process>``.
   Channels without ``!`` (``runworker`` consumers) are not supported: they need a queue in the broker.
-- A publish is confirmed: ``PUB`` then a ``PING`` answered by the server (``flush``), so a publish
+- A publish is confirmed: ``PUB`` then a ``PING`` answered by the server (:func:`round_trip`), so a publish
   that returns has reached the server, and one that raises may not have. While the connection is
   down nothing is buffered (``pending_size=0``): a publish then raises at once instead of going out
   minutes later, after its caller was told it failed.
@@ -130,13 +130,27 @@ async def close_clients() -> None:
             await connection.close()
 
 
+async def round_trip(connection: Any, timeout: float = COMMAND_TIMEOUT) -> None:
+    """Return once the server has read every command ``connection`` was given before this call.
+
+    ``flush()`` alone does not promise that on nats-py 2.16: its ``PING`` is written straight to the
+    socket, while ``SUB`` and ``PUB`` wait in the client's pending buffer for its flusher task, so the
+    ``PONG`` can answer a ``PING`` that overtook them (a group_add "done" before the server knew the
+    subscription; a publish "confirmed" before the server had it). The pending buffer is handed to the
+    socket first, by the flusher's own forced path, then the ``PING`` goes out behind it.
+    ``tests/test_nats_client_contract.py`` fails when nats-py changes either half of that.
+    """
+    await asyncio.wait_for(connection._flush_pending(force_flush=True), timeout)
+    await connection.flush(timeout=timeout)
+
+
 async def confirmed_publish(connection: Any, subject: str, data: bytes) -> None:
     """``PUB`` then a round trip (``flush``): returns once the server has the message; else NatsUnreachable."""
     if not connection.is_connected:  # reconnecting: refuse now, nothing is buffered for later
         raise NatsUnreachable(f"not connected to NATS (publish to {subject!r})")
     try:
         await connection.publish(subject, data)
-        await connection.flush(timeout=COMMAND_TIMEOUT)
+        await round_trip(connection)
     except Exception as error:
         if not unreachable(error):
             raise
@@ -217,8 +231,8 @@ class NatsChannelLayer(ProcessLocalLayer):
                 if group not in self._subscriptions and self.groups.get(group):
                     self._subscriptions[group] = await connection.subscribe(self.group_address(group),
                                                                             cb=self._on_message)
-                    # the SUB has reached the server once this returns: a publish after group_add is heard
-                    await connection.flush(timeout=COMMAND_TIMEOUT)
+                    # the server has read the SUB once this returns: a publish after group_add is heard
+                    await round_trip(connection)
         except Exception as error:
             members.discard(channel)
             if not members:
