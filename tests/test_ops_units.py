@@ -94,3 +94,19 @@ def test_counters_keep_their_numbers_in_arrays_not_in_objects_of_their_own():
     tally[("sse", "end", "server")] += 1
     assert dict(tally) == {("websocket", "1000", "client"): 2, ("sse", "end", "server"): 1}
     assert tally[("never", "seen", "-")] == 0 and len(tally) == 2 and tally.get("x", 0) == 0
+
+
+def test_a_socket_condemned_by_its_inbound_bound_counts_as_its_1008_even_once_also_slow():
+    """The meter closes it 1008; the close then waits behind a send to a client that does not read,
+    and the slow-consumer policy gives up on it too. Why the server ended it is the 1008."""
+    from types import SimpleNamespace
+
+    from realtime.inbound import OVER_ADDRESS
+    from realtime.ops.connections import websocket_end
+
+    condemned = SimpleNamespace(inbound=SimpleNamespace(overflowed=OVER_ADDRESS), close_code=1008, closed_by="server")
+    assert websocket_end(condemned, slow=True) == ("1008", "server")
+    slow_only = SimpleNamespace(inbound=SimpleNamespace(overflowed=None), close_code=1008, closed_by="server")
+    assert websocket_end(slow_only, slow=True) == ("4008", "server")
+    gone = SimpleNamespace(inbound=None, close_code=None, closed_by=None)
+    assert websocket_end(gone, slow=False) == ("1006", "client")

@@ -127,9 +127,9 @@ class ConnectionRecord:
         duration = time.monotonic() - self.started
         slow = bool(getattr(self.guard, "slow", False))
         if self.ws is not None:
-            self.code, self.by = _websocket_end(self.ws, slow)
+            self.code, self.by = websocket_end(self.ws, slow)
         else:
-            self.code, self.by = _sse_end(slow, sys.exception())
+            self.code, self.by = sse_end(slow, sys.exception())
         if slow:
             stats.slow_consumers[self.protocol] += 1
         if self.refused or getattr(self.ws, "refused", False) or not self.accepted:
@@ -158,7 +158,13 @@ class ConnectionRecord:
         return f"<ConnectionRecord {self.protocol} {self.endpoint}>"
 
 
-def _websocket_end(ws: Any, slow: bool) -> tuple[str, str]:
+def websocket_end(ws: Any, slow: bool) -> tuple[str, str]:
+    """How a WebSocket ended, for the counters and the log line: its close code and who closed first."""
+    inbound = getattr(ws, "inbound", None)
+    if inbound is not None and inbound.overflowed is not None:
+        # condemned by its inbound bound first: its 1008 close may then wait behind a send to a client
+        # that does not read, until the slow-consumer policy also gives up on it
+        return str(ws.close_code or 1008), "server"
     if slow:
         return "4008", "server"
     code = ws.close_code
@@ -167,7 +173,7 @@ def _websocket_end(ws: Any, slow: bool) -> tuple[str, str]:
     return (str(code) if code is not None else "1006"), (getattr(ws, "closed_by", None) or "client")
 
 
-def _sse_end(slow: bool, error: BaseException | None) -> tuple[str, str]:
+def sse_end(slow: bool, error: BaseException | None) -> tuple[str, str]:
     """An SSE stream has no close code: how it ended stands in (``end``, ``slow_consumer``, ``disconnect``)."""
     if slow:
         return "slow_consumer", "server"
